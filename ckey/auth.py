@@ -1,0 +1,133 @@
+"""Bearer-token authentication and roles.
+
+Production validates OpenID Connect access tokens (issuer, audience, signature against the provider's JWKS). The
+local stack validates tokens signed by an Ed25519 key generated in the data dir, which ``ckey token`` mints.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ckey.config import AuthMode, Settings
+from ckey.models import Role
+
+
+class AuthError(Exception):
+    """The token is missing, malformed, expired, or not from a trusted issuer."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller."""
+
+    user: str
+    roles: frozenset[Role]
+
+    def has(self, role: Role) -> bool:
+        """Whether the caller holds ``role`` (``admin`` holds every role)."""
+        return role in self.roles or Role.ADMIN in self.roles
+
+
+def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
+    """The local stack's token-signing key, created (mode 0600) on first use."""
+    if path.exists():
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise AuthError(f"{path} is not an Ed25519 private key")
+        return key
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(pem)
+    return key
+
+
+def mint_local_token(settings: Settings, user: str, roles: list[Role], ttl: timedelta | None = None) -> str:
+    """A token for the local stack, signed with the key in the data dir."""
+    key = load_or_create_signing_key(settings.signing_key_path)
+    now = datetime.now(UTC)
+    claims = {
+        "iss": settings.local_issuer,
+        "aud": settings.audience,
+        "sub": user,
+        settings.user_claim: user,
+        settings.roles_claim: [role.value for role in roles],
+        "iat": now,
+        "nbf": now,
+        "exp": now + (ttl or timedelta(minutes=settings.token_ttl_minutes)),
+        "jti": str(uuid.uuid4()),
+    }
+    return jwt.encode(claims, key, algorithm="EdDSA")
+
+
+class TokenVerifier:
+    """Validates bearer tokens according to the settings and turns them into a :class:`Principal`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._local_key: Ed25519PublicKey | None = None
+        self._jwks: jwt.PyJWKClient | None = None
+        if settings.auth_mode is AuthMode.LOCAL:
+            self._local_key = load_or_create_signing_key(settings.signing_key_path).public_key()
+        else:
+            assert settings.oidc_jwks_url is not None
+            self._jwks = jwt.PyJWKClient(settings.oidc_jwks_url, cache_keys=True)
+
+    def verify(self, token: str) -> Principal:
+        """The caller behind ``token``.
+
+        Raises:
+            AuthError: the token is not valid.
+        """
+        try:
+            if self._local_key is not None:
+                claims = jwt.decode(
+                    token,
+                    self._local_key,
+                    algorithms=["EdDSA"],
+                    audience=self.settings.audience,
+                    issuer=self.settings.local_issuer,
+                    options={"require": ["exp", "iss", "aud", "sub"]},
+                )
+            else:
+                assert self._jwks is not None
+                signing_key = self._jwks.get_signing_key_from_jwt(token)
+                claims = jwt.decode(
+                    token,
+                    signing_key.key,
+                    algorithms=["RS256", "RS384", "RS512", "ES256", "ES384", "EdDSA"],
+                    audience=self.settings.audience,
+                    issuer=self.settings.oidc_issuer,
+                    options={"require": ["exp", "iss", "aud", "sub"]},
+                )
+        except jwt.PyJWTError as exc:
+            raise AuthError(str(exc)) from None
+        return Principal(user=self._user(claims), roles=self._roles(claims))
+
+    def _user(self, claims: dict[str, Any]) -> str:
+        user = claims.get(self.settings.user_claim) or claims.get("sub")
+        if not isinstance(user, str) or not user:
+            raise AuthError("token names no user")
+        return user
+
+    def _roles(self, claims: dict[str, Any]) -> frozenset[Role]:
+        raw = claims.get(self.settings.roles_claim, [])
+        names = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list) else []
+        roles = set()
+        for name in names:
+            # Entra app roles are often namespaced ("ckey.operator"); the last segment is the role.
+            candidate = str(name).rsplit(".", 1)[-1].lower()
+            if candidate in Role._value2member_map_:
+                roles.add(Role(candidate))
+        return frozenset(roles)

@@ -1,0 +1,185 @@
+"""The ``ckey`` command line: the local stack, tokens, the database, and operations through the API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from datetime import timedelta
+from typing import Annotated, Any
+
+import httpx
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ckey.config import Settings, SettingsError, get_settings
+from ckey.models import Role
+
+app = typer.Typer(help="Microsoft Purview Customer Key operations as durable Temporal workflows.", no_args_is_help=True)
+db_app = typer.Typer(help="ckey's SQL database.", no_args_is_help=True)
+ops_app = typer.Typer(help="Operations: list, show, watch, cancel.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(ops_app, name="ops")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    try:
+        return get_settings()
+    except SettingsError as exc:
+        err_console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+@app.command()
+def up() -> None:
+    """Start the local stack (Temporal dev server, sandboxes, worker, API) and supervise it until Ctrl-C."""
+    from ckey.stack import run_stack
+
+    raise typer.Exit(run_stack(_settings()))
+
+
+@app.command()
+def token(
+    user: Annotated[str, typer.Option(help="Who the token names (recorded as started_by and in the audit trail).")],
+    role: Annotated[list[Role], typer.Option(help="Role(s) the token carries.")],
+    ttl_minutes: Annotated[int | None, typer.Option(help="Lifetime; default CKEY_TOKEN_TTL_MINUTES.")] = None,
+) -> None:
+    """Mint a bearer token for the local stack, signed with the key in the data dir."""
+    from ckey.auth import mint_local_token
+
+    ttl = timedelta(minutes=ttl_minutes) if ttl_minutes else None
+    typer.echo(mint_local_token(_settings(), user, role, ttl))
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or upgrade ckey's tables (Alembic)."""
+    from ckey.store import create_engine
+    from ckey.store.migrate import upgrade
+
+    settings = _settings()
+
+    async def _run() -> None:
+        engine = create_engine(settings.resolved_database_url)
+        try:
+            await upgrade(engine)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(_run())
+    console.print(f"database at {settings.resolved_database_url} is up to date")
+
+
+# Operations, through the API --------------------------------------------------------------------------------------
+
+
+def api_client(settings: Settings | None = None) -> httpx.Client:
+    """An HTTP client for the API with the configured bearer token."""
+    settings = settings or _settings()
+    if settings.token is None:
+        err_console.print("[red]no token: set CKEY_TOKEN (mint one with `ckey token --user U --role R`)[/red]")
+        raise typer.Exit(2)
+    return httpx.Client(
+        base_url=settings.resolved_api_url,
+        headers={"Authorization": f"Bearer {settings.token.get_secret_value()}"},
+        timeout=30,
+    )
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    with api_client() as client:
+        try:
+            response = client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            err_console.print(f"[red]cannot reach the API at {client.base_url}: {exc}[/red]")
+            raise typer.Exit(1) from None
+    if response.status_code >= 400:
+        try:
+            problem = response.json()
+            message = problem.get("detail") or problem.get("title") or response.text
+        except ValueError:
+            message = response.text
+        err_console.print(f"[red]{response.status_code}: {message}[/red]")
+        raise typer.Exit(1)
+    return response.json()
+
+
+@ops_app.command("list")
+def ops_list(
+    state: Annotated[str | None, typer.Option(help="Only operations in this state.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Only operations of this kind.")] = None,
+) -> None:
+    """List operations, newest first."""
+    params = {k: v for k, v in {"state": state, "kind": kind}.items() if v}
+    ops = _call("GET", "/api/operations", params=params)
+    table = Table("id", "kind", "state", "phase", "progress", "started by", "started at")
+    for op in ops:
+        pct = op["progress"].get("percent")
+        table.add_row(
+            op["id"], op["kind"], op["state"], op["phase"], "" if pct is None else f"{pct:.1f} %",
+            op["started_by"], op["started_at"],
+        )
+    console.print(table)
+
+
+@ops_app.command("show")
+def ops_show(operation_id: str) -> None:
+    """Show one operation and its audit timeline."""
+    op = _call("GET", f"/api/operations/{operation_id}")
+    events = _call("GET", f"/api/operations/{operation_id}/events")
+    console.print_json(json.dumps(op))
+    table = Table("seq", "at", "actor", "action", "outcome", "target")
+    for ev in events:
+        table.add_row(str(ev["seq"]), ev["at"], ev["actor"], ev["action"], ev["outcome"], ev.get("target") or "")
+    console.print(table)
+
+
+@ops_app.command("cancel")
+def ops_cancel(operation_id: str) -> None:
+    """Ask an operation to cancel (operations past a point of no return refuse)."""
+    _call("POST", f"/api/operations/{operation_id}/cancel")
+    console.print(f"cancellation requested for {operation_id}")
+
+
+@ops_app.command("watch")
+def ops_watch(
+    operation_id: str,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 1.0,
+) -> None:
+    """Follow an operation with a live progress bar (phase and ETA) until it ends."""
+    bar = Progress(
+        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), console=console
+    )
+    task = bar.add_task("starting", total=None)
+    with Live(bar, console=console, refresh_per_second=4):
+        while True:
+            op = _call("GET", f"/api/operations/{operation_id}")
+            progress = op["progress"]
+            bar.update(
+                task,
+                description=f"{op['kind']} · {op['state']} · {op['phase']} ({progress['unit']})",
+                completed=progress["done"],
+                total=progress["total"],
+            )
+            if op["state"] in ("succeeded", "failed", "cancelled"):
+                break
+            time.sleep(interval)
+    console.print(f"{operation_id}: {op['state']}" + (f" — {op['error']}" if op.get("error") else ""))
+    if op["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    """Entry point of the ``ckey`` script."""
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

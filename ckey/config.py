@@ -1,0 +1,124 @@
+"""Settings: one pydantic-settings model for every endpoint, port, path and credential.
+
+Every field reads from an environment variable with the ``CKEY_`` prefix (``CKEY_API_PORT`` for ``api_port``) or
+from a ``.env`` file in the working directory. The defaults describe the embedded local stack that ``ckey up``
+starts; production overrides them (see ``docker-compose.yml``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class AuthMode(StrEnum):
+    """How the API validates bearer tokens."""
+
+    LOCAL = "local"
+    """Tokens signed by the key in the data dir, minted with ``ckey token``."""
+    OIDC = "oidc"
+    """Tokens of an OpenID Connect provider (issuer, audience, JWKS)."""
+
+
+class SettingsError(Exception):
+    """A setting is invalid; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """All of ckey's configuration."""
+
+    model_config = SettingsConfigDict(env_prefix="CKEY_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Path(".ckey")
+    """Where the local stack keeps its state: Temporal's SQLite file, ckey's database, keys, logs."""
+
+    sandbox: bool = True
+    """Talk to the sandbox Key Vault and tenant of the local stack instead of Azure and Microsoft 365."""
+
+    # Temporal
+    temporal_address: str = "localhost:7233"
+    temporal_namespace: str = "default"
+    temporal_task_queue: str = "ckey"
+    temporal_tls: bool = False
+    temporal_api_key: SecretStr | None = None
+    temporal_port: Port = 7233
+    """gRPC port of the dev server that ``ckey up`` starts."""
+    temporal_ui_port: Port = 8233
+    """Web UI port of the dev server that ``ckey up`` starts."""
+    temporal_search_attributes: bool = True
+    """Set ckey's custom search attributes on workflows (off only for servers that cannot hold them)."""
+
+    # SQL
+    database_url: str | None = None
+    """SQLAlchemy URL; default a SQLite file in the data dir. PostgreSQL: ``postgresql+psycopg://...``."""
+
+    # API
+    api_host: str = "127.0.0.1"
+    api_port: Port = 8080
+    api_url: str | None = None
+    """Where the CLI finds the API; default ``http://{api_host}:{api_port}``."""
+    token: SecretStr | None = None
+    """Bearer token the CLI sends; ``ckey token`` mints one for the local stack."""
+
+    # Auth
+    auth_mode: AuthMode = AuthMode.LOCAL
+    local_issuer: str = "ckey-local"
+    audience: str = "ckey"
+    oidc_issuer: str | None = None
+    oidc_jwks_url: str | None = None
+    roles_claim: str = "roles"
+    """Claim holding the caller's roles (a list, or one string)."""
+    user_claim: str = "preferred_username"
+    """Claim naming the caller; ``sub`` is used when it is absent."""
+    token_ttl_minutes: Annotated[int, Field(ge=1, le=60 * 24 * 30)] = 60 * 12
+
+    @model_validator(mode="after")
+    def _oidc_needs_issuer_and_jwks(self) -> Settings:
+        if self.auth_mode is AuthMode.OIDC and not (self.oidc_issuer and self.oidc_jwks_url):
+            raise ValueError("auth_mode=oidc needs CKEY_OIDC_ISSUER and CKEY_OIDC_JWKS_URL")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL in use."""
+        return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'ckey.db').resolve()}"
+
+    @property
+    def resolved_api_url(self) -> str:
+        """The base URL of the API."""
+        return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
+    def signing_key_path(self) -> Path:
+        """The local stack's token-signing key (Ed25519, PEM)."""
+        return self.data_dir / "keys" / "token-signing.pem"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings, turning a validation error into one that names the environment variables.
+
+    Raises:
+        SettingsError: a setting has an invalid value.
+    """
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            loc = "_".join(str(part) for part in err["loc"]).upper()
+            name = f"CKEY_{loc}" if loc else "settings"
+            lines.append(f"invalid setting {name}: {err['msg']}")
+        raise SettingsError("; ".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

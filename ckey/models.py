@@ -1,0 +1,233 @@
+"""Domain types of Customer Key, with the seed's rules as validators.
+
+Every validation error carries a rule id as its pydantic error type (``dep-name-no-spaces``,
+``key-uri-format``, ``two-keys-two-vaults`` ...), so the API can name the rule an input broke.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BeforeValidator, GetPydanticSchema
+from pydantic_core import PydanticCustomError, core_schema
+
+
+class Role(StrEnum):
+    """What a caller may do. ``admin`` may do everything."""
+
+    VIEWER = "viewer"
+    OPERATOR = "operator"
+    APPROVER = "approver"
+    ADMIN = "admin"
+
+
+class Workload(StrEnum):
+    """The Microsoft 365 workloads whose data at rest Customer Key protects."""
+
+    EXCHANGE = "exchange"
+    """Mailbox DEPs (New-DataEncryptionPolicy)."""
+    SHAREPOINT = "sharepoint"
+    """SharePoint and OneDrive, one DEP per geo (Register-SPODataEncryptionPolicy)."""
+    MULTI_WORKLOAD = "multi_workload"
+    """The tenant-wide multi-workload DEP (New-M365DataAtRestEncryptionPolicy), Windows 365 included."""
+
+
+class ServicePrincipal(StrEnum):
+    """Application ids of the Microsoft 365 service principals that need get/wrapKey/unwrapKey on the keys."""
+
+    MICROSOFT_365 = "c066d759-24ae-40e7-a56f-027002b5d3e4"
+    EXCHANGE_ONLINE = "00000002-0000-0ff1-ce00-000000000000"
+    SHAREPOINT_ONLINE = "00000003-0000-0ff1-ce00-000000000000"
+
+    @classmethod
+    def for_workload(cls, workload: Workload) -> ServicePrincipal:
+        """The principal that unwraps a workload's keys."""
+        return _PRINCIPAL_OF[workload]
+
+
+_PRINCIPAL_OF = {
+    Workload.EXCHANGE: ServicePrincipal.EXCHANGE_ONLINE,
+    Workload.SHAREPOINT: ServicePrincipal.SHAREPOINT_ONLINE,
+    Workload.MULTI_WORKLOAD: ServicePrincipal.MICROSOFT_365,
+}
+
+
+class SpoState(StrEnum):
+    """Encryption state of a SharePoint/OneDrive geo, as Get-SPODataEncryptionPolicy reports it."""
+
+    UNREGISTERED = "Unregistered"
+    REGISTERING = "Registering"
+    REGISTERED = "Registered"
+    ROLLING = "Rolling"
+
+
+def rule_error(rule: str, message: str, **context: Any) -> PydanticCustomError:
+    """A validation error whose type is the rule id, so callers can name the broken rule."""
+    return PydanticCustomError(rule, f"{message} [rule: {rule}]", context or None)
+
+
+# DEP names -------------------------------------------------------------------------------------------------------
+
+_DEP_NAME_MAX = 64
+
+
+def _check_dep_name(value: str) -> str:
+    if not value:
+        raise rule_error("dep-name-required", "a DEP needs a name")
+    if re.search(r"\s", value):
+        raise rule_error("dep-name-no-spaces", "DEP names can't contain spaces: {name!r}", name=value)
+    if len(value) > _DEP_NAME_MAX:
+        raise rule_error("dep-name-length", f"DEP names are at most {_DEP_NAME_MAX} characters")
+    return value
+
+
+DepName = Annotated[str, AfterValidator(_check_dep_name)]
+"""A DEP name: no spaces (seed: "Names can't contain spaces")."""
+
+
+# Key Vault key URIs ----------------------------------------------------------------------------------------------
+
+AZURE_VAULT_SUFFIXES = (
+    "vault.azure.net",
+    "vault.azure.cn",
+    "vault.usgovcloudapi.net",
+    "vault.microsoftazure.de",
+)
+SANDBOX_VAULT_SUFFIX = "vault.ckey.test"
+"""Host form of the sandbox when it is not addressed under Azure's names (``.test`` is reserved, RFC 2606)."""
+
+_VAULT_NAME = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
+_KEY_NAME = re.compile(r"^[A-Za-z0-9-]{1,127}$")
+_KEY_VERSION = re.compile(r"^[A-Za-z0-9]{32}$")
+_URI = re.compile(r"^https://(?P<host>[^/:]+)(?::(?P<port>\d{1,5}))?/keys/(?P<name>[^/]+)(?:/(?P<version>[^/]*))?/?$")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUri:
+    """A parsed Key Vault key identifier."""
+
+    vault: str
+    """The vault's name (case-insensitive in Azure; kept as written)."""
+    host: str
+    name: str
+    version: str | None = None
+    port: int | None = None
+
+    @property
+    def vault_url(self) -> str:
+        """The vault's base URL, as the Key Vault SDK takes it."""
+        return f"https://{self.host}" + (f":{self.port}" if self.port else "")
+
+    @property
+    def versionless(self) -> str:
+        """The URI without a version."""
+        return f"{self.vault_url}/keys/{self.name}"
+
+    def __str__(self) -> str:
+        return self.versionless + (f"/{self.version}" if self.version else "")
+
+    @classmethod
+    def parse(cls, text: str) -> KeyUri:
+        """Parse ``https://<vault>.vault.azure.net/keys/<name>[/<version>]`` (or the sandbox host form).
+
+        Raises:
+            PydanticCustomError: the text breaks the ``key-uri-format`` rule.
+        """
+        m = _URI.match(text.strip())
+        if not m:
+            raise rule_error(
+                "key-uri-format",
+                "a key URI looks like https://<vault>.vault.azure.net/keys/<name>[/<version>]: {uri!r}",
+                uri=text,
+            )
+        host = m["host"].lower()
+        vault, _, suffix = host.partition(".")
+        if suffix not in (*AZURE_VAULT_SUFFIXES, SANDBOX_VAULT_SUFFIX):
+            raise rule_error(
+                "key-uri-format",
+                "the host of a key URI is <vault>.vault.azure.net (or another Azure cloud's vault suffix): {uri!r}",
+                uri=text,
+            )
+        if m["port"] and suffix != SANDBOX_VAULT_SUFFIX:
+            raise rule_error("key-uri-format", "Azure key URIs carry no port: {uri!r}", uri=text)
+        if not _VAULT_NAME.match(vault):
+            raise rule_error(
+                "key-vault-name",
+                "vault names are 3-24 letters, digits and single hyphens, starting with a letter: {vault!r}",
+                vault=vault,
+            )
+        if not _KEY_NAME.match(m["name"]):
+            raise rule_error("key-name", "key names are 1-127 letters, digits and hyphens: {name!r}", name=m["name"])
+        version = m["version"] or None
+        if version is not None and not _KEY_VERSION.match(version):
+            raise rule_error("key-version", "a key version is 32 hexadecimal characters: {version!r}", version=version)
+        return cls(vault=vault, host=host, name=m["name"], version=version, port=int(m["port"]) if m["port"] else None)
+
+
+def _parse_key_uri(value: Any) -> KeyUri:
+    if isinstance(value, KeyUri):
+        return value
+    if not isinstance(value, str):
+        raise rule_error("key-uri-format", "a key URI is a string")
+    return KeyUri.parse(value)
+
+
+KeyUriField = Annotated[
+    KeyUri,
+    GetPydanticSchema(
+        lambda _t, _h: core_schema.no_info_plain_validator_function(
+            _parse_key_uri,
+            json_schema_input_schema=core_schema.str_schema(),
+            serialization=core_schema.to_string_ser_schema(),
+        )
+    ),
+]
+"""A key URI in a pydantic model: validated on input, a string on output."""
+
+
+def check_two_keys(uris: Sequence[KeyUri], regions: Mapping[str, str] | None = None) -> tuple[KeyUri, KeyUri]:
+    """The two-keys rule: exactly two keys, in two different vaults, in two different regions where known.
+
+    Args:
+        uris: the DEP's key URIs.
+        regions: vault name (lower case) to Azure region, for the vaults whose region is known.
+
+    Raises:
+        PydanticCustomError: ``two-keys`` / ``two-keys-two-vaults`` / ``two-keys-two-regions``.
+    """
+    if len(uris) != 2:
+        raise rule_error("two-keys", "a DEP names exactly two keys, got {count}", count=len(uris))
+    first, second = uris
+    if first.vault.lower() == second.vault.lower():
+        raise rule_error(
+            "two-keys-two-vaults", "the two keys must be in two different vaults; both are in {vault!r}",
+            vault=first.vault,
+        )
+    if regions:
+        r1, r2 = regions.get(first.vault.lower()), regions.get(second.vault.lower())
+        if r1 and r2 and r1.lower() == r2.lower():
+            raise rule_error(
+                "two-keys-two-regions",
+                "the two vaults must be in two different Azure regions; both are in {region!r}",
+                region=r1,
+            )
+    return first, second
+
+
+def _split_uris(value: Any) -> Any:
+    # The seed writes the two URIs as one argument separated by a comma and a space.
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def _two_keys(value: list[KeyUri]) -> list[KeyUri]:
+    return list(check_two_keys(value))
+
+
+TwoKeyUris = Annotated[list[KeyUriField], BeforeValidator(_split_uris), AfterValidator(_two_keys)]
+"""A DEP's ``AzureKeyIDs``: two key URIs in two different vaults (regions are checked against the vaults)."""

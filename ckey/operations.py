@@ -1,0 +1,198 @@
+"""The operation machinery's vocabulary: states, progress, records, audit events, and the registry of kinds.
+
+An *operation* is one run of a Customer Key procedure (create a DEP, assign it, purge ...). Each kind maps to a
+workflow, the input model that validates its parameters, and the role a caller needs to start it. Workflows
+report a phase (their own enum), a :class:`Progress` and an :class:`OperationState` through the ``progress``
+query; activities persist the same to SQL together with the audit trail.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, Field, computed_field
+
+from ckey.models import Role
+
+
+class OperationState(StrEnum):
+    """Where an operation stands, as the API reports it."""
+
+    RUNNING = "running"
+    AWAITING_APPROVAL = "awaiting_approval"
+    AWAITING_MICROSOFT = "awaiting_microsoft"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def ended(self) -> bool:
+        """Whether the operation has reached a final state."""
+        return self in (OperationState.SUCCEEDED, OperationState.FAILED, OperationState.CANCELLED)
+
+
+class Outcome(StrEnum):
+    """The outcome an audit event records."""
+
+    OK = "ok"
+    REFUSED = "refused"
+    FAILED = "failed"
+    INFO = "info"
+
+
+class Progress(BaseModel):
+    """How far an operation is: ``done`` of ``total`` ``unit`` (``total`` unknown until counted)."""
+
+    done: int = 0
+    total: int | None = None
+    unit: str = "steps"
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def percent(self) -> float | None:
+        """``done`` as a percentage of ``total``, one decimal."""
+        if not self.total:
+            return None if self.total is None else 100.0
+        return round(min(100.0, 100.0 * self.done / self.total), 1)
+
+
+class Escalation(BaseModel):
+    """Something handed to a human or to Microsoft (a support case, an alert)."""
+
+    at: datetime
+    reason: str
+    case_id: str | None = None
+    subjects: list[str] = Field(default_factory=list)
+
+
+class Gate(BaseModel):
+    """A human gate of an irreversible step and its signatures."""
+
+    name: str
+    status: str = "pending"
+    signers: list[str] = Field(default_factory=list)
+    required: int = 1
+
+
+class OperationStatus(BaseModel):
+    """What the ``progress`` query of every operation workflow answers."""
+
+    kind: str
+    state: OperationState = OperationState.RUNNING
+    phase: str = "starting"
+    progress: Progress = Field(default_factory=Progress)
+    escalations: list[Escalation] = Field(default_factory=list)
+    gates: list[Gate] = Field(default_factory=list)
+    updated_at: datetime | None = None
+
+
+class OperationRecord(BaseModel):
+    """An operation as the API shows it and the store keeps it."""
+
+    id: str
+    kind: str
+    state: OperationState
+    phase: str
+    progress: Progress = Field(default_factory=Progress)
+    params: dict[str, Any] = Field(default_factory=dict)
+    started_by: str
+    started_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None = None
+    idempotency_key: str | None = None
+    dep: str | None = None
+    escalations: list[Escalation] = Field(default_factory=list)
+    gates: list[Gate] = Field(default_factory=list)
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class OperationUpdate(BaseModel):
+    """A change to an operation's record; ``None`` fields are left as they are."""
+
+    id: str
+    at: datetime
+    state: OperationState | None = None
+    phase: str | None = None
+    progress: Progress | None = None
+    escalations: list[Escalation] | None = None
+    gates: list[Gate] | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class AuditEvent(BaseModel):
+    """An audit entry to append: who did what, when, through which call, with which outcome."""
+
+    key: str
+    """Idempotency key: the operation id plus the step, so a retried write lands once."""
+    at: datetime
+    actor: str
+    action: str
+    outcome: Outcome = Outcome.OK
+    operation_id: str | None = None
+    target: str | None = None
+    """The rendered cmdlet line or the API call."""
+    detail: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditRecord(AuditEvent):
+    """An appended audit entry with its place in the hash chain."""
+
+    seq: int
+    prev_hash: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class OperationKind:
+    """One kind of operation the API can start."""
+
+    name: str
+    """The kind, ``<family>.<object>.<verb>`` (``exchange.dep.create``)."""
+    workflow: type
+    """The ``@workflow.defn`` class; its run method takes ``input_model``."""
+    input_model: type[BaseModel]
+    role: Role = Role.OPERATOR
+    description: str = ""
+    dep_of: Callable[[BaseModel], str | None] | None = None
+    """Which DEP the operation concerns, for the ``CkeyDep`` search attribute and the list filter."""
+
+
+@dataclass
+class OperationRegistry:
+    """Kind name → :class:`OperationKind`. The API, the worker and the CLI read the same registry."""
+
+    _kinds: dict[str, OperationKind] = field(default_factory=dict)
+
+    def register(self, kind: OperationKind) -> OperationKind:
+        """Add a kind; a second registration of the same name replaces the first."""
+        self._kinds[kind.name] = kind
+        return kind
+
+    def unregister(self, name: str) -> None:
+        """Remove a kind (tests register their own kinds and take them away)."""
+        self._kinds.pop(name, None)
+
+    def get(self, name: str) -> OperationKind | None:
+        """The kind of that name, if registered."""
+        return self._kinds.get(name)
+
+    def __iter__(self) -> Iterator[OperationKind]:
+        return iter(sorted(self._kinds.values(), key=lambda k: k.name))
+
+
+registry = OperationRegistry()
+"""The process-wide registry; ``workflows`` registers the product's kinds into it when imported."""
+
+
+def request_fingerprint(kind: str, params: dict[str, Any]) -> str:
+    """A stable hash of a start request, to tell a retry from a different request under the same key."""
+    canonical = json.dumps({"kind": kind, "params": params}, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,69 @@
+"""Tables of ckey's own database (SQLAlchemy 2 typed ORM). Alembic migrations in ``ckey/migrations`` create them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    """Declarative base of ckey's tables."""
+
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class OperationRow(Base):
+    """One operation: its request and its last known state. Outlives Temporal's retention."""
+
+    __tablename__ = "operations"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    state: Mapped[str] = mapped_column(String(32), index=True)
+    phase: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    started_by: Mapped[str] = mapped_column(String(256))
+    started_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None] = mapped_column(default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(String(256), default=None)
+    dep: Mapped[str | None] = mapped_column(String(128), default=None, index=True)
+    progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    escalations: Mapped[list[Any]] = mapped_column(default=list)
+    gates: Mapped[list[Any]] = mapped_column(default=list)
+    result: Mapped[dict[str, Any] | None] = mapped_column(default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class AuditEventRow(Base):
+    """One entry of the append-only, hash-chained audit trail."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_operation_seq", "operation_id", "seq"),)
+
+    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
+    key: Mapped[str] = mapped_column(String(300), unique=True)
+    """Idempotency key (operation id plus step), so a retried write lands once."""
+    operation_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(256))
+    action: Mapped[str] = mapped_column(String(128))
+    target: Mapped[str | None] = mapped_column(Text, default=None)
+    """The cmdlet line or API call, when the event is one."""
+    outcome: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    """The head of the hash chain: one row, locked by each append so that appends are serialized."""
+
+    __tablename__ = "audit_head"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
