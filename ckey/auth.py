@@ -33,7 +33,9 @@ class Principal:
     roles: frozenset[Role]
 
     def has(self, role: Role) -> bool:
-        """Whether the caller holds ``role`` (``admin`` holds every role)."""
+        """Whether the caller holds ``role``: ``admin`` holds every role, and every role may view."""
+        if role is Role.VIEWER:
+            return bool(self.roles)
         return role in self.roles or Role.ADMIN in self.roles
 
 

@@ -1,0 +1,79 @@
+"""The ckey API application (FastAPI)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from temporalio.client import Client
+
+from ckey.api import problems
+from ckey.api.deps import StoreDep, Viewer
+from ckey.api.routes import operations
+from ckey.auth import TokenVerifier
+from ckey.config import Settings, get_settings
+from ckey.operations import AuditRecord
+from ckey.store import ChainVerification, Store
+from ckey.temporal import connect
+
+audit_router = APIRouter(prefix="/api/audit", tags=["audit"])
+
+
+@audit_router.get("/verify", response_model=ChainVerification)
+async def verify_audit(_: Viewer, store: StoreDep) -> ChainVerification:
+    """Recompute the audit trail's hash chain and report the first entry that was changed or removed."""
+    return await store.verify_audit_chain()
+
+
+@audit_router.get("", response_model=list[AuditRecord])
+async def list_audit(_: Viewer, store: StoreDep, after: int = 0, limit: int = 1000) -> list[AuditRecord]:
+    """The whole audit trail in chain order."""
+    return await store.list_audit(after_seq=after, limit=min(limit, 5000))
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    client: Client | None = None,
+    store: Store | None = None,
+) -> FastAPI:
+    """The API, connected at start-up to Temporal and the store (or to the ones given, as tests do)."""
+    settings = settings or get_settings()
+    # Importing the workflow modules registers the product's operation kinds.
+    from workflows import all_workflows
+
+    all_workflows()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if client is None:
+            app.state.client = await connect(settings)
+        if store is None:
+            app.state.store = Store.from_url(settings.resolved_database_url)
+        try:
+            yield
+        finally:
+            if store is None:
+                await app.state.store.close()
+
+    app = FastAPI(
+        title="ckey",
+        summary="Microsoft Purview Customer Key operations as durable Temporal workflows",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    # Given clients (tests, embedding) are usable without running the lifespan.
+    app.state.client, app.state.store = client, store
+    app.state.verifier = TokenVerifier(settings)
+    problems.install(app)
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """Liveness: the process answers (no token needed)."""
+        return {"status": "ok"}
+
+    app.include_router(operations.router)
+    app.include_router(audit_router)
+    return app

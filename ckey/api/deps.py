@@ -1,0 +1,75 @@
+"""Dependencies of the API routes: the Temporal client, the store, the settings, and the caller."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from temporalio.client import Client
+
+from ckey.api.problems import Problem
+from ckey.auth import AuthError, Principal, TokenVerifier
+from ckey.config import Settings
+from ckey.models import Role
+from ckey.store import Store
+
+_bearer = HTTPBearer(auto_error=False, description="A JWT with a ckey role (`ckey token` on the local stack).")
+
+
+def get_settings(request: Request) -> Settings:
+    """The API's settings."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def get_store(request: Request) -> Store:
+    """The SQL store."""
+    store: Store = request.app.state.store
+    return store
+
+
+def get_client(request: Request) -> Client:
+    """The Temporal client."""
+    client: Client = request.app.state.client
+    return client
+
+
+def get_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    """The authenticated caller; 401 without a valid bearer token."""
+    challenge = {"WWW-Authenticate": 'Bearer realm="ckey"'}
+    if credentials is None:
+        raise Problem(401, "bearer-token-required", "this API needs a bearer token", headers=challenge)
+    verifier: TokenVerifier = request.app.state.verifier
+    try:
+        return verifier.verify(credentials.credentials)
+    except AuthError as exc:
+        raise Problem(401, "bearer-token-invalid", f"the bearer token is not valid: {exc}", headers=challenge) from None
+
+
+def require(role: Role) -> Callable[[Principal], Principal]:
+    """A dependency that lets only callers holding ``role`` (or ``admin``) through; 403 otherwise."""
+
+    def _check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        ensure_role(principal, role)
+        return principal
+
+    return _check
+
+
+def ensure_role(principal: Principal, role: Role, what: str = "this") -> None:
+    """Raise 403 unless ``principal`` holds ``role``."""
+    if not principal.has(role):
+        held = ", ".join(sorted(r.value for r in principal.roles)) or "none"
+        raise Problem(403, "role-required", f"{what} needs the {role.value} role; {principal.user} holds: {held}")
+
+
+StoreDep = Annotated[Store, Depends(get_store)]
+ClientDep = Annotated[Client, Depends(get_client)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
+Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
+Caller = Annotated[Principal, Depends(get_principal)]

@@ -1,0 +1,285 @@
+"""``/api/operations``: start, list, show, follow and cancel operations of every registered kind."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Response
+from pydantic import BaseModel, Field, ValidationError
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from ckey import temporal as sa
+from ckey.api.deps import Caller, ClientDep, Operator, SettingsDep, StoreDep, Viewer, ensure_role
+from ckey.api.problems import Problem, validation_problem
+from ckey.auth import Principal
+from ckey.config import Settings
+from ckey.operations import (
+    AuditEvent,
+    AuditRecord,
+    OperationKind,
+    OperationRecord,
+    OperationState,
+    OperationStatus,
+    Outcome,
+    registry,
+    request_fingerprint,
+)
+from ckey.store import Store
+
+router = APIRouter(prefix="/api/operations", tags=["operations"])
+
+# Operation ids derived from an Idempotency-Key live in their own UUID namespace.
+_IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0f5a8e-3c1e-4a53-9a43-c6f1d8d3e7a1")
+_QUERY_TIMEOUT = timedelta(seconds=3)
+
+
+class StartOperation(BaseModel):
+    """A request to start an operation."""
+
+    kind: str = Field(examples=["exchange.dep.create"])
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OperationAccepted(BaseModel):
+    """The operation that a start request created, or found under the same Idempotency-Key."""
+
+    id: str
+    kind: str
+    state: OperationState
+    replayed: bool = False
+    """True when an earlier request with the same Idempotency-Key had started it."""
+
+
+class KindInfo(BaseModel):
+    """A registered operation kind."""
+
+    kind: str
+    role: str
+    description: str
+    params_schema: dict[str, Any]
+
+
+class CancelAccepted(BaseModel):
+    """A cancellation request that was passed to the operation."""
+
+    id: str
+    state: OperationState
+    cancel_requested: bool = True
+
+
+def operation_id_for(user: str, idempotency_key: str | None) -> str:
+    """The operation id: derived from the caller and the Idempotency-Key when there is one, random otherwise."""
+    if idempotency_key is None:
+        return f"op-{uuid.uuid4()}"
+    name = f"{user}\n{idempotency_key}"
+    return f"op-{uuid.uuid5(_IDEMPOTENCY_NAMESPACE, name)}"
+
+
+@router.get("/kinds", response_model=list[KindInfo])
+async def list_kinds(_: Viewer) -> list[KindInfo]:
+    """The operation kinds this deployment can start, with the role each needs and its parameters' schema."""
+    return [
+        KindInfo(kind=k.name, role=k.role.value, description=k.description, params_schema=k.input_model.model_json_schema())
+        for k in registry
+    ]
+
+
+@router.post("", status_code=202, response_model=OperationAccepted)
+async def start_operation(
+    body: StartOperation,
+    principal: Caller,
+    client: ClientDep,
+    store: StoreDep,
+    settings: SettingsDep,
+    response: Response,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)] = None,
+) -> OperationAccepted:
+    """Start an operation; the same ``Idempotency-Key`` again returns the same operation.
+
+    Every rule is checked before anything starts: an unknown kind or invalid parameters answer 422 naming the
+    rule, and nothing is started.
+    """
+    kind = registry.get(body.kind)
+    if kind is None:
+        known = ", ".join(k.name for k in registry) or "none"
+        raise Problem(422, "operation-kind-known", f"unknown operation kind {body.kind!r}; known kinds: {known}")
+    ensure_role(principal, kind.role, f"starting {kind.name}")
+    try:
+        params = kind.input_model.model_validate(body.params)
+    except ValidationError as exc:
+        raise validation_problem(exc, prefix=("body", "params")) from None
+    params_json = params.model_dump(mode="json")
+    fingerprint = request_fingerprint(kind.name, params_json)
+    op_id = operation_id_for(principal.user, idempotency_key)
+    response.headers["Location"] = f"/api/operations/{op_id}"
+
+    if idempotency_key is not None:
+        replay = await _replay(store, client, op_id, fingerprint)
+        if replay is not None:
+            response.headers["Idempotent-Replayed"] = "true"
+            return replay
+
+    dep = kind.dep_of(params) if kind.dep_of else None
+    memo = {"kind": kind.name, "started_by": principal.user, "fingerprint": fingerprint,
+            "idempotency_key": idempotency_key, "dep": dep}
+    try:
+        await client.start_workflow(
+            kind.workflow.run,  # type: ignore[attr-defined]
+            params,
+            id=op_id,
+            task_queue=settings.temporal_task_queue,
+            # A finished operation is never run again under the same id; a running one is returned as is.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            memo=memo,
+            search_attributes=_search_attributes(settings, kind, principal, dep),
+        )
+    except WorkflowAlreadyStartedError:
+        replay = await _replay(store, client, op_id, fingerprint)
+        if replay is None:  # pragma: no cover - the server said it exists
+            raise
+        response.headers["Idempotent-Replayed"] = "true"
+        return replay
+    now = datetime.now(UTC)
+    await store.create_operation(
+        OperationRecord(
+            id=op_id, kind=kind.name, state=OperationState.RUNNING, phase="starting", params=params_json,
+            started_by=principal.user, started_at=now, updated_at=now, idempotency_key=idempotency_key, dep=dep,
+        )
+    )
+    return OperationAccepted(id=op_id, kind=kind.name, state=OperationState.RUNNING)
+
+
+@router.get("", response_model=list[OperationRecord])
+async def list_operations(
+    _: Viewer,
+    store: StoreDep,
+    state: OperationState | None = None,
+    kind: str | None = None,
+    dep: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[OperationRecord]:
+    """Operations, newest first, filtered by state, kind and DEP."""
+    return await store.list_operations(state=state, kind=kind, dep=dep, limit=limit, offset=offset)
+
+
+@router.get("/{operation_id}", response_model=OperationRecord)
+async def get_operation(operation_id: str, _: Viewer, store: StoreDep, client: ClientDep) -> OperationRecord:
+    """One operation; while it runs, its phase and progress come live from the workflow."""
+    record = await _must_get(store, operation_id)
+    if record.state.ended:
+        return record
+    live = await _live_status(client.get_workflow_handle(operation_id))
+    if live is None:
+        return record
+    return record.model_copy(
+        update={
+            "state": live.state, "phase": live.phase, "progress": live.progress,
+            "escalations": live.escalations, "gates": live.gates,
+            "updated_at": max(record.updated_at, live.updated_at or record.updated_at),
+        }
+    )
+
+
+@router.get("/{operation_id}/events", response_model=list[AuditRecord])
+async def list_operation_events(
+    operation_id: str,
+    _: Viewer,
+    store: StoreDep,
+    after: Annotated[int, Query(ge=0, description="Only events after this sequence number.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+) -> list[AuditRecord]:
+    """The operation's audit timeline, in order."""
+    await _must_get(store, operation_id)
+    return await store.list_audit(operation_id=operation_id, after_seq=after, limit=limit)
+
+
+@router.post("/{operation_id}/cancel", status_code=202, response_model=CancelAccepted)
+async def cancel_operation(
+    operation_id: str, principal: Operator, store: StoreDep, client: ClientDep
+) -> CancelAccepted:
+    """Ask a running operation to cancel. It records who asked; steps past a point of no return refuse."""
+    record = await _must_get(store, operation_id)
+    if record.state.ended:
+        raise Problem(409, "operation-ended", f"operation {operation_id} has already {record.state.value}")
+    await _audit_cancel_request(store, principal, operation_id)
+    try:
+        await client.get_workflow_handle(operation_id).cancel()
+    except RPCError as exc:
+        raise Problem(409, "operation-ended", f"operation {operation_id} cannot be cancelled: {exc.message}") from None
+    return CancelAccepted(id=operation_id, state=record.state)
+
+
+async def _audit_cancel_request(store: Store, principal: Principal, operation_id: str) -> None:
+    now = datetime.now(UTC)
+    await store.append_audit(
+        AuditEvent(
+            key=f"{operation_id}/cancel-requested/{uuid.uuid4()}",
+            at=now,
+            actor=principal.user,
+            action="operation.cancel_requested",
+            outcome=Outcome.INFO,
+            operation_id=operation_id,
+            target=f"POST /api/operations/{operation_id}/cancel",
+        )
+    )
+
+
+async def _must_get(store: Store, operation_id: str) -> OperationRecord:
+    record = await store.get_operation(operation_id)
+    if record is None:
+        raise Problem(404, "operation-exists", f"no operation {operation_id}")
+    return record
+
+
+async def _replay(store: Store, client: Client, op_id: str, fingerprint: str) -> OperationAccepted | None:
+    """The operation an earlier request with the same key started, or None; 422 if that request differed."""
+    record = await store.get_operation(op_id)
+    if record is not None:
+        earlier = request_fingerprint(record.kind, record.params)
+        kind, state = record.kind, record.state
+    else:
+        try:
+            desc = await client.get_workflow_handle(op_id).describe()
+        except RPCError:
+            return None
+        memo = await desc.memo()
+        earlier, kind, state = memo.get("fingerprint", ""), memo.get("kind", ""), OperationState.RUNNING
+    if earlier != fingerprint:
+        raise Problem(
+            422,
+            "idempotency-key-reused",
+            "this Idempotency-Key was already used for a different request; use a new key for a new operation",
+        )
+    return OperationAccepted(id=op_id, kind=kind, state=state, replayed=True)
+
+
+async def _live_status(handle: WorkflowHandle[Any, Any]) -> OperationStatus | None:
+    try:
+        status: OperationStatus = await handle.query(
+            "progress", result_type=OperationStatus, rpc_timeout=_QUERY_TIMEOUT
+        )
+    except Exception:  # no worker at the moment, or the workflow just closed: the stored record stands
+        return None
+    return status
+
+
+def _search_attributes(
+    settings: Settings, kind: OperationKind, principal: Principal, dep: str | None
+) -> TypedSearchAttributes | None:
+    if not settings.temporal_search_attributes:
+        return None
+    pairs = [
+        sa.KIND.value_set(kind.name),
+        sa.STATE.value_set(OperationState.RUNNING.value),
+        sa.STARTED_BY.value_set(principal.user),
+    ]
+    if dep:
+        pairs.append(sa.DEP.value_set(dep))
+    return TypedSearchAttributes(pairs)

