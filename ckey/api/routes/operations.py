@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field, ValidationError
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -276,10 +276,10 @@ def _search_attributes(
     if not settings.temporal_search_attributes:
         return None
     pairs = [
-        sa.KIND.value_set(kind.name),
-        sa.STATE.value_set(OperationState.RUNNING.value),
-        sa.STARTED_BY.value_set(principal.user),
+        SearchAttributePair(sa.KIND, kind.name),
+        SearchAttributePair(sa.STATE, OperationState.RUNNING.value),
+        SearchAttributePair(sa.STARTED_BY, principal.user),
     ]
     if dep:
-        pairs.append(sa.DEP.value_set(dep))
+        pairs.append(SearchAttributePair(sa.DEP, dep))
     return TypedSearchAttributes(pairs)
