@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import time
 from datetime import timedelta
 from typing import Annotated, Any
@@ -123,8 +122,13 @@ def ops_list(
     for op in ops:
         pct = op["progress"].get("percent")
         table.add_row(
-            op["id"], op["kind"], op["state"], op["phase"], "" if pct is None else f"{pct:.1f} %",
-            op["started_by"], op["started_at"],
+            op["id"],
+            op["kind"],
+            op["state"],
+            op["phase"],
+            "" if pct is None else f"{pct:.1f} %",
+            op["started_by"],
+            op["started_at"],
         )
     console.print(table)
 
@@ -182,4 +186,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -204,7 +204,8 @@ def check_two_keys(uris: Sequence[KeyUri], regions: Mapping[str, str] | None = N
     first, second = uris
     if first.vault.lower() == second.vault.lower():
         raise rule_error(
-            "two-keys-two-vaults", "the two keys must be in two different vaults; both are in {vault!r}",
+            "two-keys-two-vaults",
+            "the two keys must be in two different vaults; both are in {vault!r}",
             vault=first.vault,
         )
     if regions:

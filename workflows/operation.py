@@ -111,9 +111,7 @@ class OperationWorkflow:
     async def escalate(self, escalation: Escalation) -> None:
         """Record an escalation (a support case filed, operators alerted) on the operation."""
         self._status.escalations.append(escalation)
-        await self._persist(
-            "escalated", detail=escalation.model_dump(mode="json"), outcome=Outcome.INFO
-        )
+        await self._persist("escalated", detail=escalation.model_dump(mode="json"), outcome=Outcome.INFO)
 
     def set_gates(self, gates: list[Gate]) -> None:
         """Replace the gates the query shows (persisted by the next :meth:`checkpoint` or phase change)."""
@@ -176,7 +174,9 @@ class OperationWorkflow:
         # Recording the end must happen even when the workflow was cancelled: shield it from the cancellation.
         await asyncio.shield(self._record(RecordOperationInput(update=update, event=event)))
 
-    async def _persist(self, action: str, *, detail: dict[str, Any] | None = None, outcome: Outcome = Outcome.OK) -> None:
+    async def _persist(
+        self, action: str, *, detail: dict[str, Any] | None = None, outcome: Outcome = Outcome.OK
+    ) -> None:
         self._status.updated_at = workflow.now()
         event = self._event(action, detail, None, outcome, None)
         await self._record(RecordOperationInput(update=self._update(), event=event))

@@ -67,9 +67,11 @@ def validation_problem(exc: ValidationError | RequestValidationError, prefix: Se
         }
         for err in exc.errors()
     ]
-    rules = sorted({e["rule"] for e in errors})
+    rules: list[str] = sorted({str(e["rule"]) for e in errors})
     detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
-    return Problem(422, rules[0] if len(rules) == 1 else "invalid-request", detail, title="Invalid request", errors=errors)
+    return Problem(
+        422, rules[0] if len(rules) == 1 else "invalid-request", detail, title="Invalid request", errors=errors
+    )
 
 
 def install(app: FastAPI) -> None:
@@ -86,4 +88,6 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         rule = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        return Problem(exc.status_code, rule, str(exc.detail), headers=exc.headers).response(request.url.path)
+        return Problem(exc.status_code, rule, str(exc.detail), headers=dict(exc.headers or {})).response(
+            request.url.path
+        )

@@ -23,6 +23,7 @@ from ckey.operations import (
     OperationRecord,
     OperationState,
     OperationUpdate,
+    Outcome,
 )
 from ckey.store.schema import AuditEventRow, AuditHeadRow, OperationRow
 
@@ -206,11 +207,7 @@ class Store:
                 break
             for rec in records:
                 event = AuditEvent.model_validate(rec.model_dump(exclude={"seq", "prev_hash", "hash"}))
-                if (
-                    rec.seq != expected_seq
-                    or rec.prev_hash != prev
-                    or rec.hash != audit_hash(prev, rec.seq, event)
-                ):
+                if rec.seq != expected_seq or rec.prev_hash != prev or rec.hash != audit_hash(prev, rec.seq, event):
                     return ChainVerification(ok=False, events=count, broken_at=expected_seq)
                 prev, count, expected_seq = rec.hash, count + 1, expected_seq + 1
             after = records[-1].seq
@@ -261,7 +258,7 @@ def _to_audit(row: AuditEventRow) -> AuditRecord:
         actor=row.actor,
         action=row.action,
         target=row.target,
-        outcome=row.outcome,  # type: ignore[arg-type]
+        outcome=Outcome(row.outcome),
         detail=row.detail or {},
         prev_hash=row.prev_hash,
         hash=row.hash,

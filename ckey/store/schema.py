@@ -44,7 +44,9 @@ class AuditEventRow(Base):
     __tablename__ = "audit_events"
     __table_args__ = (Index("ix_audit_events_operation_seq", "operation_id", "seq"),)
 
-    seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=False
+    )
     key: Mapped[str] = mapped_column(String(300), unique=True)
     """Idempotency key (operation id plus step), so a retried write lands once."""
     operation_id: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -21,8 +21,15 @@ T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
 def _record(op_id: str, kind: str = "test.steps", at: datetime = T0) -> OperationRecord:
     return OperationRecord(
-        id=op_id, kind=kind, state=OperationState.RUNNING, phase="starting", params={"dep": "USA_mailboxes"},
-        started_by="alice@contoso.com", started_at=at, updated_at=at, dep="USA_mailboxes",
+        id=op_id,
+        kind=kind,
+        state=OperationState.RUNNING,
+        phase="starting",
+        params={"dep": "USA_mailboxes"},
+        started_by="alice@contoso.com",
+        started_at=at,
+        updated_at=at,
+        dep="USA_mailboxes",
     )
 
 
@@ -40,12 +47,17 @@ async def test_operation_record_round_trip_and_filters(any_store: Store) -> None
         OperationUpdate(id="op-1", at=T0 + timedelta(minutes=5), phase="stepping", progress=Progress(done=2, total=4))
     )
     assert changed is not None
-    assert (changed.phase, changed.progress.percent, changed.updated_at) == ("stepping", 50.0, T0 + timedelta(minutes=5))
+    assert (changed.phase, changed.progress.percent, changed.updated_at) == (
+        "stepping",
+        50.0,
+        T0 + timedelta(minutes=5),
+    )
 
     assert [r.id for r in await any_store.list_operations()] == ["op-2", "op-1"]
     assert [r.id for r in await any_store.list_operations(kind="test.steps")] == ["op-1"]
     assert [r.id for r in await any_store.list_operations(dep="USA_mailboxes", state=OperationState.RUNNING)] == [
-        "op-2", "op-1",
+        "op-2",
+        "op-1",
     ]
     assert await any_store.list_operations(state=OperationState.SUCCEEDED) == []
     assert await any_store.update_operation(OperationUpdate(id="nope", at=T0)) is None

@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from ckey.models import DepName, KeyUriField
-    from ckey.operations import OperationKind, registry
+    from ckey.operations import OperationKind
     from workflows.operation import OperationWorkflow
 
 

@@ -9,7 +9,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field, ValidationError
 from temporalio.client import Client, WorkflowHandle
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
@@ -84,7 +89,9 @@ def operation_id_for(user: str, idempotency_key: str | None) -> str:
 async def list_kinds(_: Viewer) -> list[KindInfo]:
     """The operation kinds this deployment can start, with the role each needs and its parameters' schema."""
     return [
-        KindInfo(kind=k.name, role=k.role.value, description=k.description, params_schema=k.input_model.model_json_schema())
+        KindInfo(
+            kind=k.name, role=k.role.value, description=k.description, params_schema=k.input_model.model_json_schema()
+        )
         for k in registry
     ]
 
@@ -125,8 +132,13 @@ async def start_operation(
             return replay
 
     dep = kind.dep_of(params) if kind.dep_of else None
-    memo = {"kind": kind.name, "started_by": principal.user, "fingerprint": fingerprint,
-            "idempotency_key": idempotency_key, "dep": dep}
+    memo = {
+        "kind": kind.name,
+        "started_by": principal.user,
+        "fingerprint": fingerprint,
+        "idempotency_key": idempotency_key,
+        "dep": dep,
+    }
     try:
         await client.start_workflow(
             kind.workflow.run,  # type: ignore[attr-defined]
@@ -148,8 +160,16 @@ async def start_operation(
     now = datetime.now(UTC)
     await store.create_operation(
         OperationRecord(
-            id=op_id, kind=kind.name, state=OperationState.RUNNING, phase="starting", params=params_json,
-            started_by=principal.user, started_at=now, updated_at=now, idempotency_key=idempotency_key, dep=dep,
+            id=op_id,
+            kind=kind.name,
+            state=OperationState.RUNNING,
+            phase="starting",
+            params=params_json,
+            started_by=principal.user,
+            started_at=now,
+            updated_at=now,
+            idempotency_key=idempotency_key,
+            dep=dep,
         )
     )
     return OperationAccepted(id=op_id, kind=kind.name, state=OperationState.RUNNING)
@@ -180,8 +200,11 @@ async def get_operation(operation_id: str, _: Viewer, store: StoreDep, client: C
         return record
     return record.model_copy(
         update={
-            "state": live.state, "phase": live.phase, "progress": live.progress,
-            "escalations": live.escalations, "gates": live.gates,
+            "state": live.state,
+            "phase": live.phase,
+            "progress": live.progress,
+            "escalations": live.escalations,
+            "gates": live.gates,
             "updated_at": max(record.updated_at, live.updated_at or record.updated_at),
         }
     )

@@ -19,13 +19,19 @@ Headers = Callable[..., dict[str, str]]
 KEY_URI = "https://contosoWestUSvault1.vault.azure.net/keys/Key-01"
 
 
-async def _wait_for(api: httpx.AsyncClient, headers: dict[str, str], op_id: str, check: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+async def _wait_for(
+    api: httpx.AsyncClient, headers: dict[str, str], op_id: str, check: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
     for _ in range(200):
-        body = (await api.get(f"/api/operations/{op_id}", headers=headers)).json()
+        body: dict[str, Any] = (await api.get(f"/api/operations/{op_id}", headers=headers)).json()
         if check(body):
             return body
         await asyncio.sleep(0.05)
     raise AssertionError(f"operation never reached the expected state: {body}")
+
+
+def _done_at_least(step: int) -> Callable[[dict[str, Any]], bool]:
+    return lambda body: bool(body["progress"]["done"] >= step)
 
 
 async def test_operation_runs_with_record_progress_and_audit(
@@ -49,7 +55,7 @@ async def test_operation_runs_with_record_progress_and_audit(
     seen = []
     for step in range(1, 5):
         await handle.signal("release", 1)
-        body = await _wait_for(api, alice, op_id, lambda b, s=step: b["progress"]["done"] >= s)
+        body = await _wait_for(api, alice, op_id, _done_at_least(step))
         seen.append(body["progress"]["percent"])
     assert seen == [25.0, 50.0, 75.0, 100.0]
 
@@ -71,7 +77,9 @@ async def test_operation_runs_with_record_progress_and_audit(
     assert desc.typed_search_attributes.get(sa.STATE) == "succeeded"
     assert desc.typed_search_attributes.get(sa.STARTED_BY) == "alice@contoso.com"
 
-    listed = (await api.get("/api/operations", params={"state": "succeeded", "kind": "test.steps"}, headers=alice)).json()
+    listed = (
+        await api.get("/api/operations", params={"state": "succeeded", "kind": "test.steps"}, headers=alice)
+    ).json()
     assert [o["id"] for o in listed] == [op_id]
     assert (await api.get("/api/operations", params={"state": "running"}, headers=alice)).json() == []
 
@@ -116,7 +124,9 @@ async def test_cancel_records_who_asked_and_ends_cancelled(
     alice = token_for("alice@contoso.com", Role.OPERATOR)
     op_id = (
         await api.post(
-            "/api/operations", json={"kind": "test.steps", "params": {"dep": "USA_mailboxes", "hold": True}}, headers=alice
+            "/api/operations",
+            json={"kind": "test.steps", "params": {"dep": "USA_mailboxes", "hold": True}},
+            headers=alice,
         )
     ).json()["id"]
     await _wait_for(api, alice, op_id, lambda b: b["phase"] == "stepping")
@@ -140,13 +150,12 @@ async def test_cancel_records_who_asked_and_ends_cancelled(
     assert (again.status_code, again.json()["rule"]) == (409, "operation-ended")
 
 
-async def test_business_failure_is_recorded(
-    api: httpx.AsyncClient, worker: Worker, token_for: Headers
-) -> None:
+async def test_business_failure_is_recorded(api: httpx.AsyncClient, worker: Worker, token_for: Headers) -> None:
     alice = token_for()
     op_id = (
         await api.post(
-            "/api/operations", json={"kind": "test.steps", "params": {"dep": "USA_mailboxes", "fail_at_step": 2}},
+            "/api/operations",
+            json={"kind": "test.steps", "params": {"dep": "USA_mailboxes", "fail_at_step": 2}},
             headers=alice,
         )
     ).json()["id"]
@@ -160,18 +169,33 @@ async def test_business_failure_is_recorded(
     [
         ({"kind": "exchange.nothing", "params": {}}, "operation-kind-known", None),
         ({"kind": "test.steps", "params": {"dep": "USA mailboxes"}}, "dep-name-no-spaces", ["body", "params", "dep"]),
-        ({"kind": "test.steps", "params": {"dep": "USA", "key_uri": "https://contoso.example.com/keys/k"}},
-         "key-uri-format", ["body", "params", "key_uri"]),
-        ({"kind": "test.steps", "params": {"dep": "USA", "key_uri": "http://v1.vault.azure.net/keys/k"}},
-         "key-uri-format", ["body", "params", "key_uri"]),
-        ({"kind": "test.steps", "params": {"dep": "USA", "steps": 0}}, "greater-than-equal", ["body", "params", "steps"]),
+        (
+            {"kind": "test.steps", "params": {"dep": "USA", "key_uri": "https://contoso.example.com/keys/k"}},
+            "key-uri-format",
+            ["body", "params", "key_uri"],
+        ),
+        (
+            {"kind": "test.steps", "params": {"dep": "USA", "key_uri": "http://v1.vault.azure.net/keys/k"}},
+            "key-uri-format",
+            ["body", "params", "key_uri"],
+        ),
+        (
+            {"kind": "test.steps", "params": {"dep": "USA", "steps": 0}},
+            "greater-than-equal",
+            ["body", "params", "steps"],
+        ),
         ({"kind": "test.steps", "params": {}}, "missing", ["body", "params", "dep"]),
         ({"params": {}}, "missing", ["body", "kind"]),
     ],
 )
 async def test_invalid_requests_are_422_naming_the_rule_and_start_nothing(
-    api: httpx.AsyncClient, client: Client, store: Store, token_for: Headers,
-    request_body: dict[str, Any], rule: str, loc: list[str] | None,
+    api: httpx.AsyncClient,
+    client: Client,
+    store: Store,
+    token_for: Headers,
+    request_body: dict[str, Any],
+    rule: str,
+    loc: list[str] | None,
 ) -> None:
     response = await api.post("/api/operations", json=request_body, headers=token_for())
     assert response.status_code == 422
@@ -188,9 +212,15 @@ async def test_auth_is_required_and_roles_are_enforced(
     api: httpx.AsyncClient, store: Store, token_for: Headers
 ) -> None:
     request = {"kind": "test.steps", "params": {"dep": "USA_mailboxes"}}
-    for method, path in [("POST", "/api/operations"), ("GET", "/api/operations"), ("GET", "/api/operations/x"),
-                         ("GET", "/api/operations/x/events"), ("POST", "/api/operations/x/cancel"),
-                         ("GET", "/api/operations/kinds"), ("GET", "/api/audit")]:
+    for method, path in [
+        ("POST", "/api/operations"),
+        ("GET", "/api/operations"),
+        ("GET", "/api/operations/x"),
+        ("GET", "/api/operations/x/events"),
+        ("POST", "/api/operations/x/cancel"),
+        ("GET", "/api/operations/kinds"),
+        ("GET", "/api/audit"),
+    ]:
         response = await api.request(method, path, json=request if method == "POST" else None)
         assert response.status_code == 401, (method, path)
         assert response.json()["rule"] == "bearer-token-required"
