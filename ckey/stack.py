@@ -367,7 +367,7 @@ class Stack:
                 raise _Interrupted
             code = child.poll()
             if code is not None:
-                raise StartupError(self._failure(child, f"exited with code {code} while starting"))
+                raise StartupError(self._failure(child, f"{describe_exit(code)} while starting"))
             if ready():
                 return time.monotonic() - child.started_at
             if time.monotonic() > deadline:
@@ -383,7 +383,7 @@ class Stack:
                 raise StartupError(self._failure(child, f"did not finish in {timeout:.0f} s"))
             time.sleep(POLL_INTERVAL)
         if code != 0:
-            raise StartupError(self._failure(child, f"failed with code {code}"))
+            raise StartupError(self._failure(child, f"failed ({describe_exit(code)})"))
         if self.stop_requested.is_set():
             raise _Interrupted
 
@@ -415,7 +415,7 @@ class Stack:
                 child.backoff = min(child.backoff * 2, BACKOFF_MAX)
                 child.restart_at = now + delay
                 self._note(
-                    f"[yellow]{child.title} exited with code {code}; restarting in {delay:.0f} s "
+                    f"[yellow]{child.title} {describe_exit(code)}; restarting in {delay:.0f} s "
                     f"(log: {escape(str(child.log_path))})[/yellow]"
                 )
 
@@ -426,11 +426,23 @@ class Stack:
                 continue
             began = time.monotonic()
             code = child.stop()
-            self._note(f"{child.title} stopped (code {code}) in {time.monotonic() - began:.1f} s")
+            # Exiting 0 or by the SIGTERM we sent (uvicorn re-raises it after a clean shutdown) is the normal end.
+            how = "" if code in (0, -signal.SIGTERM) else f" ({describe_exit(code)})"
+            self._note(f"{child.title} stopped in {time.monotonic() - began:.1f} s{how}")
         self.supervised.clear()
 
     def _note(self, message: str) -> None:
         self.console.print(f"[dim]{datetime.now():%H:%M:%S}[/dim] {message}", soft_wrap=True)
+
+
+def describe_exit(code: int | None) -> str:
+    """``exited with code 1``, ``killed by SIGKILL``: a child's return code for people."""
+    if code is None:
+        return "not started"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"
 
 
 def _accepts_tcp(host: str, port: int) -> bool:
@@ -484,7 +496,9 @@ def _print_ready(stack: Stack, console: Console) -> None:
         from ckey.models import Role
 
         token = mint_local_token(settings, "operator@local", [Role.OPERATOR])
-        console.print("  An operator token for the CLI (mint others with `ckey token --user U --role R`):")
+        console.print(
+            "  An operator token for the CLI (mint others with `ckey token --user U --role R`):", soft_wrap=True
+        )
         exports = [f"export CKEY_TOKEN={token}"]
         if settings.api_url is None and (settings.api_host, settings.api_port) != ("127.0.0.1", 8080):
             exports.append(f"export CKEY_API_URL={stack.api_base}")

@@ -1,0 +1,97 @@
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from ckey.auth import AuthError, TokenVerifier, mint_local_token
+from ckey.config import AuthMode, Settings, load_settings
+from ckey.models import Role
+
+
+def test_local_tokens_round_trip(settings: Settings) -> None:
+    token = mint_local_token(settings, "alice@contoso.com", [Role.OPERATOR, Role.APPROVER])
+    principal = TokenVerifier(settings).verify(token)
+    assert principal.user == "alice@contoso.com"
+    assert principal.roles == {Role.OPERATOR, Role.APPROVER}
+    assert principal.has(Role.VIEWER) and not principal.has(Role.ADMIN)
+    assert (settings.signing_key_path.stat().st_mode & 0o777) == 0o600
+
+
+def test_local_tokens_are_refused_when_expired_or_foreign(settings: Settings, tmp_path: Any) -> None:
+    verifier = TokenVerifier(settings)
+    expired = mint_local_token(settings, "alice", [Role.OPERATOR], ttl=timedelta(seconds=-1))
+    with pytest.raises(AuthError, match="expired"):
+        verifier.verify(expired)
+    other_stack = load_settings(data_dir=tmp_path / "other", _env_file=None)
+    with pytest.raises(AuthError, match="Signature"):
+        verifier.verify(mint_local_token(other_stack, "alice", [Role.ADMIN]))
+
+
+@pytest.fixture
+def oidc_provider() -> Iterator[tuple[str, rsa.RSAPrivateKey]]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    body = json.dumps({"keys": [jwk | {"kid": "k1", "use": "sig", "alg": "RS256"}]}).encode()
+
+    class Jwks(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Jwks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/discovery/keys", key
+    finally:
+        server.shutdown()
+
+
+def _oidc_token(key: rsa.RSAPrivateKey, **claims: Any) -> str:
+    now = datetime.now(UTC)
+    base = {
+        "iss": "https://login.example.com/tenant/v2.0",
+        "aud": "api://ckey",
+        "sub": "abc",
+        "exp": now + timedelta(hours=1),
+    }
+    return jwt.encode(base | claims, key, algorithm="RS256", headers={"kid": "k1"})
+
+
+def test_oidc_tokens_are_checked_against_issuer_audience_and_jwks(
+    oidc_provider: tuple[str, rsa.RSAPrivateKey], tmp_path: Any
+) -> None:
+    jwks_url, key = oidc_provider
+    settings = load_settings(
+        data_dir=tmp_path,
+        auth_mode=AuthMode.OIDC,
+        oidc_issuer="https://login.example.com/tenant/v2.0",
+        oidc_jwks_url=jwks_url,
+        audience="api://ckey",
+        _env_file=None,
+    )
+    verifier = TokenVerifier(settings)
+    principal = verifier.verify(
+        _oidc_token(key, preferred_username="carol@contoso.com", roles=["ckey.Approver", "Something.Else"])
+    )
+    assert (principal.user, principal.roles) == ("carol@contoso.com", frozenset({Role.APPROVER}))
+    with pytest.raises(AuthError, match=r"(?i)audience"):
+        verifier.verify(_oidc_token(key, aud="api://other"))
+    with pytest.raises(AuthError, match=r"(?i)issuer"):
+        verifier.verify(_oidc_token(key, iss="https://evil.example.com"))
+    # A token signed by the local stack's key is not an OIDC token.
+    local = load_settings(data_dir=tmp_path / "local", _env_file=None)
+    with pytest.raises(AuthError):
+        verifier.verify(mint_local_token(local, "mallory", [Role.ADMIN]))

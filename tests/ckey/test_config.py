@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ckey.config import AuthMode, SettingsError, load_settings
+
+
+def test_defaults_are_the_local_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_settings()
+    assert (settings.temporal_address, settings.temporal_ui_port, settings.api_port) == ("localhost:7233", 8233, 8080)
+    assert settings.sandbox and settings.auth_mode is AuthMode.LOCAL
+    assert settings.resolved_database_url == f"sqlite+aiosqlite:///{tmp_path / '.ckey' / 'ckey.db'}"
+    assert settings.resolved_api_url == "http://127.0.0.1:8080"
+
+
+def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("CKEY_API_PORT=9090\nCKEY_TEMPORAL_ADDRESS=temporal:7233\n")
+    monkeypatch.setenv("CKEY_API_PORT", "9191")
+    settings = load_settings()
+    assert (settings.api_port, settings.temporal_address) == (9191, "temporal:7233")
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"CKEY_API_PORT": "http"}, "CKEY_API_PORT"),
+        ({"CKEY_API_PORT": "70000"}, "CKEY_API_PORT"),
+        ({"CKEY_AUTH_MODE": "ldap"}, "CKEY_AUTH_MODE"),
+        ({"CKEY_AUTH_MODE": "oidc"}, "CKEY_OIDC_ISSUER"),
+    ],
+)
+def test_invalid_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(SettingsError, match=named):
+        load_settings(_env_file=None)
+
+
+def test_invalid_setting_stops_the_cli(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ckey.cli", "token", "--user", "u", "--role", "operator"],
+        env={"CKEY_API_PORT": "not-a-port", "CKEY_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "CKEY_API_PORT" in done.stderr
