@@ -55,6 +55,19 @@ class Settings(BaseSettings):
     temporal_search_attributes: bool = True
     """Set ckey's custom search attributes on workflows (off only for servers that cannot hold them)."""
 
+    # Azure (Key Vault data plane and ARM); in sandbox mode the same names resolve to the sandbox Key Vault
+    azure_subscription_id: str = "00000000-0000-4000-8000-00000000c0de"
+    azure_resource_group: str = "customer-key"
+    azure_tenant_id: str = "72f988bf-0000-4000-8000-00000000c0de"
+    azure_principal: str = "ckey-automation@contoso.com"
+    """Who ckey acts as in the sandbox (production signs in with DefaultAzureCredential instead)."""
+    sandbox_keyvault_port: Port = 8443
+    """HTTPS port of the sandbox Key Vault (data plane and ARM, chosen by Host header)."""
+    sandbox_m365_port: Port = 8444
+    """HTTPS port of the sandbox tenant."""
+    ca_file: Path | None = None
+    """CA bundle that signs the sandbox's certificates; default ``<data_dir>/tls/ca.pem``."""
+
     # SQL
     database_url: str | None = None
     """SQLAlchemy URL; default a SQLite file in the data dir. PostgreSQL: ``postgresql+psycopg://...``."""
@@ -94,6 +107,21 @@ class Settings(BaseSettings):
     def resolved_api_url(self) -> str:
         """The base URL of the API."""
         return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+
+    @property
+    def tls_dir(self) -> Path:
+        """The local CA and the sandbox's server certificates."""
+        return self.data_dir / "tls"
+
+    @property
+    def resolved_ca_file(self) -> Path:
+        """The CA the Azure clients trust in sandbox mode."""
+        return self.ca_file or self.tls_dir / "ca.pem"
+
+    @property
+    def sandbox_identity_key_path(self) -> Path:
+        """Signing key of the sandbox's stand-in for Entra ID."""
+        return self.data_dir / "keys" / "sandbox-identity.pem"
 
     @property
     def signing_key_path(self) -> Path:

@@ -480,7 +480,7 @@ def _print_ready(stack: Stack, console: Console) -> None:
     mode = "sandbox" if settings.sandbox else "[bold red]live Azure and Microsoft 365[/] (CKEY_SANDBOX=false)"
     lines = [
         ("Temporal gRPC", f"127.0.0.1:{settings.temporal_port} (namespace {settings.temporal_namespace})"),
-        ("Temporal Web UI", stack.ui_url),
+        ("Temporal Web UI", f"http://localhost:{settings.temporal_ui_port}"),
         ("API", stack.api_base),
         ("API docs", f"{stack.api_base}/docs"),
         ("data dir", str(stack.data_dir)),
