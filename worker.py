@@ -14,7 +14,9 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import Gateways, build_activities
+from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
+from ckey.keyvault import KeyVaultGateway
 from ckey.store import Store
 from ckey.temporal import connect, ensure_search_attributes
 from workflows import all_workflows
@@ -44,15 +46,22 @@ async def run_worker(settings: Settings) -> None:
     except Exception as exc:  # a cloud namespace may refuse operator calls; attributes are then managed there
         log.warning("could not check search attributes: %s", exc)
     store = Store.from_url(settings.resolved_database_url)
+    azure = AzureConnection(settings)
+    keyvault = KeyVaultGateway(azure)
+    gateways = Gateways(store=store, keyvault=keyvault, dep_keys=settings.dep_keys)
+    if settings.sandbox:
+        log.warning("SANDBOX MODE: Azure and Microsoft 365 names resolve to the local sandbox (CKEY_SANDBOX=true)")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        async with build_worker(client, settings, Gateways(store=store)):
+        async with build_worker(client, settings, gateways):
             log.info("ckey worker ready on task queue %s", settings.temporal_task_queue)
             await stop.wait()
     finally:
+        await keyvault.close()
+        await azure.close()
         await store.close()
 
 

@@ -6,22 +6,43 @@ Each family is a class that receives its gateways in ``__init__``; :func:`build_
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from ckey.keyvault import KeyVaultGateway
+from ckey.models import Workload
 from ckey.store import Store
 
 
 @dataclass
 class Gateways:
-    """The clients activities talk through; tests pass real sandbox clients or deliberately failing ones."""
+    """The clients activities talk through; tests pass real sandbox clients or deliberately failing ones.
+
+    A family whose gateway is ``None`` is left out (tests of one family need not build the others).
+    """
 
     store: Store
+    keyvault: KeyVaultGateway | None = None
+    dep_keys: dict[Workload, list[str]] = field(default_factory=dict)
 
 
 def build_activities(gateways: Gateways) -> list[Callable[..., Any]]:
     """Every activity of the product, bound to ``gateways``."""
+    from activities.keyvault import KeyVaultActivities
     from activities.operation import OperationActivities
 
     operation = OperationActivities(gateways.store)
-    return [operation.record_operation]
+    found: list[Callable[..., Any]] = [operation.record_operation]
+    if gateways.keyvault is not None:
+        keyvault = KeyVaultActivities(gateways.keyvault, gateways.store, gateways.dep_keys)
+        found += [
+            keyvault.configured_dep_keys,
+            keyvault.check_key_health,
+            keyvault.inspect_key,
+            keyvault.recover_deleted_key,
+            keyvault.restore_key_backup,
+            keyvault.verify_key_crypto,
+            keyvault.show_vault_access,
+            keyvault.remove_access_policy,
+        ]
+    return found

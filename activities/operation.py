@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 from pydantic import BaseModel
 from temporalio import activity
 
-from ckey.operations import AuditEvent, OperationRecord, OperationUpdate
+from ckey.operations import AuditEvent, OperationRecord, OperationUpdate, Outcome
 from ckey.store import Store
 
 
@@ -40,3 +43,33 @@ class OperationActivities:
         if input.event is not None:
             seq = (await self.store.append_audit(input.event)).seq
         return RecordOperationResult(audit_seq=seq)
+
+
+async def audit_call(
+    store: Store,
+    action: str,
+    target: str,
+    outcome: Outcome,
+    detail: dict[str, Any] | None = None,
+    *,
+    step: str = "",
+) -> None:
+    """Record, from inside an activity, one call to an outside service (the cmdlet line or the API call).
+
+    The key is the operation id (workflow id), its run, the activity, the attempt and the action (plus ``step``
+    where one activity makes the same call more than once): a retried attempt is a new call and is recorded as
+    one, while the same attempt recording twice lands once.
+    """
+    info = activity.info()
+    await store.append_audit(
+        AuditEvent(
+            key=f"{info.workflow_id}/{info.workflow_run_id}/a{info.activity_id}/{info.attempt}/{action}{step}",
+            at=datetime.now(UTC),
+            actor="ckey",
+            action=action,
+            outcome=outcome,
+            operation_id=info.workflow_id,
+            target=target,
+            detail=detail or {},
+        )
+    )

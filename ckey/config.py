@@ -15,6 +15,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ckey.models import Workload
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -61,6 +63,25 @@ class Settings(BaseSettings):
     azure_tenant_id: str = "72f988bf-0000-4000-8000-00000000c0de"
     azure_principal: str = "ckey-automation@contoso.com"
     """Who ckey acts as in the sandbox (production signs in with DefaultAzureCredential instead)."""
+    vault_dns_suffix: str = "vault.azure.net"
+    """DNS suffix of the Key Vault data plane (``vault.azure.cn``, ``vault.usgovcloudapi.net`` in other clouds)."""
+    dep_keys: dict[Workload, list[str]] = Field(
+        default_factory=lambda: {
+            Workload.EXCHANGE: [
+                "https://contoso-eastus-kv1.vault.azure.net/keys/exo-key-01",
+                "https://contoso-westus-kv1.vault.azure.net/keys/exo-key-02",
+            ],
+            Workload.SHAREPOINT: [
+                "https://contoso-eastus-kv1.vault.azure.net/keys/spo-key-01",
+                "https://contoso-westus-kv1.vault.azure.net/keys/spo-key-02",
+            ],
+            Workload.MULTI_WORKLOAD: [
+                "https://contoso-eastus-kv1.vault.azure.net/keys/m365-key-01",
+                "https://contoso-westus-kv1.vault.azure.net/keys/m365-key-02",
+            ],
+        }
+    )
+    """The Customer Keys per workload that ``keyvault.health`` checks when no keys are named (JSON)."""
     sandbox_keyvault_port: Port = 8443
     """HTTPS port of the sandbox Key Vault (data plane and ARM, chosen by Host header)."""
     sandbox_m365_port: Port = 8444

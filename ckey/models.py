@@ -154,18 +154,47 @@ class KeyUri:
             )
         if m["port"] and suffix != SANDBOX_VAULT_SUFFIX:
             raise rule_error("key-uri-format", "Azure key URIs carry no port: {uri!r}", uri=text)
-        if not _VAULT_NAME.match(vault):
-            raise rule_error(
-                "key-vault-name",
-                "vault names are 3-24 letters, digits and single hyphens, starting with a letter: {vault!r}",
-                vault=vault,
-            )
+        _check_vault_name(vault)
         if not _KEY_NAME.match(m["name"]):
             raise rule_error("key-name", "key names are 1-127 letters, digits and hyphens: {name!r}", name=m["name"])
         version = m["version"] or None
         if version is not None and not _KEY_VERSION.match(version):
             raise rule_error("key-version", "a key version is 32 hexadecimal characters: {version!r}", version=version)
         return cls(vault=vault, host=host, name=m["name"], version=version, port=int(m["port"]) if m["port"] else None)
+
+
+def _check_vault_name(value: str) -> str:
+    if not _VAULT_NAME.match(value):
+        raise rule_error(
+            "key-vault-name",
+            "vault names are 3-24 letters, digits and single hyphens, starting with a letter: {vault!r}",
+            vault=value,
+        )
+    return value
+
+
+VaultName = Annotated[str, AfterValidator(_check_vault_name)]
+"""An Azure Key Vault name."""
+
+_UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def _check_user_principal_name(value: str) -> str:
+    if value.lower() in {sp.value for sp in ServicePrincipal}:
+        raise rule_error(
+            "m365-principal-protected",
+            "the Microsoft 365 service principals' access is removed only by the data purge path: {principal}",
+            principal=value,
+        )
+    if not _UPN.match(value):
+        raise rule_error(
+            "user-principal-name", "a user principal name looks like alice@contoso.com: {upn!r}", upn=value
+        )
+    return value
+
+
+UserPrincipalName = Annotated[str, AfterValidator(_check_user_principal_name)]
+"""A person's UPN; never one of the Microsoft 365 service principals."""
 
 
 def _parse_key_uri(value: Any) -> KeyUri:

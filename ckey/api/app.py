@@ -10,9 +10,11 @@ from temporalio.client import Client
 
 from ckey.api import problems
 from ckey.api.deps import StoreDep, Viewer
-from ckey.api.routes import operations
+from ckey.api.routes import operations, vaults
 from ckey.auth import TokenVerifier
+from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
+from ckey.keyvault import KeyVaultGateway
 from ckey.operations import AuditRecord
 from ckey.store import ChainVerification, Store
 from ckey.temporal import connect
@@ -37,6 +39,7 @@ def create_app(
     *,
     client: Client | None = None,
     store: Store | None = None,
+    keyvault: KeyVaultGateway | None = None,
 ) -> FastAPI:
     """The API, connected at start-up to Temporal and the store (or to the ones given, as tests do)."""
     settings = settings or get_settings()
@@ -51,9 +54,15 @@ def create_app(
             app.state.client = await connect(settings)
         if store is None:
             app.state.store = Store.from_url(settings.resolved_database_url)
+        azure = AzureConnection(settings) if keyvault is None else None
+        if azure is not None:
+            app.state.keyvault = KeyVaultGateway(azure)
         try:
             yield
         finally:
+            if azure is not None:
+                await app.state.keyvault.close()
+                await azure.close()
             if store is None:
                 await app.state.store.close()
 
@@ -65,7 +74,7 @@ def create_app(
     )
     app.state.settings = settings
     # Given clients (tests, embedding) are usable without running the lifespan.
-    app.state.client, app.state.store = client, store
+    app.state.client, app.state.store, app.state.keyvault = client, store, keyvault
     app.state.verifier = TokenVerifier(settings)
     problems.install(app)
 
@@ -76,4 +85,5 @@ def create_app(
 
     app.include_router(operations.router)
     app.include_router(audit_router)
+    app.include_router(vaults.router)
     return app

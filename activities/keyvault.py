@@ -1,0 +1,316 @@
+"""Key Vault activities: health checks, key restore, access revocation — through :class:`KeyVaultGateway`.
+
+Every call is recorded in the audit trail with the Azure PowerShell line an administrator would have typed.
+Refusals of the service (403, 404, 409) and broken rules are non-retryable ``ApplicationError``s named after the
+service's error code or the rule; throttling and 5xx are raised as they are, so Temporal retries them.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from azure.core.exceptions import HttpResponseError
+from pydantic import BaseModel, Field
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.operation import audit_call
+from ckey.keyvault import (
+    KEY_PERMISSIONS_FOR_SERVICE,
+    DeletedKeyInfo,
+    KeyInfo,
+    KeyVaultError,
+    KeyVaultGateway,
+    VaultInfo,
+    holds,
+    is_business_refusal,
+    service_error,
+)
+from ckey.models import KeyUri, ServicePrincipal, Workload
+from ckey.operations import Outcome
+from ckey.store import Store
+
+
+class HealthLine(BaseModel):
+    """One check of the health report, with the rule it serves."""
+
+    key: str
+    check: str
+    rule: str
+    ok: bool
+    detail: str = ""
+
+
+class CheckKeyHealthInput(BaseModel):
+    """Which key to check, for which workload's service principal."""
+
+    key_uri: str
+    workload: Workload = Workload.EXCHANGE
+
+
+class CheckKeyHealthResult(BaseModel):
+    """The checks of one key, and its vault's region for the two-regions rule."""
+
+    lines: list[HealthLine] = Field(default_factory=list)
+    vault: str = ""
+    region: str | None = None
+
+
+class ConfiguredKeysInput(BaseModel):
+    """The workload whose configured DEP keys are wanted."""
+
+    workload: Workload
+
+
+class ConfiguredKeysResult(BaseModel):
+    """The configured DEP keys of a workload."""
+
+    key_uris: list[str] = Field(default_factory=list)
+
+
+class KeyRef(BaseModel):
+    """A key by URI (versionless or versioned)."""
+
+    key_uri: str
+
+
+class KeyState(BaseModel):
+    """Whether a key is active, soft-deleted, or neither (purged, never existed)."""
+
+    active: KeyInfo | None = None
+    deleted: DeletedKeyInfo | None = None
+
+
+class RestoreKeyBackupInput(BaseModel):
+    """A backup blob to restore into a vault."""
+
+    vault: str
+    backup_b64: str
+
+
+class VaultRef(BaseModel):
+    """A vault by name."""
+
+    vault: str
+
+
+class RemoveAccessPolicyInput(BaseModel):
+    """Whose access policy to remove from which vault."""
+
+    vault: str
+    user_principal_name: str
+
+
+class RemoveAccessPolicyResult(BaseModel):
+    """What was removed (nothing when the user held no policy)."""
+
+    object_id: str
+    removed_permissions: list[str] = Field(default_factory=list)
+
+
+def render(cmdlet: str, **params: str) -> str:
+    """An Azure PowerShell line for the audit trail: ``Get-AzKeyVault -VaultName v``."""
+    return " ".join([cmdlet, *(f"-{name} {_quote(value)}" for name, value in params.items())])
+
+
+def _quote(value: str) -> str:
+    return f"'{value}'" if any(c in value for c in " ,;'\"") else value
+
+
+@asynccontextmanager
+async def _refusals() -> AsyncIterator[None]:
+    """Turn the service's refusals into non-retryable errors named after its error code."""
+    try:
+        yield
+    except KeyVaultError as exc:
+        if exc.status in (400, 401, 403, 404, 409):
+            raise ApplicationError(exc.message, exc.status, type=exc.code, non_retryable=True) from None
+        raise
+    except HttpResponseError as exc:
+        if is_business_refusal(exc):
+            err = service_error(exc)
+            raise ApplicationError(err.message, err.status, type=err.code, non_retryable=True) from None
+        raise
+
+
+class KeyVaultActivities:
+    """Activities over Azure Key Vault.
+
+    Args:
+        gateway: the Key Vault gateway (real vaults or the sandbox).
+        store: where calls are audited.
+        configured_keys: the DEP keys per workload from the settings.
+    """
+
+    def __init__(self, gateway: KeyVaultGateway, store: Store, configured_keys: dict[Workload, list[str]]) -> None:
+        self.gateway = gateway
+        self.store = store
+        self.configured_keys = configured_keys
+
+    @activity.defn
+    async def configured_dep_keys(self, input: ConfiguredKeysInput) -> ConfiguredKeysResult:
+        """The Customer Keys configured for a workload."""
+        return ConfiguredKeysResult(key_uris=list(self.configured_keys.get(input.workload, [])))
+
+    @activity.defn
+    async def check_key_health(self, input: CheckKeyHealthInput) -> CheckKeyHealthResult:
+        """Check one key: exists, enabled, RSA, no expiry; its vault: soft delete, purge protection; and access."""
+        uri = KeyUri.parse(input.key_uri)
+        principal = ServicePrincipal.for_workload(input.workload)
+        lines: list[HealthLine] = []
+
+        def line(check: str, rule: str, ok: bool, detail: str = "") -> None:
+            lines.append(HealthLine(key=str(uri), check=check, rule=rule, ok=ok, detail=detail))
+
+        async with _refusals():
+            vault = await self.gateway.vault(uri.vault)
+        await audit_call(self.store, "keyvault.vault.get", render("Get-AzKeyVault", VaultName=uri.vault), Outcome.OK)
+        line("soft delete on", "keys-soft-delete", vault.soft_delete, f"retention {vault.retention_days} days")
+        line("purge protection on", "keys-purge-protection", vault.purge_protection)
+
+        async with _refusals():
+            key = await self.gateway.key(uri)
+        await audit_call(
+            self.store,
+            "keyvault.key.get",
+            render("Get-AzKeyVaultKey", VaultName=uri.vault, Name=uri.name),
+            Outcome.OK if key else Outcome.FAILED,
+        )
+        line("key exists", "key-exists", key is not None, key.uri if key else "no such key")
+        if key is not None:
+            line("key enabled", "key-enabled", key.enabled)
+            line("key has no expiry", "key-no-expiry", key.expires_on is None, str(key.expires_on or ""))
+            line("key is RSA", "key-is-rsa", key.kty in ("RSA", "RSA-HSM"), f"{key.kty} {key.key_size or ''}".strip())
+
+        async with _refusals():
+            object_id = await self.gateway.directory.object_id(principal.value)
+            granted = await self.gateway.key_permissions(vault, object_id)
+        missing = holds(granted, KEY_PERMISSIONS_FOR_SERVICE)
+        model = "Azure RBAC" if vault.rbac else "access policy"
+        line(
+            f"{input.workload.value} service principal can get/wrapKey/unwrapKey",
+            "service-principal-get-wrap-unwrap",
+            not missing,
+            f"{principal.value} via {model}" + (f"; missing {', '.join(missing)}" if missing else ""),
+        )
+        return CheckKeyHealthResult(lines=lines, vault=vault.name, region=vault.region)
+
+    @activity.defn
+    async def inspect_key(self, input: KeyRef) -> KeyState:
+        """Whether the key is active or soft-deleted."""
+        uri = KeyUri.parse(input.key_uri)
+        async with _refusals():
+            active = await self.gateway.key(KeyUri(uri.vault, uri.host, uri.name, None, uri.port))
+            deleted = None if active else await self.gateway.deleted_key(uri)
+        await audit_call(
+            self.store,
+            "keyvault.key.inspect",
+            render("Get-AzKeyVaultKey", VaultName=uri.vault, Name=uri.name) + " [-InRemovedState]",
+            Outcome.INFO,
+            {"active": active is not None, "deleted": deleted is not None},
+        )
+        return KeyState(active=active, deleted=deleted)
+
+    @activity.defn
+    async def recover_deleted_key(self, input: KeyRef) -> KeyInfo:
+        """Recover a soft-deleted key (idempotent: an already active key is returned as it is)."""
+        uri = KeyUri.parse(input.key_uri)
+        target = render("Undo-AzKeyVaultKeyRemoval", VaultName=uri.vault, Name=uri.name)
+        existing = await self.gateway.key(KeyUri(uri.vault, uri.host, uri.name, None, uri.port))
+        if existing is not None:  # a retry after the recovery went through
+            return existing
+        try:
+            async with _refusals():
+                key = await self.gateway.recover(uri)
+        except ApplicationError as exc:
+            await audit_call(self.store, "keyvault.key.recover", target, Outcome.REFUSED, {"error": exc.message})
+            raise
+        await audit_call(self.store, "keyvault.key.recover", target, Outcome.OK, {"key": key.uri})
+        return key
+
+    @activity.defn
+    async def restore_key_backup(self, input: RestoreKeyBackupInput) -> KeyInfo:
+        """Restore a key from its backup blob; the service's 409 when a key of that name exists."""
+        try:
+            blob = base64.b64decode(input.backup_b64, validate=True)
+        except binascii.Error:
+            raise ApplicationError(
+                "the backup is not valid base64", type="backup-blob-format", non_retryable=True
+            ) from None
+        target = render("Restore-AzKeyVaultKey", VaultName=input.vault, InputFile="<backup blob>")
+        try:
+            async with _refusals():
+                key = await self.gateway.restore(input.vault, blob)
+        except ApplicationError as exc:
+            await audit_call(
+                self.store, "keyvault.key.restore", target, Outcome.REFUSED, {"error": exc.message, "code": exc.type}
+            )
+            raise
+        await audit_call(self.store, "keyvault.key.restore", target, Outcome.OK, {"key": key.uri})
+        return key
+
+    @activity.defn
+    async def verify_key_crypto(self, input: KeyRef) -> KeyInfo:
+        """Prove the key answers get, wrapKey and unwrapKey."""
+        uri = KeyUri.parse(input.key_uri)
+        target = f"get/wrapKey/unwrapKey {uri}"
+        try:
+            async with _refusals():
+                await self.gateway.crypto_round_trip(uri)
+                key = await self.gateway.key(uri)
+        except ApplicationError as exc:
+            await audit_call(self.store, "keyvault.key.verify", target, Outcome.FAILED, {"error": exc.message})
+            raise
+        assert key is not None
+        await audit_call(self.store, "keyvault.key.verify", target, Outcome.OK, {"key": key.uri})
+        return key
+
+    @activity.defn
+    async def show_vault_access(self, input: VaultRef) -> VaultInfo:
+        """A vault's permission model and access policies (Get-AzKeyVault)."""
+        async with _refusals():
+            vault = await self.gateway.vault(input.vault)
+        await audit_call(
+            self.store,
+            "keyvault.vault.get",
+            render("Get-AzKeyVault", VaultName=input.vault),
+            Outcome.INFO,
+            {
+                "rbac": vault.rbac,
+                "access_policies": [
+                    p.model_dump(include={"object_id", "principal", "keys"}) for p in vault.access_policies
+                ],
+            },
+        )
+        return vault
+
+    @activity.defn
+    async def remove_access_policy(self, input: RemoveAccessPolicyInput) -> RemoveAccessPolicyResult:
+        """Remove a user's access policy by UPN; never a Microsoft 365 service principal's."""
+        async with _refusals():
+            object_id = await self.gateway.directory.object_id(input.user_principal_name)
+            protected = {await self.gateway.directory.object_id(sp.value): sp for sp in ServicePrincipal}
+        if object_id in protected:
+            raise ApplicationError(
+                f"{input.user_principal_name} is the {protected[object_id].name} service principal; its access is "
+                "removed only by the data purge path",
+                type="m365-principal-protected",
+                non_retryable=True,
+            )
+        target = render(
+            "Remove-AzKeyVaultAccessPolicy", VaultName=input.vault, UserPrincipalName=input.user_principal_name
+        )
+        async with _refusals():
+            vault = await self.gateway.vault(input.vault)
+            removed = await self.gateway.remove_access_policy(vault, object_id)
+        await audit_call(
+            self.store,
+            "keyvault.access.remove",
+            target,
+            Outcome.OK if removed else Outcome.INFO,
+            {"object_id": object_id, "removed_permissions": removed},
+        )
+        return RemoveAccessPolicyResult(object_id=object_id, removed_permissions=removed)

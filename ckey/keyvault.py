@@ -1,0 +1,447 @@
+"""The Key Vault gateway: everything ckey asks of Azure Key Vault, through the official SDKs only.
+
+Data plane through ``azure-keyvault-keys``, vault properties and access policies through ``azure-mgmt-keyvault``,
+role assignments through ``azure-mgmt-authorization``. The same code talks to a real vault or to the sandbox; only
+:class:`ckey.azure.AzureConnection` differs. Retries of throttling (429 with Retry-After) and 5xx follow the SDK's
+own retry policy; what still fails reaches the activity, which lets Temporal retry it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+import httpx
+from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.keyvault.keys import KeyVaultKey
+from azure.keyvault.keys.aio import KeyClient
+from azure.keyvault.keys.crypto import KeyWrapAlgorithm
+from azure.keyvault.keys.crypto.aio import CryptographyClient
+from azure.mgmt.authorization.aio import AuthorizationManagementClient
+from azure.mgmt.keyvault.aio import KeyVaultManagementClient
+from azure.mgmt.keyvault.models import (
+    AccessPolicyEntry,
+    Permissions,
+    VaultAccessPolicyParameters,
+    VaultAccessPolicyProperties,
+)
+from pydantic import BaseModel, Field
+
+from ckey.azure import AzureConnection
+from ckey.models import KeyUri, ServicePrincipal
+from sandbox.identity import object_id as sandbox_object_id
+
+KEY_PERMISSIONS_FOR_SERVICE = ("get", "wrapKey", "unwrapKey")
+"""What a Microsoft 365 service principal needs on each Customer Key (seed: "get, wrapKey, unwrapKey")."""
+
+# Built-in Azure RBAC roles and the key permissions each grants at vault scope.
+RBAC_ROLE_PERMISSIONS: dict[str, frozenset[str]] = {
+    "00482a5a-887f-4fb3-b363-3b7fe8e74483": frozenset({"*"}),  # Key Vault Administrator
+    "14b46e9e-c2b7-41b4-b07b-48a6ebf60603": frozenset({"*"}),  # Key Vault Crypto Officer
+    "e147488a-f6f5-4113-8e2d-b22465e65bf6": frozenset({"get", "wrapKey", "unwrapKey"}),  # Crypto Service Encryption
+    "12338af0-0e69-4776-bea7-57ae8d297424": frozenset(  # Key Vault Crypto User
+        {"get", "list", "wrapKey", "unwrapKey", "encrypt", "decrypt", "sign", "verify"}
+    ),
+    "21090545-7ca7-4776-b22c-e363652d74d2": frozenset({"get", "list"}),  # Key Vault Reader
+}
+
+SERVICE_PRINCIPAL_NAMES = {
+    ServicePrincipal.MICROSOFT_365.value: "Microsoft 365 Data At Rest Encryption",
+    ServicePrincipal.EXCHANGE_ONLINE.value: "Office 365 Exchange Online",
+    ServicePrincipal.SHAREPOINT_ONLINE.value: "Office 365 SharePoint Online",
+}
+
+
+class KeyVaultError(Exception):
+    """A refusal of the Key Vault service that retrying will not change (403, 409, 400).
+
+    Args:
+        status: the HTTP status.
+        code: the service's error code (``Conflict``, ``Forbidden``, ``ForbiddenByRbac`` ...).
+        message: the service's message.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status, self.code, self.message = status, code, message
+
+
+class AccessPolicy(BaseModel):
+    """One access policy entry of a vault (legacy permission model)."""
+
+    object_id: str
+    principal: str | None = None
+    """The principal's name where ckey knows it (the Microsoft 365 service principals, ckey itself)."""
+    application_id: str | None = None
+    keys: list[str] = Field(default_factory=list)
+
+
+class VaultInfo(BaseModel):
+    """A vault's properties as the ARM control plane reports them (Get-AzKeyVault)."""
+
+    name: str
+    resource_id: str
+    resource_group: str
+    region: str
+    tenant_id: str
+    vault_uri: str
+    soft_delete: bool
+    retention_days: int | None = None
+    purge_protection: bool
+    rbac: bool
+    access_policies: list[AccessPolicy] = Field(default_factory=list)
+
+
+class KeyInfo(BaseModel):
+    """A key's current version and attributes."""
+
+    uri: str
+    """The versioned key identifier."""
+    vault: str
+    name: str
+    version: str
+    kty: str
+    key_size: int | None = None
+    enabled: bool
+    expires_on: datetime | None = None
+    created_on: datetime | None = None
+    recovery_level: str | None = None
+
+
+class DeletedKeyInfo(BaseModel):
+    """A soft-deleted key."""
+
+    name: str
+    vault: str
+    deleted_on: datetime | None = None
+    scheduled_purge_date: datetime | None = None
+    recovery_id: str | None = None
+
+
+def service_error(exc: HttpResponseError) -> KeyVaultError:
+    """The service's code and message from an SDK error; the inner code wins (``ForbiddenByRbac``)."""
+    code, message = "Error", exc.message or str(exc)
+    error = getattr(exc, "error", None)
+    if error is not None:
+        code = error.code or code
+        message = error.message or message
+        inner = getattr(error, "innererror", None) or {}
+        inner_code = inner.get("code") if isinstance(inner, dict) else getattr(inner, "code", None)
+        if inner_code and inner_code != "AccessDenied":
+            code = inner_code
+    return KeyVaultError(exc.status_code or 0, code, message)
+
+
+def is_business_refusal(exc: HttpResponseError) -> bool:
+    """Whether retrying cannot help (bad request, forbidden, conflict); 429 and 5xx are transient."""
+    return (exc.status_code or 0) in (400, 401, 403, 404, 409)
+
+
+def _key_info(key: KeyVaultKey) -> KeyInfo:
+    uri = KeyUri.parse(key.id)
+    jwk = key.key
+    modulus = getattr(jwk, "n", None)
+    size = len(modulus) * 8 if modulus else None
+    return KeyInfo(
+        uri=key.id,
+        vault=uri.vault,
+        name=key.name,
+        version=key.properties.version or "",
+        kty=str(key.key_type),
+        key_size=size,
+        enabled=bool(key.properties.enabled),
+        expires_on=key.properties.expires_on,
+        created_on=key.properties.created_on,
+        recovery_level=key.properties.recovery_level,
+    )
+
+
+class Directory:
+    """Object ids of users and service principals (Microsoft Graph in production, derived in the sandbox)."""
+
+    def __init__(self, connection: AzureConnection) -> None:
+        self.connection = connection
+
+    async def object_id(self, principal: str) -> str:
+        """The object id of a user (UPN) or a service principal (application id).
+
+        Raises:
+            KeyVaultError: the directory does not know the principal.
+        """
+        settings = self.connection.settings
+        if settings.sandbox:
+            return sandbox_object_id(settings.azure_tenant_id, principal)
+        token = await self.connection.credential().get_token("https://graph.microsoft.com/.default")
+        path = f"/v1.0/servicePrincipals(appId='{principal}')" if _is_guid(principal) else f"/v1.0/users/{principal}"
+        async with httpx.AsyncClient(base_url="https://graph.microsoft.com", timeout=30) as http:
+            response = await http.get(
+                path, params={"$select": "id"}, headers={"Authorization": f"Bearer {token.token}"}
+            )
+        if response.status_code == 404:
+            raise KeyVaultError(404, "PrincipalNotFound", f"{principal} is not in the directory")
+        response.raise_for_status()
+        return str(response.json()["id"])
+
+    async def known_names(self) -> dict[str, str]:
+        """Object id → name for the principals ckey knows: the Microsoft 365 service principals and itself."""
+        names = dict(SERVICE_PRINCIPAL_NAMES)
+        if self.connection.settings.sandbox:
+            names[self.connection.settings.azure_principal] = self.connection.settings.azure_principal
+        out: dict[str, str] = {}
+        for principal, name in names.items():
+            try:
+                out[await self.object_id(principal)] = name
+            except (KeyVaultError, httpx.HTTPError):
+                continue
+        return out
+
+
+def _is_guid(text: str) -> bool:
+    import uuid
+
+    try:
+        uuid.UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
+class KeyVaultGateway:
+    """Async access to vaults and keys. One instance per process; SDK clients are cached per vault.
+
+    Args:
+        connection: credentials and transport (real Azure or the sandbox).
+    """
+
+    def __init__(self, connection: AzureConnection) -> None:
+        self.connection = connection
+        self.directory = Directory(connection)
+        self._key_clients: dict[str, KeyClient] = {}
+        self._arm: KeyVaultManagementClient | None = None
+        self._authz: AuthorizationManagementClient | None = None
+        self._resource_groups: dict[str, str] = {}
+
+    async def close(self) -> None:
+        """Close every SDK client this gateway opened."""
+        for client in self._key_clients.values():
+            await client.close()
+        self._key_clients.clear()
+        for mgmt in (self._arm, self._authz):
+            if mgmt is not None:
+                await mgmt.close()
+        self._arm = self._authz = None
+
+    # Clients ----------------------------------------------------------------------------------------------------
+
+    def key_client(self, vault_url: str) -> KeyClient:
+        """The data-plane client of one vault."""
+        client = self._key_clients.get(vault_url)
+        if client is None:
+            client = KeyClient(vault_url, self.connection.credential(), **self.connection.client_kwargs())
+            self._key_clients[vault_url] = client
+        return client
+
+    def vault_url(self, vault: str) -> str:
+        """``https://<vault>.vault.azure.net`` (the host form of the configured cloud)."""
+        return f"https://{vault.lower()}.{self.connection.settings.vault_dns_suffix}"
+
+    @property
+    def arm(self) -> KeyVaultManagementClient:
+        """The ARM client for Microsoft.KeyVault."""
+        if self._arm is None:
+            self._arm = KeyVaultManagementClient(
+                self.connection.credential(),
+                self.connection.settings.azure_subscription_id,
+                **self.connection.client_kwargs(),
+            )
+        return self._arm
+
+    @property
+    def authz(self) -> AuthorizationManagementClient:
+        """The ARM client for role assignments."""
+        if self._authz is None:
+            self._authz = AuthorizationManagementClient(
+                self.connection.credential(),
+                self.connection.settings.azure_subscription_id,
+                **self.connection.client_kwargs(),
+            )
+        return self._authz
+
+    # Control plane ----------------------------------------------------------------------------------------------
+
+    async def vaults(self) -> list[VaultInfo]:
+        """Every vault of the subscription."""
+        names = await self.directory.known_names()
+        found = [self._vault_info(v, names) async for v in self.arm.vaults.list_by_subscription()]
+        for info in found:
+            self._resource_groups[info.name.lower()] = info.resource_group
+        return sorted(found, key=lambda v: v.name)
+
+    async def vault(self, name: str) -> VaultInfo:
+        """One vault's properties and access policies (Get-AzKeyVault).
+
+        Raises:
+            KeyVaultError: no such vault in the subscription (404).
+        """
+        group = self._resource_groups.get(name.lower())
+        if group is None:
+            for info in await self.vaults():
+                if info.name.lower() == name.lower():
+                    return info
+            raise KeyVaultError(404, "ResourceNotFound", f"no vault named {name} in the subscription")
+        try:
+            vault = await self.arm.vaults.get(group, name)
+        except ResourceNotFoundError:
+            raise KeyVaultError(404, "ResourceNotFound", f"no vault named {name} in the subscription") from None
+        return self._vault_info(vault, await self.directory.known_names())
+
+    def _vault_info(self, vault: Any, names: dict[str, str]) -> VaultInfo:
+        props = vault.properties
+        group = vault.id.split("/resourceGroups/")[1].split("/")[0]
+        policies = [
+            AccessPolicy(
+                object_id=p.object_id,
+                principal=names.get(p.object_id),
+                application_id=p.application_id,
+                keys=sorted(str(k) for k in (p.permissions.keys or [])),
+            )
+            for p in (props.access_policies or [])
+        ]
+        return VaultInfo(
+            name=vault.name,
+            resource_id=vault.id,
+            resource_group=group,
+            region=vault.location,
+            tenant_id=props.tenant_id,
+            vault_uri=props.vault_uri or "",
+            soft_delete=props.enable_soft_delete is not False,
+            retention_days=props.soft_delete_retention_in_days,
+            purge_protection=bool(props.enable_purge_protection),
+            rbac=bool(props.enable_rbac_authorization),
+            access_policies=policies,
+        )
+
+    async def key_permissions(self, vault: VaultInfo, object_id: str) -> set[str]:
+        """The key permissions ``object_id`` holds on ``vault``, from access policies or RBAC role assignments."""
+        if not vault.rbac:
+            granted: set[str] = set()
+            for policy in vault.access_policies:
+                if policy.object_id == object_id:
+                    granted |= {p.lower() for p in policy.keys}
+            return _expand(granted)
+        granted = set()
+        assignments = self.authz.role_assignments.list_for_scope(
+            vault.resource_id, filter=f"principalId eq '{object_id}'"
+        )
+        async for assignment in assignments:
+            if assignment.principal_id != object_id:
+                continue
+            role = assignment.role_definition_id.rsplit("/", 1)[-1]
+            granted |= RBAC_ROLE_PERMISSIONS.get(role, frozenset())
+        return _expand({p.lower() for p in granted})
+
+    async def remove_access_policy(self, vault: VaultInfo, object_id: str) -> list[str]:
+        """Remove ``object_id``'s access policy (Remove-AzKeyVaultAccessPolicy); returns the permissions it had."""
+        held = next((p for p in vault.access_policies if p.object_id == object_id), None)
+        if held is None:
+            return []
+        entry = AccessPolicyEntry(
+            tenant_id=vault.tenant_id,
+            object_id=object_id,
+            permissions=Permissions(keys=list(held.keys)),  # type: ignore[call-overload]
+        )
+        try:
+            await self.arm.vaults.update_access_policy(
+                vault.resource_group,
+                vault.name,
+                "remove",
+                VaultAccessPolicyParameters(properties=VaultAccessPolicyProperties(access_policies=[entry])),
+            )
+        except HttpResponseError as exc:
+            raise service_error(exc) from None
+        return held.keys
+
+    # Data plane -------------------------------------------------------------------------------------------------
+
+    async def key(self, uri: KeyUri) -> KeyInfo | None:
+        """The key (its latest version unless ``uri`` names one), or ``None`` when there is none."""
+        try:
+            key = await self.key_client(uri.vault_url).get_key(uri.name, uri.version)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            raise service_error(exc) from None
+        return _key_info(key)
+
+    async def keys(self, vault: str) -> list[KeyInfo]:
+        """Every enabled or disabled key of a vault, each with its current versioned URI."""
+        client = self.key_client(self.vault_url(vault))
+        out = []
+        async for props in client.list_properties_of_keys():
+            out.append(_key_info(await client.get_key(props.name)))
+        return sorted(out, key=lambda k: k.name)
+
+    async def deleted_key(self, uri: KeyUri) -> DeletedKeyInfo | None:
+        """The soft-deleted key of that name, or ``None``."""
+        try:
+            deleted = await self.key_client(uri.vault_url).get_deleted_key(uri.name)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            raise service_error(exc) from None
+        return DeletedKeyInfo(
+            name=deleted.name,
+            vault=uri.vault,
+            deleted_on=deleted.deleted_date,
+            scheduled_purge_date=deleted.scheduled_purge_date,
+            recovery_id=deleted.recovery_id,
+        )
+
+    async def recover(self, uri: KeyUri) -> KeyInfo:
+        """Recover a soft-deleted key (Undo-AzKeyVaultKeyRemoval)."""
+        try:
+            return _key_info(await self.key_client(uri.vault_url).recover_deleted_key(uri.name))
+        except HttpResponseError as exc:
+            raise service_error(exc) from None
+
+    async def restore(self, vault: str, backup: bytes) -> KeyInfo:
+        """Restore a key backup into ``vault`` (Restore-AzKeyVaultKey); 409 when a key of that name exists."""
+        try:
+            return _key_info(await self.key_client(self.vault_url(vault)).restore_key_backup(backup))
+        except HttpResponseError as exc:
+            raise service_error(exc) from None
+
+    async def crypto_round_trip(self, uri: KeyUri) -> None:
+        """Prove the key answers get, wrapKey and unwrapKey: wrap 32 random bytes, unwrap them, compare.
+
+        Raises:
+            KeyVaultError: a step was refused, or the unwrapped bytes differ.
+        """
+        secret = os.urandom(32)
+        client = self.key_client(uri.vault_url)
+        try:
+            key = await client.get_key(uri.name, uri.version)
+            crypto = CryptographyClient(key, self.connection.credential(), **self.connection.client_kwargs())
+            async with crypto:
+                wrapped = await crypto.wrap_key(KeyWrapAlgorithm.rsa_oaep_256, secret)
+                unwrapped = await crypto.unwrap_key(KeyWrapAlgorithm.rsa_oaep_256, wrapped.encrypted_key)
+        except HttpResponseError as exc:
+            raise service_error(exc) from None
+        if unwrapped.key != secret:
+            raise KeyVaultError(500, "RoundTripMismatch", f"{uri} unwrapped other bytes than it wrapped")
+
+
+def _expand(permissions: Iterable[str]) -> set[str]:
+    granted = {p.lower() for p in permissions}
+    if "*" in granted or "all" in granted:
+        return {"*"}
+    return granted
+
+
+def holds(permissions: set[str], needed: Iterable[str]) -> list[str]:
+    """The permissions of ``needed`` missing from ``permissions`` (case-insensitive, ``*`` holds all)."""
+    if "*" in permissions:
+        return []
+    return [p for p in needed if p.lower() not in permissions]

@@ -1,0 +1,309 @@
+"""Key Vault operations: ``keyvault.health``, ``keyvault.key.restore``, ``keyvault.access.revoke``.
+
+Seed sections: "Restore Azure Key Vault keys", "Manage key vault permissions", and the key requirements of
+"Create a DEP" (two keys in two vaults in two regions; soft delete; get/wrapKey/unwrapKey for the service).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from enum import StrEnum
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, Field
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.keyvault import (
+        CheckKeyHealthInput,
+        CheckKeyHealthResult,
+        ConfiguredKeysInput,
+        HealthLine,
+        KeyRef,
+        KeyVaultActivities,
+        RemoveAccessPolicyInput,
+        RestoreKeyBackupInput,
+        VaultRef,
+    )
+    from ckey.models import KeyUriField, Role, UserPrincipalName, VaultName, Workload
+    from ckey.operations import OperationKind, registry
+    from workflows.operation import OperationWorkflow
+
+KEYVAULT_TIMEOUT = timedelta(minutes=2)
+KEYVAULT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1))
+
+
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
+
+
+async def _keyvault(method: Callable[[Any, ArgT], Awaitable[ResultT]], arg: ArgT) -> ResultT:
+    """Run a Key Vault activity with the family's timeout and retry policy."""
+    return await workflow.execute_activity_method(
+        method, arg, start_to_close_timeout=KEYVAULT_TIMEOUT, retry_policy=KEYVAULT_RETRY
+    )
+
+
+# keyvault.health ---------------------------------------------------------------------------------------------------
+
+
+class HealthPhase(StrEnum):
+    """Phases of ``keyvault.health``."""
+
+    RESOLVING_KEYS = "resolving_keys"
+    CHECKING = "checking"
+    REPORTED = "reported"
+
+
+class KeyVaultHealthInput(BaseModel):
+    """Which keys to check (default: the workload's configured DEP keys) and for which workload's principal."""
+
+    workload: Workload = Workload.EXCHANGE
+    keys: list[KeyUriField] = Field(default_factory=list)
+
+
+class KeyVaultHealthResult(BaseModel):
+    """A report with one line per check and the rule it serves."""
+
+    ok: bool
+    lines: list[HealthLine]
+
+
+@workflow.defn
+class KeyVaultHealthWorkflow(OperationWorkflow):
+    """Check that a workload's Customer Keys meet every rule of the seed."""
+
+    kind = "keyvault.health"
+
+    @workflow.run
+    async def run(self, input: KeyVaultHealthInput) -> KeyVaultHealthResult:
+        """Check each key, then the pair."""
+        return await self.operate(input, lambda: self._check(input))
+
+    async def _check(self, input: KeyVaultHealthInput) -> KeyVaultHealthResult:
+        await self.set_phase(HealthPhase.RESOLVING_KEYS)
+        uris = [str(k) for k in input.keys]
+        if not uris:
+            configured = await _keyvault(
+                KeyVaultActivities.configured_dep_keys, ConfiguredKeysInput(workload=input.workload)
+            )
+            uris = configured.key_uris
+        if not uris:
+            raise ApplicationError(
+                f"no keys named and none configured for {input.workload.value} (CKEY_DEP_KEYS)",
+                type="keys-required",
+                non_retryable=True,
+            )
+        self.set_progress(0, len(uris), "keys")
+        await self.set_phase(HealthPhase.CHECKING, {"keys": uris})
+
+        async def check(uri: str) -> CheckKeyHealthResult:
+            result = await _keyvault(
+                KeyVaultActivities.check_key_health, CheckKeyHealthInput(key_uri=uri, workload=input.workload)
+            )
+            self.set_progress(self._status.progress.done + 1)
+            return result
+
+        results = await asyncio.gather(*(check(u) for u in uris))
+        lines = [line for result in results for line in result.lines]
+        regions = [(result.vault, result.region) for result in results]
+        if len(uris) == 2:
+            lines += _pair_lines(uris, regions)
+        ok = all(line.ok for line in lines)
+        await self.set_phase(HealthPhase.REPORTED, {"ok": ok, "failed": [line.rule for line in lines if not line.ok]})
+        return KeyVaultHealthResult(ok=ok, lines=lines)
+
+
+def _pair_lines(uris: list[str], regions: list[tuple[str, str | None]]) -> list[HealthLine]:
+    vaults = {v.lower() for v, _ in regions}
+    known = [r.lower() for _, r in regions if r]
+    pair = " + ".join(uris)
+    lines = [
+        HealthLine(
+            key=pair,
+            check="two keys in two different vaults",
+            rule="two-keys-two-vaults",
+            ok=len(vaults) == 2,
+            detail=", ".join(sorted(vaults)),
+        )
+    ]
+    lines.append(
+        HealthLine(
+            key=pair,
+            check="two keys in two different regions",
+            rule="two-keys-two-regions",
+            ok=len(known) == 2 and known[0] != known[1],
+            detail=", ".join(r or "?" for _, r in regions),
+        )
+    )
+    return lines
+
+
+# keyvault.key.restore ----------------------------------------------------------------------------------------------
+
+
+class RestorePhase(StrEnum):
+    """Phases of ``keyvault.key.restore``."""
+
+    INSPECTING = "inspecting"
+    RECOVERING = "recovering"
+    RESTORING = "restoring"
+    VERIFYING = "verifying"
+    DONE = "done"
+
+
+class KeyVaultKeyRestoreInput(BaseModel):
+    """The key to bring back and, for when soft-delete recovery is impossible, its backup blob (base64)."""
+
+    key_uri: KeyUriField
+    backup_b64: str | None = Field(default=None, repr=False)
+
+
+class KeyVaultKeyRestoreResult(BaseModel):
+    """How the key came back and its current version."""
+
+    method: str
+    """``recovered`` (from soft delete) or ``restored`` (from the backup)."""
+    key_uri: str
+
+
+@workflow.defn
+class KeyVaultKeyRestoreWorkflow(OperationWorkflow):
+    """Bring back a lost key: recover from soft delete first, restore a backup only when that is impossible."""
+
+    kind = "keyvault.key.restore"
+
+    @workflow.run
+    async def run(self, input: KeyVaultKeyRestoreInput) -> KeyVaultKeyRestoreResult:
+        """Inspect, recover or restore, verify."""
+        return await self.operate(input, lambda: self._restore(input))
+
+    async def _restore(self, input: KeyVaultKeyRestoreInput) -> KeyVaultKeyRestoreResult:
+        ref = KeyRef(key_uri=input.key_uri.versionless)
+        await self.set_phase(RestorePhase.INSPECTING)
+        state = await _keyvault(KeyVaultActivities.inspect_key, ref)
+        if state.deleted is not None:
+            await self.set_phase(
+                RestorePhase.RECOVERING, {"scheduled_purge_date": str(state.deleted.scheduled_purge_date)}
+            )
+            await _keyvault(KeyVaultActivities.recover_deleted_key, ref)
+            method = "recovered"
+        elif input.backup_b64 is not None:
+            # Also when a key of that name is active: the service answers 409 Conflict and ckey reports it.
+            await self.set_phase(RestorePhase.RESTORING)
+            await _keyvault(
+                KeyVaultActivities.restore_key_backup,
+                RestoreKeyBackupInput(vault=input.key_uri.vault, backup_b64=input.backup_b64),
+            )
+            method = "restored"
+        elif state.active is not None:
+            raise ApplicationError(
+                f"{input.key_uri.versionless} exists and is not deleted: there is nothing to restore",
+                type="restore-needs-lost-key",
+                non_retryable=True,
+            )
+        else:
+            raise ApplicationError(
+                f"{input.key_uri.versionless} is not in soft delete (purged or never created): restoring it needs "
+                "its backup blob (backup_b64)",
+                type="backup-required",
+                non_retryable=True,
+            )
+        await self.set_phase(RestorePhase.VERIFYING)
+        key = await _keyvault(KeyVaultActivities.verify_key_crypto, ref)
+        await self.set_phase(RestorePhase.DONE, {"method": method, "key": key.uri})
+        return KeyVaultKeyRestoreResult(method=method, key_uri=key.uri)
+
+
+# keyvault.access.revoke --------------------------------------------------------------------------------------------
+
+
+class RevokePhase(StrEnum):
+    """Phases of ``keyvault.access.revoke``."""
+
+    SHOWING_ACCESS = "showing_access"
+    REMOVING = "removing"
+    DONE = "done"
+
+
+class KeyVaultAccessRevokeInput(BaseModel):
+    """Whose access to remove from which vault."""
+
+    vault: VaultName
+    user_principal_name: UserPrincipalName
+
+
+class KeyVaultAccessRevokeResult(BaseModel):
+    """What was removed, and who still has access."""
+
+    removed_permissions: list[str]
+    remaining: list[str]
+    """Object ids (and names where known) that still hold an access policy."""
+
+
+@workflow.defn
+class KeyVaultAccessRevokeWorkflow(OperationWorkflow):
+    """Remove a person's access policy from a vault (an administrator leaving the team)."""
+
+    kind = "keyvault.access.revoke"
+
+    @workflow.run
+    async def run(self, input: KeyVaultAccessRevokeInput) -> KeyVaultAccessRevokeResult:
+        """Show the vault's access, remove the user's policy, show what remains."""
+        return await self.operate(input, lambda: self._revoke(input))
+
+    async def _revoke(self, input: KeyVaultAccessRevokeInput) -> KeyVaultAccessRevokeResult:
+        await self.set_phase(RevokePhase.SHOWING_ACCESS)
+        vault = await _keyvault(KeyVaultActivities.show_vault_access, VaultRef(vault=input.vault))
+        if vault.rbac:
+            raise ApplicationError(
+                f"vault {vault.name} uses Azure RBAC, not access policies: remove the user's role assignments",
+                type="vault-uses-rbac",
+                non_retryable=True,
+            )
+        await self.set_phase(RevokePhase.REMOVING)
+        removed = await _keyvault(
+            KeyVaultActivities.remove_access_policy,
+            RemoveAccessPolicyInput(vault=input.vault, user_principal_name=input.user_principal_name),
+        )
+        after = await workflow.execute_activity_method(
+            KeyVaultActivities.show_vault_access, VaultRef(vault=input.vault)
+        )
+        before: list[str] = next((p.keys for p in vault.access_policies if p.object_id == removed.object_id), [])
+        remaining = [f"{p.principal or ''} ({p.object_id})".strip() for p in after.access_policies]
+        await self.set_phase(RevokePhase.DONE, {"removed_permissions": before})
+        return KeyVaultAccessRevokeResult(removed_permissions=before, remaining=remaining)
+
+
+registry.register(
+    OperationKind(
+        name=KeyVaultHealthWorkflow.kind,
+        workflow=KeyVaultHealthWorkflow,
+        input_model=KeyVaultHealthInput,
+        role=Role.OPERATOR,
+        description="Check a workload's Customer Keys: exists, enabled, soft delete, purge protection, no expiry, "
+        "RSA, two vaults in two regions, the service principal's get/wrapKey/unwrapKey.",
+    )
+)
+registry.register(
+    OperationKind(
+        name=KeyVaultKeyRestoreWorkflow.kind,
+        workflow=KeyVaultKeyRestoreWorkflow,
+        input_model=KeyVaultKeyRestoreInput,
+        role=Role.OPERATOR,
+        description="Bring back a lost key: recover from soft delete, else restore its backup; then verify it.",
+    )
+)
+registry.register(
+    OperationKind(
+        name=KeyVaultAccessRevokeWorkflow.kind,
+        workflow=KeyVaultAccessRevokeWorkflow,
+        input_model=KeyVaultAccessRevokeInput,
+        role=Role.ADMIN,
+        description="Remove a user's access policy from a vault (never a Microsoft 365 service principal's).",
+    )
+)
