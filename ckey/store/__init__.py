@@ -6,9 +6,11 @@ and upgraded by Alembic (:func:`ckey.store.migrate.upgrade`), never by ``create_
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -78,6 +80,17 @@ class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        # SQLite allows one writer and makes the others poll with sleeps; queueing this process's writers in
+        # order is much faster. Other processes are still serialized by SQLite's lock (and PostgreSQL's row lock).
+        self._sqlite_writes = asyncio.Lock() if engine.url.get_backend_name() == "sqlite" else None
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        if self._sqlite_writes is None:
+            yield
+        else:
+            async with self._sqlite_writes:
+                yield
 
     @classmethod
     def from_url(cls, url: str) -> Store:
@@ -117,7 +130,7 @@ class Store:
         Returns:
             The updated record, or ``None`` if there is no such operation.
         """
-        async with self._sessions() as session, session.begin():
+        async with self._writing(), self._sessions() as session, session.begin():
             row = await session.get(OperationRow, change.id, with_for_update=True)
             if row is None:
                 return None
@@ -162,7 +175,7 @@ class Store:
 
     async def append_audit(self, event: AuditEvent) -> AuditRecord:
         """Append one audit entry, chained to the previous one. A repeated key returns the entry already stored."""
-        async with self._sessions() as session:
+        async with self._writing(), self._sessions() as session:
             # The UPDATE comes first so that it takes the write lock (SQLite) or the row lock (PostgreSQL) on the
             # chain head before anything is read: appends from many workers are serialized here.
             head = (
