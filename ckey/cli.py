@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from ckey.config import Settings, SettingsError, get_settings
 from ckey.models import Role
@@ -73,7 +74,8 @@ def db_upgrade() -> None:
             await engine.dispose()
 
     asyncio.run(_run())
-    console.print(f"database at {settings.resolved_database_url} is up to date")
+    shown = make_url(settings.resolved_database_url).render_as_string(hide_password=True)
+    console.print(f"database at {shown} is up to date")
 
 
 # Operations, through the API --------------------------------------------------------------------------------------

