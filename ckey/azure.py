@@ -24,7 +24,9 @@ log = logging.getLogger(__name__)
 
 KEYVAULT_HOST_SUFFIXES = (".vault.azure.net", ".vault.ckey.test")
 ARM_HOSTS = ("management.azure.com", "login.microsoftonline.com")
-M365_HOSTS = ("outlook.office365.com", "graph.microsoft.com")
+M365_HOSTS = ("outlook.office365.com", "graph.microsoft.com", ".sharepoint.com", "support.ckey.test")
+"""Hosts of the sandbox tenant: Exchange Online, Graph, SharePoint admin (``<tenant>-admin.sharepoint.com``), and
+the sandbox's support desk (Microsoft's support desk has no public API that covers the Customer Key paths)."""
 ARM_ENDPOINT = "https://management.azure.com"
 
 

@@ -28,6 +28,7 @@ SANDBOX_HOSTS: tuple[str, ...] = (
     "outlook.office365.com",
     "graph.microsoft.com",
     "*.sharepoint.com",
+    "support.ckey.test",
     "localhost",
 )
 
