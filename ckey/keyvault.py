@@ -142,14 +142,15 @@ def is_business_refusal(exc: HttpResponseError) -> bool:
 def _key_info(key: KeyVaultKey) -> KeyInfo:
     uri = KeyUri.parse(key.id)
     jwk = key.key
-    modulus = getattr(jwk, "n", None)
+    # JsonWebKey sets its fields dynamically.
+    modulus = vars(jwk).get("n") if jwk is not None else None
     size = len(modulus) * 8 if modulus else None
     return KeyInfo(
         uri=key.id,
         vault=uri.vault,
         name=key.name,
         version=key.properties.version or "",
-        kty=str(key.key_type),
+        kty=str(getattr(key.key_type, "value", key.key_type)),
         key_size=size,
         enabled=bool(key.properties.enabled),
         expires_on=key.properties.expires_on,
@@ -305,7 +306,8 @@ class KeyVaultGateway:
                 object_id=p.object_id,
                 principal=names.get(p.object_id),
                 application_id=p.application_id,
-                keys=sorted(str(k) for k in (p.permissions.keys or [])),
+                # The SDK's models are mappings too: ``.keys`` is the mapping method, the field is ["keys"].
+                keys=sorted(str(k) for k in (p.permissions.get("keys") or [])),
             )
             for p in (props.access_policies or [])
         ]
@@ -350,7 +352,7 @@ class KeyVaultGateway:
         entry = AccessPolicyEntry(
             tenant_id=vault.tenant_id,
             object_id=object_id,
-            permissions=Permissions(keys=list(held.keys)),  # type: ignore[call-overload]
+            permissions=Permissions({"keys": list(held.keys)}),
         )
         try:
             await self.arm.vaults.update_access_policy(

@@ -270,9 +270,7 @@ class KeyVaultAccessRevokeWorkflow(OperationWorkflow):
             KeyVaultActivities.remove_access_policy,
             RemoveAccessPolicyInput(vault=input.vault, user_principal_name=input.user_principal_name),
         )
-        after = await workflow.execute_activity_method(
-            KeyVaultActivities.show_vault_access, VaultRef(vault=input.vault)
-        )
+        after = await _keyvault(KeyVaultActivities.show_vault_access, VaultRef(vault=input.vault))
         before: list[str] = next((p.keys for p in vault.access_policies if p.object_id == removed.object_id), [])
         remaining = [f"{p.principal or ''} ({p.object_id})".strip() for p in after.access_policies]
         await self.set_phase(RevokePhase.DONE, {"removed_permissions": before})
