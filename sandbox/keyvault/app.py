@@ -1,0 +1,97 @@
+"""The sandbox Key Vault as one ASGI app that serves every host, chosen by the ``Host`` header.
+
+``<vault>.vault.azure.net`` (and ``<vault>.vault.ckey.test``) is Key Vault's data plane for that vault,
+``management.azure.com`` is Resource Manager, ``localhost`` / ``127.0.0.1`` is the sandbox's control endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.routing import Host
+
+from ckey.config import Settings
+from sandbox.identity import SandboxIdentity
+from sandbox.keyvault.admin import build_control_app
+from sandbox.keyvault.arm import Arm
+from sandbox.keyvault.crypto import Sealer
+from sandbox.keyvault.dataplane import DataPlane
+from sandbox.keyvault.db import Database, default_database_url
+from sandbox.keyvault.limits import Throttle, VaultCounters
+from sandbox.keyvault.seed import seed_demo
+from sandbox.keyvault.service import KeyVaultService
+
+log = logging.getLogger(__name__)
+
+
+class SandboxKeyVault:
+    """The sandbox's moving parts: database, service, identity verifier, limits and counters.
+
+    Args:
+        settings: ckey's settings (data dir, tenant, identity key, principal).
+        database_url: SQLAlchemy async URL; default ``<data_dir>/sandbox-keyvault.db``.
+        seed: create the demo vaults and keys when the database is new.
+    """
+
+    def __init__(self, settings: Settings, *, database_url: str | None = None, seed: bool = True) -> None:
+        self.settings = settings
+        self.database_url = database_url or default_database_url(settings.data_dir)
+        self.db = Database(self.database_url)
+        self.service = KeyVaultService(self.db, Sealer(settings.data_dir / "keys" / "sandbox-keyvault-kek.bin"))
+        self.identity = SandboxIdentity(settings.sandbox_identity_key_path, settings.azure_tenant_id)
+        self.throttle = Throttle()
+        self.counters: defaultdict[str, VaultCounters] = defaultdict(VaultCounters)
+        self.seed = seed
+
+    async def start(self) -> None:
+        """Open the database; on a new one, seed the demo (unless disabled)."""
+        if await self.service.open():
+            if self.seed:
+                await seed_demo(self.service, self.settings)
+                log.info("sandbox Key Vault: seeded the demo vaults in %s", self.database_url)
+            await self.service.set_state("seeded", {"demo": self.seed})
+        # Keys whose retention ran out while the service was stopped are gone now, as in Azure.
+        await self.service.purge_expired()
+
+    async def stop(self) -> None:
+        """Close the database."""
+        await self.db.close()
+
+
+def create_app(settings: Settings, *, database_url: str | None = None, seed: bool = True) -> Starlette:
+    """The ASGI app of the sandbox Key Vault (its lifespan opens the database and seeds it).
+
+    Args:
+        settings: ckey's settings.
+        database_url: SQLAlchemy async URL; default ``<data_dir>/sandbox-keyvault.db``.
+        seed: create the demo vaults and keys when the database is new.
+    """
+    sandbox = SandboxKeyVault(settings, database_url=database_url, seed=seed)
+    dataplane = DataPlane(sandbox)
+    control = build_control_app(sandbox)
+    arm = Arm(sandbox)
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await sandbox.start()
+        try:
+            yield
+        finally:
+            await sandbox.stop()
+
+    app = Starlette(
+        routes=[
+            Host("{vault}.vault.azure.net", app=dataplane),
+            Host("{vault}.vault.ckey.test", app=dataplane),
+            Host("management.azure.com", app=arm),
+            Host("localhost", app=control),
+            Host("127.0.0.1", app=control),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.sandbox = sandbox
+    return app

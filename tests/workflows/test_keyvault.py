@@ -1,0 +1,276 @@
+"""keyvault.health, keyvault.key.restore and keyvault.access.revoke on the real dev server, against the sandbox."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from temporalio.worker import Worker
+
+from ckey.keyvault import KeyVaultGateway
+from ckey.models import KeyUri, Role, ServicePrincipal
+from sandbox.keyvault import SandboxKeyVaultControl
+from tests.workflows.conftest import unique
+
+Auth = Callable[..., dict[str, str]]
+EXO = ServicePrincipal.EXCHANGE_ONLINE.value
+
+
+async def run_operation(
+    api: httpx.AsyncClient, headers: dict[str, str], kind: str, params: dict[str, Any]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Start an operation through the API, wait for its end; its record and its audit events."""
+    started = await api.post("/api/operations", json={"kind": kind, "params": params}, headers=headers)
+    assert started.status_code == 202, started.text
+    op_id = started.json()["id"]
+    for _ in range(600):
+        body: dict[str, Any] = (await api.get(f"/api/operations/{op_id}", headers=headers)).json()
+        if body["state"] in ("succeeded", "failed", "cancelled") and body["ended_at"]:
+            events: list[dict[str, Any]] = (await api.get(f"/api/operations/{op_id}/events", headers=headers)).json()
+            return body, events
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{kind} did not end: {body}")
+
+
+def targets(events: list[dict[str, Any]]) -> list[str]:
+    return [e["target"] for e in events if e["target"]]
+
+
+# keyvault.health ----------------------------------------------------------------------------------------------------
+
+
+async def test_health_of_the_configured_exchange_keys(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth
+) -> None:
+    body, events = await run_operation(api, auth(Role.OPERATOR), "keyvault.health", {"workload": "exchange"})
+    assert body["state"] == "succeeded", body["error"]
+    report = body["result"]
+    assert report["ok"] is True, [line for line in report["lines"] if not line["ok"]]
+    rules = {line["rule"] for line in report["lines"]}
+    assert rules == {
+        "keys-soft-delete",
+        "keys-purge-protection",
+        "key-exists",
+        "key-enabled",
+        "key-no-expiry",
+        "key-is-rsa",
+        "service-principal-get-wrap-unwrap",
+        "two-keys-two-vaults",
+        "two-keys-two-regions",
+    }
+    assert body["progress"] == {"done": 2, "total": 2, "unit": "keys", "percent": 100.0}
+    assert "Get-AzKeyVault -VaultName contoso-eastus-kv1" in targets(events)
+    assert "Get-AzKeyVaultKey -VaultName contoso-westus-kv1 -Name exo-key-02" in targets(events)
+
+
+async def test_health_reports_each_broken_rule(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, kv_control: SandboxKeyVaultControl
+) -> None:
+    # Two vaults in one region; the second without purge protection; Exchange without unwrap on the second.
+    first, second = unique("hc"), unique("hc")
+    await kv_control.create_vault(first, location="eastus", purge_protection=True)
+    await kv_control.create_vault(second, location="eastus", purge_protection=False)
+    for vault in (first, second):
+        await kv_control.grant(vault, "ckey-automation@contoso.com", ["all"])
+        await kv_control.create_key(vault, "exo-key")
+    await kv_control.grant(first, EXO, ["get", "wrapKey", "unwrapKey"])
+    await kv_control.grant(second, EXO, ["get", "wrapKey"])
+    keys = [f"https://{first}.vault.azure.net/keys/exo-key", f"https://{second}.vault.azure.net/keys/exo-key"]
+
+    body, _ = await run_operation(api, auth(Role.OPERATOR), "keyvault.health", {"keys": keys})
+    report = body["result"]
+    failed = {(line["rule"], line["key"].split("/")[2].split(".")[0]) for line in report["lines"] if not line["ok"]}
+    assert report["ok"] is False
+    assert failed == {
+        ("keys-purge-protection", second),
+        ("service-principal-get-wrap-unwrap", second),
+        ("two-keys-two-regions", first),
+    }
+    access = next(
+        line for line in report["lines"] if line["rule"] == "service-principal-get-wrap-unwrap" and not line["ok"]
+    )
+    assert "missing unwrapKey" in access["detail"]
+
+
+async def test_health_of_a_missing_key(api: httpx.AsyncClient, product_worker: Worker, auth: Auth) -> None:
+    keys = ["https://contoso-eastus-kv1.vault.azure.net/keys/no-such-key"]
+    body, _ = await run_operation(api, auth(Role.OPERATOR), "keyvault.health", {"keys": keys})
+    lines = {line["rule"]: line["ok"] for line in body["result"]["lines"]}
+    assert lines["key-exists"] is False and "key-enabled" not in lines
+
+
+# keyvault.key.restore -----------------------------------------------------------------------------------------------
+
+
+async def _fresh_key(kv_control: SandboxKeyVaultControl, *, purge_protection: bool = False) -> KeyUri:
+    vault = unique("rs")
+    await kv_control.create_vault(vault, purge_protection=purge_protection)
+    await kv_control.grant(vault, "ckey-automation@contoso.com", ["all"])
+    await kv_control.create_key(vault, "exo-key")
+    return KeyUri.parse(f"https://{vault}.vault.azure.net/keys/exo-key")
+
+
+async def test_restore_recovers_from_soft_delete_first(
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    kv_control: SandboxKeyVaultControl,
+    keyvault: KeyVaultGateway,
+) -> None:
+    uri = await _fresh_key(kv_control, purge_protection=True)
+    client = keyvault.key_client(uri.vault_url)
+    backup = base64.b64encode(await client.backup_key(uri.name)).decode()
+    await client.delete_key(uri.name)
+
+    # Even with a backup at hand, a soft-deleted key is recovered, not restored.
+    body, events = await run_operation(
+        api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri), "backup_b64": backup}
+    )
+    assert body["state"] == "succeeded", body["error"]
+    assert body["result"]["method"] == "recovered"
+    assert f"Undo-AzKeyVaultKeyRemoval -VaultName {uri.vault} -Name exo-key" in targets(events)
+    assert not any(t.startswith("Restore-AzKeyVaultKey") for t in targets(events))
+    assert any(e["action"] == "keyvault.key.verify" and e["outcome"] == "ok" for e in events)
+    assert "backup_b64" in body["params"]  # the request is kept, so a retry can be compared
+
+
+async def test_restore_from_backup_when_the_key_was_purged(
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    kv_control: SandboxKeyVaultControl,
+    keyvault: KeyVaultGateway,
+) -> None:
+    uri = await _fresh_key(kv_control)
+    client = keyvault.key_client(uri.vault_url)
+    backup = base64.b64encode(await client.backup_key(uri.name)).decode()
+    await client.delete_key(uri.name)
+    await client.purge_deleted_key(uri.name)
+
+    without, _ = await run_operation(api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri)})
+    assert without["state"] == "failed" and without["error"].startswith("backup-required")
+    assert await keyvault.key(uri) is None  # nothing changed
+
+    body, events = await run_operation(
+        api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri), "backup_b64": backup}
+    )
+    assert body["state"] == "succeeded", body["error"]
+    assert body["result"]["method"] == "restored"
+    assert f"Restore-AzKeyVaultKey -VaultName {uri.vault} -InputFile '<backup blob>'" in targets(events)
+    assert (await keyvault.key(uri)) is not None
+
+
+async def test_restore_over_an_existing_key_is_the_services_conflict(
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    kv_control: SandboxKeyVaultControl,
+    keyvault: KeyVaultGateway,
+) -> None:
+    uri = await _fresh_key(kv_control)
+    before = await keyvault.key(uri)
+    backup = base64.b64encode(await keyvault.key_client(uri.vault_url).backup_key(uri.name)).decode()
+    body, events = await run_operation(
+        api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri), "backup_b64": backup}
+    )
+    assert body["state"] == "failed"
+    # The service's 409: code Conflict, inner code ObjectAlreadyExists, and its own message.
+    assert body["error"].startswith("ObjectAlreadyExists: There was a conflict restoring the key"), body["error"]
+    refused = [e for e in events if e["action"] == "keyvault.key.restore"]
+    assert [e["outcome"] for e in refused] == ["refused"]
+    assert await keyvault.key(uri) == before
+
+    nothing, _ = await run_operation(api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri)})
+    assert nothing["error"].startswith("restore-needs-lost-key")
+
+
+# keyvault.access.revoke ---------------------------------------------------------------------------------------------
+
+
+async def test_revoke_removes_a_users_access_policy(
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    kv_control: SandboxKeyVaultControl,
+    keyvault: KeyVaultGateway,
+) -> None:
+    vault = unique("ar")
+    await kv_control.create_vault(vault)
+    await kv_control.grant(vault, "ckey-automation@contoso.com", ["all"])
+    await kv_control.grant(vault, "bob@contoso.com", ["get", "list", "backup"])
+    await kv_control.grant(vault, EXO, ["get", "wrapKey", "unwrapKey"])
+
+    shown = (await api.get(f"/api/vaults/{vault}/access", headers=auth(Role.VIEWER))).json()
+    assert shown["permission_model"] == "access_policy" and len(shown["access_policies"]) == 3
+
+    body, events = await run_operation(
+        api, auth(Role.ADMIN), "keyvault.access.revoke", {"vault": vault, "user_principal_name": "bob@contoso.com"}
+    )
+    assert body["state"] == "succeeded", body["error"]
+    assert body["result"]["removed_permissions"] == ["backup", "get", "list"]
+    assert f"Get-AzKeyVault -VaultName {vault}" in targets(events)
+    assert f"Remove-AzKeyVaultAccessPolicy -VaultName {vault} -UserPrincipalName bob@contoso.com" in targets(events)
+    after = await keyvault.vault(vault)
+    assert len(after.access_policies) == 2
+    assert any(p.principal == "Office 365 Exchange Online" for p in after.access_policies)
+
+
+async def test_revoke_refuses_the_service_principals_and_needs_admin(
+    api: httpx.AsyncClient, auth: Auth, store: Any
+) -> None:
+    for principal in (EXO, ServicePrincipal.MICROSOFT_365.value, ServicePrincipal.SHAREPOINT_ONLINE.value):
+        response = await api.post(
+            "/api/operations",
+            json={
+                "kind": "keyvault.access.revoke",
+                "params": {"vault": "contoso-eastus-kv1", "user_principal_name": principal},
+            },
+            headers=auth(Role.ADMIN),
+        )
+        assert (response.status_code, response.json()["rule"]) == (422, "m365-principal-protected")
+    operator = await api.post(
+        "/api/operations",
+        json={
+            "kind": "keyvault.access.revoke",
+            "params": {"vault": "contoso-eastus-kv1", "user_principal_name": "alice@contoso.com"},
+        },
+        headers=auth(Role.OPERATOR),
+    )
+    assert operator.status_code == 403
+    assert await store.list_operations() == []
+
+
+async def test_revoke_on_an_rbac_vault_is_refused_with_nothing_changed(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, keyvault: KeyVaultGateway
+) -> None:
+    before = await keyvault.vault("contoso-rbac-kv1")
+    body, _ = await run_operation(
+        api,
+        auth(Role.ADMIN),
+        "keyvault.access.revoke",
+        {"vault": "contoso-rbac-kv1", "user_principal_name": "alice@contoso.com"},
+    )
+    assert body["state"] == "failed" and body["error"].startswith("vault-uses-rbac")
+    assert await keyvault.vault("contoso-rbac-kv1") == before
+
+
+# Read models --------------------------------------------------------------------------------------------------------
+
+
+async def test_vaults_read_model(api: httpx.AsyncClient, auth: Auth) -> None:
+    vaults = {v["name"]: v for v in (await api.get("/api/vaults", headers=auth(Role.VIEWER))).json()}
+    east = vaults["contoso-eastus-kv1"]
+    assert (east["region"], east["permission_model"], east["soft_delete"], east["purge_protection"]) == (
+        "eastus",
+        "access_policy",
+        True,
+        True,
+    )
+    assert vaults["contoso-rbac-kv1"]["permission_model"] == "rbac"
+    uris = {k["name"]: k["uri"] for k in east["keys"]}
+    assert KeyUri.parse(uris["exo-key-01"]).version is not None
+    missing = await api.get("/api/vaults/no-such-vault/access", headers=auth(Role.VIEWER))
+    assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
