@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import signal
@@ -12,11 +13,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from azure.keyvault.keys.aio import KeyClient
 
 from ckey import stack
+from ckey.azure import AzureConnection
 from ckey.config import load_settings
 from ckey.stack import check_ports, child_environment, describe_exit, find_temporal, sandbox_services
 
@@ -304,3 +308,72 @@ def test_check_ports_explains_an_address_it_cannot_listen_on(tmp_path: Path) -> 
     problem = check_ports(settings)
     assert problem is not None
     assert problem.startswith(f"cannot listen on 203.0.113.7:{api} (API)")
+
+
+def _operator_token(up: Up) -> str:
+    exports = [line for line in up.lines if line.startswith("export CKEY_TOKEN=")]
+    return exports[-1].strip().split("=", 1)[1]
+
+
+def _wait_for_operation(api: str, headers: dict[str, str], op_id: str) -> dict[str, Any]:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        body: dict[str, Any] = httpx.get(f"{api}/api/operations/{op_id}", headers=headers, timeout=10).json()
+        if body["state"] in ("succeeded", "failed", "cancelled"):
+            return body
+        time.sleep(0.2)
+    raise AssertionError(f"operation {op_id} did not end")
+
+
+@needs_temporal
+def test_sandbox_keyvault_is_up_with_demo_vaults_and_keeps_keys_across_restarts(
+    tmp_path: Path, ports: list[int]
+) -> None:
+    env = _env(tmp_path, *ports)
+    api = f"http://127.0.0.1:{ports[2]}"
+    settings = load_settings(
+        data_dir=tmp_path / "data", sandbox_keyvault_port=ports[3], sandbox_m365_port=ports[4], _env_file=None
+    )
+
+    async def create_key() -> str:
+        async with (
+            AzureConnection(settings) as conn,
+            KeyClient("https://contoso-eastus-kv1.vault.azure.net", conn.credential(), **conn.client_kwargs()) as keys,
+        ):
+            return str((await keys.create_rsa_key("restart-probe", size=2048)).id)
+
+    async def get_key() -> str:
+        async with (
+            AzureConnection(settings) as conn,
+            KeyClient("https://contoso-eastus-kv1.vault.azure.net", conn.credential(), **conn.client_kwargs()) as keys,
+        ):
+            return str((await keys.get_key("restart-probe")).id)
+
+    first = Up(tmp_path, env)
+    try:
+        first.wait_for(READY_LINE, READY_TIMEOUT)
+        headers = {"Authorization": f"Bearer {_operator_token(first)}"}
+        vaults = {v["name"]: v for v in httpx.get(f"{api}/api/vaults", headers=headers, timeout=30).json()}
+        assert {vaults["contoso-eastus-kv1"]["region"], vaults["contoso-westus-kv1"]["region"]} == {"eastus", "westus"}
+        assert all(vaults[v]["purge_protection"] and vaults[v]["soft_delete"] for v in ("contoso-eastus-kv1",))
+        started = httpx.post(
+            f"{api}/api/operations", json={"kind": "keyvault.health", "params": {}}, headers=headers, timeout=30
+        )
+        health = _wait_for_operation(api, headers, started.json()["id"])
+        assert health["state"] == "succeeded" and health["result"]["ok"], health
+        created = asyncio.run(create_key())
+    finally:
+        first.process.send_signal(signal.SIGTERM)
+        assert first.process.wait(STOP_TIMEOUT) == 0, first.output()
+
+    second = Up(tmp_path, env)
+    try:
+        second.wait_for(READY_LINE, READY_TIMEOUT)
+        assert asyncio.run(get_key()) == created
+        # The operation's record and audit trail outlive the restart too.
+        headers = {"Authorization": f"Bearer {_operator_token(second)}"}
+        listed = httpx.get(f"{api}/api/operations", params={"kind": "keyvault.health"}, headers=headers, timeout=30)
+        assert [op["state"] for op in listed.json()] == ["succeeded"]
+    finally:
+        second.process.send_signal(signal.SIGTERM)
+        assert second.process.wait(STOP_TIMEOUT) == 0, second.output()
