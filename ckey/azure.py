@@ -127,14 +127,21 @@ class AzureConnection:
             self._default_credential = DefaultAzureCredential()
         return self._default_credential
 
+    def http_session(self) -> aiohttp.ClientSession:
+        """The shared HTTP session: the sandbox's resolver and CA in sandbox mode, plain HTTPS otherwise."""
+        if self._session is None:
+            if self.settings.sandbox:
+                connector = aiohttp.TCPConnector(
+                    resolver=SandboxResolver(sandbox_routes(self.settings)),
+                    ssl=client_ssl_context(self.settings.resolved_ca_file),
+                )
+                self._session = aiohttp.ClientSession(connector=connector)
+            else:
+                self._session = aiohttp.ClientSession()
+        return self._session
+
     def client_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for every Azure SDK client: the sandbox transport, or nothing in production."""
         if not self.settings.sandbox:
             return {}
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                resolver=SandboxResolver(sandbox_routes(self.settings)),
-                ssl=client_ssl_context(self.settings.resolved_ca_file),
-            )
-            self._session = aiohttp.ClientSession(connector=connector)
-        return {"transport": AioHttpTransport(session=self._session, session_owner=False)}
+        return {"transport": AioHttpTransport(session=self.http_session(), session_owner=False)}

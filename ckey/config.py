@@ -29,6 +29,15 @@ class AuthMode(StrEnum):
     """Tokens of an OpenID Connect provider (issuer, audience, JWKS)."""
 
 
+class M365Transport(StrEnum):
+    """How cmdlets reach Microsoft 365."""
+
+    INVOKE_COMMAND = "invoke_command"
+    """The Exchange Online admin REST endpoint (``InvokeCommand``) that ExchangeOnlineManagement v3 uses."""
+    PWSH = "pwsh"
+    """PowerShell: the exact cmdlet line, its output through ``ConvertTo-Json``."""
+
+
 class SettingsError(Exception):
     """A setting is invalid; the message names the environment variable."""
 
@@ -82,6 +91,19 @@ class Settings(BaseSettings):
         }
     )
     """The Customer Keys per workload that ``keyvault.health`` checks when no keys are named (JSON)."""
+    # Microsoft 365 (the cmdlets of the seed)
+    m365_transport: M365Transport = M365Transport.INVOKE_COMMAND
+    m365_organization: str = "contoso.onmicrosoft.com"
+    """The tenant's initial domain (``Connect-ExchangeOnline -Organization``)."""
+    m365_exchange_url: str = "https://outlook.office365.com"
+    m365_spo_admin_url: str = "https://contoso-admin.sharepoint.com"
+    m365_app_id: str | None = None
+    """App registration for app-only access with ``pwsh`` (``Connect-ExchangeOnline -AppId``)."""
+    m365_certificate_path: Path | None = None
+    """Its certificate (``-CertificateFilePath``)."""
+    pwsh_path: str = "pwsh"
+    m365_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
+    """Calls per cmdlet before a throttled or failing call is handed to Temporal's retry."""
     sandbox_keyvault_port: Port = 8443
     """HTTPS port of the sandbox Key Vault (data plane and ARM, chosen by Host header)."""
     sandbox_m365_port: Port = 8444

@@ -1,0 +1,442 @@
+"""The Microsoft 365 gateway: the cmdlets of the seed, as typed methods, over two transports.
+
+- :class:`InvokeCommandTransport` posts ``{"CmdletInput": {"CmdletName", "Parameters"}}`` to the Exchange Online
+  admin REST endpoint that the ExchangeOnlineManagement v3 module itself uses (and to the sandbox's equivalent for
+  the SharePoint cmdlets), with an app-only token from azure-identity (or the sandbox's identity).
+- :class:`PwshTransport` runs the exact cmdlet line in PowerShell and reads its output through ``ConvertTo-Json``.
+
+Every call is rendered as the PowerShell line an administrator would type (:meth:`Cmdlet.render`) and handed to
+an ``on_call`` hook, which the activities use to write the audit trail. Throttling (429) and 5xx are retried here
+with backoff honouring Retry-After, then raised as :class:`TransientError` for Temporal to retry; a cmdlet's
+refusal is a :class:`CmdletError` carrying its text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Protocol
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict, Field
+
+from ckey.azure import AzureConnection
+from ckey.config import M365Transport, Settings
+
+
+class Endpoint(StrEnum):
+    """Which service a cmdlet belongs to."""
+
+    EXCHANGE = "exchange"
+    SHAREPOINT = "sharepoint"
+
+
+NULL = object()
+"""A parameter value rendered as ``$null`` (Set-Mailbox -DataEncryptionPolicy $null)."""
+SWITCH = object()
+"""A switch parameter (``-Refresh``), present without a value."""
+
+
+@dataclass(frozen=True)
+class Cmdlet:
+    """One cmdlet call: its name, its parameters in the order they are written, an optional positional identity."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    positional: str | None = None
+    endpoint: Endpoint = Endpoint.EXCHANGE
+
+    def render(self) -> str:
+        """The PowerShell line: ``Set-Mailbox -Identity alice@contoso.com -DataEncryptionPolicy USA_mailboxes``."""
+        parts = [self.name]
+        if self.positional is not None:
+            parts.append(ps_quote(self.positional))
+        for name, value in self.params.items():
+            if value is SWITCH or (value is True and name in _SWITCHES):
+                parts.append(f"-{name}")
+            elif value is NULL or value is None:
+                parts.append(f"-{name} $null")
+            elif isinstance(value, bool):
+                parts.append(f"-{name} ${str(value).lower()}")
+            elif isinstance(value, (list, tuple)):
+                parts.append(f"-{name} " + ", ".join(ps_quote(str(v)) for v in value))
+            else:
+                parts.append(f"-{name} {ps_quote(str(value))}")
+        return " ".join(parts)
+
+    def body(self) -> dict[str, Any]:
+        """The InvokeCommand request body."""
+        params: dict[str, Any] = {}
+        if self.positional is not None:
+            params["Identity"] = self.positional
+        for name, value in self.params.items():
+            params[name] = True if value is SWITCH else None if value is NULL else value
+        return {"CmdletInput": {"CmdletName": self.name, "Parameters": params}}
+
+
+_SWITCHES = {"Refresh", "PermanentDataPurgeRequested"}
+_BARE = re.compile(r"^[A-Za-z0-9_.@:/\-]+$")
+
+
+def ps_quote(value: str) -> str:
+    """A PowerShell argument: bare when it is one plain token, else double-quoted (``"a b"``)."""
+    if _BARE.match(value):
+        return value
+    return '"' + value.replace("`", "``").replace('"', '`"').replace("$", "`$") + '"'
+
+
+class CmdletError(Exception):
+    """The service refused the cmdlet; retrying will not change that.
+
+    Args:
+        line: the rendered cmdlet line.
+        message: the error text an administrator would see.
+        code: the service's error code or exception type, when it gives one.
+    """
+
+    def __init__(self, line: str, message: str, code: str | None = None) -> None:
+        super().__init__(f"{line}: {message}")
+        self.line, self.message, self.code = line, message, code
+
+
+class TransientError(Exception):
+    """Throttling or a service fault that outlasted this gateway's own retries; Temporal retries the activity.
+
+    Args:
+        line: the rendered cmdlet line.
+        status: the last HTTP status (or 0 for a network error).
+        retry_after: seconds the service asked to wait, if it said.
+    """
+
+    def __init__(self, line: str, status: int, message: str, retry_after: float | None = None) -> None:
+        super().__init__(f"{line}: {status} {message}")
+        self.line, self.status, self.retry_after = line, status, retry_after
+
+
+class Transport(Protocol):
+    """Sends one cmdlet and returns its output objects."""
+
+    async def invoke(self, cmdlet: Cmdlet) -> list[dict[str, Any]]:
+        """The cmdlet's output, one dict per object."""
+        ...
+
+
+_EXCEPTION_PREFIX = re.compile(r"^\|[^|]*\|")
+
+
+def _error_text(body: Any, fallback: str) -> tuple[str, str | None]:
+    if isinstance(body, dict):
+        error = body.get("error", body)
+        if isinstance(error, dict):
+            message = str(error.get("message") or fallback)
+            code = error.get("code")
+            # Exchange prefixes the text with "|Microsoft.Exchange...Exception|".
+            prefix = _EXCEPTION_PREFIX.match(message)
+            if prefix:
+                code = prefix.group(0).strip("|").rsplit(".", 1)[-1]
+                message = message[prefix.end() :]
+            return message.strip(), str(code) if code else None
+    return fallback, None
+
+
+class InvokeCommandTransport:
+    """The Exchange Online admin REST shape: ``POST {base}/adminapi/beta/{tenant}/InvokeCommand``.
+
+    Args:
+        connection: credentials (app-only, or the sandbox's identity) and the HTTP session.
+        settings: endpoints, tenant and retry budget.
+        sleep: how to wait between attempts (tests pass a fake).
+    """
+
+    def __init__(
+        self,
+        connection: AzureConnection,
+        settings: Settings,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.connection = connection
+        self.settings = settings
+        self.sleep = sleep
+
+    def _url_and_resource(self, endpoint: Endpoint) -> tuple[str, str]:
+        if endpoint is Endpoint.SHAREPOINT:
+            base = self.settings.m365_spo_admin_url.rstrip("/")
+            return f"{base}/adminapi/InvokeCommand", base
+        base = self.settings.m365_exchange_url.rstrip("/")
+        return f"{base}/adminapi/beta/{self.settings.azure_tenant_id}/InvokeCommand", base
+
+    async def invoke(self, cmdlet: Cmdlet) -> list[dict[str, Any]]:
+        """Post the cmdlet (following ``@odata.nextLink`` pages), retrying throttling and 5xx."""
+        url, resource = self._url_and_resource(cmdlet.endpoint)
+        line = cmdlet.render()
+        results: list[dict[str, Any]] = []
+        next_url: str | None = url
+        while next_url is not None:
+            page = await self._post(next_url, resource, cmdlet, line)
+            value = page.get("value", [])
+            results += value if isinstance(value, list) else [value]
+            next_url = page.get("@odata.nextLink")
+        return results
+
+    async def _post(self, url: str, resource: str, cmdlet: Cmdlet, line: str) -> dict[str, Any]:
+        session = self.connection.http_session()
+        attempts = self.settings.m365_max_attempts
+        for attempt in range(1, attempts + 1):
+            token = await self.connection.credential().get_token(f"{resource}/.default")
+            headers = {
+                "Authorization": f"Bearer {token.token}",
+                "Content-Type": "application/json",
+                "X-AnchorMailbox": f"UPN:SystemMailbox@{self.settings.m365_organization}",
+            }
+            retry_after: float | None = None
+            try:
+                async with session.post(url, json=cmdlet.body(), headers=headers) as response:
+                    text = await response.text()
+                    body = _json(text)
+                    if response.status < 400:
+                        return body if isinstance(body, dict) else {"value": body}
+                    message, code = _error_text(body, text or response.reason or "")
+                    if response.status != 429 and response.status < 500:
+                        raise CmdletError(line, message, code)
+                    retry_after = _retry_after(response.headers.get("Retry-After"))
+                    status = response.status
+            except aiohttp.ClientError as exc:
+                status, message = 0, str(exc)
+            if attempt == attempts:
+                raise TransientError(line, status, message, retry_after)
+            await self.sleep(retry_after if retry_after is not None else _backoff(attempt))
+        raise AssertionError("unreachable")
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text) if text else {}
+    except ValueError:
+        return {"error": {"message": text}}
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _backoff(attempt: int) -> float:
+    return float(min(30.0, 0.5 * 2 ** (attempt - 1) * (1 + random.random() / 2)))
+
+
+class PwshTransport:
+    """PowerShell: ``pwsh -Command "<connect>; <cmdlet line> | ConvertTo-Json -Depth 6 -Compress"``.
+
+    Args:
+        settings: the ``pwsh`` path and the app-only sign-in (app id, certificate, organization).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def script(self, cmdlet: Cmdlet) -> str:
+        """The whole PowerShell script for one cmdlet."""
+        s = self.settings
+        if cmdlet.endpoint is Endpoint.SHAREPOINT:
+            connect = f"Connect-SPOService -Url {ps_quote(s.m365_spo_admin_url)}"
+            if s.m365_app_id and s.m365_certificate_path:
+                connect += (
+                    f" -ClientId {ps_quote(s.m365_app_id)} -CertificatePath {ps_quote(str(s.m365_certificate_path))}"
+                )
+        else:
+            connect = "Connect-ExchangeOnline -ShowBanner:$false"
+            if s.m365_app_id and s.m365_certificate_path:
+                connect += (
+                    f" -AppId {ps_quote(s.m365_app_id)} -CertificateFilePath {ps_quote(str(s.m365_certificate_path))}"
+                    f" -Organization {ps_quote(s.m365_organization)}"
+                )
+        return f"$ErrorActionPreference = 'Stop'; {connect}; {cmdlet.render()} | ConvertTo-Json -Depth 6 -Compress"
+
+    async def invoke(self, cmdlet: Cmdlet) -> list[dict[str, Any]]:
+        """Run the cmdlet; a non-zero exit is the cmdlet's refusal, with its error text."""
+        process = await asyncio.create_subprocess_exec(
+            self.settings.pwsh_path,
+            "-NoLogo",
+            "-NoProfile",
+            "-NonInteractive",
+            "-Command",
+            self.script(cmdlet),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await process.communicate()
+        line = cmdlet.render()
+        if process.returncode != 0:
+            text = err.decode(errors="replace").strip().splitlines()
+            last = next((t for t in reversed(text) if t.strip()), f"pwsh exited with {process.returncode}")
+            # PowerShell writes "Write-ErrorMessage: |Microsoft.Exchange...Exception|<text>".
+            message, code = _error_text(
+                {"error": {"message": last.split(": ", 1)[-1] if ": |" in last else last}}, last
+            )
+            raise CmdletError(line, message, code)
+        output = out.decode(errors="replace").strip()
+        if not output:
+            return []
+        parsed = json.loads(output)
+        return parsed if isinstance(parsed, list) else [parsed]
+
+
+# Output objects ---------------------------------------------------------------------------------------------------
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+class DataEncryptionPolicy(_Output):
+    """Get-DataEncryptionPolicy's output."""
+
+    name: str = Field(alias="Name")
+    guid: str = Field(alias="Guid")
+    azure_key_ids: list[str] = Field(default_factory=list, alias="AzureKeyIDs")
+    description: str | None = Field(default=None, alias="Description")
+    enabled: bool = Field(default=True, alias="Enabled")
+    permanent_data_purge_requested: bool = Field(default=False, alias="PermanentDataPurgeRequested")
+    permanent_data_purge_reason: str | None = Field(default=None, alias="PermanentDataPurgeReason")
+    permanent_data_purge_contact: str | None = Field(default=None, alias="PermanentDataPurgeContact")
+
+
+class Mailbox(_Output):
+    """Get-Mailbox / Get-MailUser's output (the fields ckey reads)."""
+
+    identity: str = Field(alias="Identity")
+    user_principal_name: str | None = Field(default=None, alias="UserPrincipalName")
+    recipient_type_details: str | None = Field(default=None, alias="RecipientTypeDetails")
+    data_encryption_policy: str | None = Field(default=None, alias="DataEncryptionPolicy")
+
+
+class MailboxStatistics(_Output):
+    """Get-MailboxStatistics's output (the fields the seed reads)."""
+
+    identity: str | None = Field(default=None, alias="Identity")
+    display_name: str | None = Field(default=None, alias="DisplayName")
+    is_encrypted: bool = Field(default=False, alias="IsEncrypted")
+    data_encryption_policy_id: str | None = Field(default=None, alias="DataEncryptionPolicyID")
+
+
+OnCall = Callable[[Cmdlet, str, str | None], Awaitable[None]]
+"""``on_call(cmdlet, outcome, error)``: told of every call (``ok`` / ``refused`` / ``failed``)."""
+
+
+class M365Gateway:
+    """The seed's cmdlets as typed methods.
+
+    Args:
+        transport: InvokeCommand REST or pwsh.
+        on_call: told of every call with its rendered line and outcome (the audit trail).
+    """
+
+    def __init__(self, transport: Transport, on_call: OnCall | None = None) -> None:
+        self.transport = transport
+        self.on_call = on_call
+
+    def with_on_call(self, on_call: OnCall | None) -> M365Gateway:
+        """The same gateway reporting calls to ``on_call`` (activities bind their audit writer per call)."""
+        return M365Gateway(self.transport, on_call)
+
+    async def invoke(self, cmdlet: Cmdlet) -> list[dict[str, Any]]:
+        """Send one cmdlet, telling ``on_call`` how it went."""
+        try:
+            result = await self.transport.invoke(cmdlet)
+        except CmdletError as exc:
+            if self.on_call:
+                await self.on_call(cmdlet, "refused", exc.message)
+            raise
+        except TransientError as exc:
+            if self.on_call:
+                await self.on_call(cmdlet, "failed", str(exc))
+            raise
+        if self.on_call:
+            await self.on_call(cmdlet, "ok", None)
+        return result
+
+    # Exchange Online: DEPs ---------------------------------------------------------------------------------------
+
+    async def new_data_encryption_policy(
+        self, name: str, azure_key_ids: Sequence[str], description: str | None = None
+    ) -> DataEncryptionPolicy:
+        """New-DataEncryptionPolicy -Name -Description -AzureKeyIDs."""
+        params: dict[str, Any] = {"Name": name}
+        if description is not None:
+            params["Description"] = description
+        params["AzureKeyIDs"] = list(azure_key_ids)
+        out = await self.invoke(Cmdlet("New-DataEncryptionPolicy", params))
+        return DataEncryptionPolicy.model_validate(out[0])
+
+    async def get_data_encryption_policy(self, identity: str | None = None) -> list[DataEncryptionPolicy]:
+        """Get-DataEncryptionPolicy [<name or GUID>]."""
+        out = await self.invoke(Cmdlet("Get-DataEncryptionPolicy", positional=identity))
+        return [DataEncryptionPolicy.model_validate(o) for o in out]
+
+    async def set_data_encryption_policy(
+        self,
+        identity: str,
+        *,
+        refresh: bool = False,
+        enabled: bool | None = None,
+        permanent_data_purge_reason: str | None = None,
+        permanent_data_purge_contact: str | None = None,
+    ) -> None:
+        """Set-DataEncryptionPolicy <identity> [-Refresh] [-Enabled] [-PermanentDataPurgeRequested ...]."""
+        params: dict[str, Any] = {}
+        if refresh:
+            params["Refresh"] = SWITCH
+        if enabled is not None:
+            params["Enabled"] = enabled
+        if permanent_data_purge_reason is not None:
+            params["PermanentDataPurgeRequested"] = SWITCH
+            params["PermanentDataPurgeReason"] = permanent_data_purge_reason
+            params["PermanentDataPurgeContact"] = permanent_data_purge_contact or ""
+        await self.invoke(Cmdlet("Set-DataEncryptionPolicy", params, positional=identity))
+
+    # Exchange Online: recipients ---------------------------------------------------------------------------------
+
+    async def set_mailbox(self, identity: str, data_encryption_policy: str | None) -> None:
+        """Set-Mailbox -Identity -DataEncryptionPolicy <name> (``None``: $null, back to Microsoft-managed keys)."""
+        policy = NULL if data_encryption_policy is None else data_encryption_policy
+        await self.invoke(Cmdlet("Set-Mailbox", {"Identity": identity, "DataEncryptionPolicy": policy}))
+
+    async def set_mail_user(self, identity: str, data_encryption_policy: str | None) -> None:
+        """Set-MailUser -Identity -DataEncryptionPolicy (hybrid and pre-migration mailboxes)."""
+        policy = NULL if data_encryption_policy is None else data_encryption_policy
+        await self.invoke(Cmdlet("Set-MailUser", {"Identity": identity, "DataEncryptionPolicy": policy}))
+
+    async def get_mailbox(self, identity: str | None = None, result_size: int | str | None = None) -> list[Mailbox]:
+        """Get-Mailbox [-Identity] [-ResultSize]."""
+        return await self._recipients("Get-Mailbox", identity, result_size)
+
+    async def get_mail_user(self, identity: str | None = None, result_size: int | str | None = None) -> list[Mailbox]:
+        """Get-MailUser [-Identity] [-ResultSize]."""
+        return await self._recipients("Get-MailUser", identity, result_size)
+
+    async def _recipients(self, name: str, identity: str | None, result_size: int | str | None) -> list[Mailbox]:
+        params: dict[str, Any] = {}
+        if identity is not None:
+            params["Identity"] = identity
+        if result_size is not None:
+            params["ResultSize"] = result_size
+        return [Mailbox.model_validate(o) for o in await self.invoke(Cmdlet(name, params))]
+
+    async def get_mailbox_statistics(self, identity: str) -> MailboxStatistics:
+        """Get-MailboxStatistics -Identity (IsEncrypted, DataEncryptionPolicyID)."""
+        out = await self.invoke(Cmdlet("Get-MailboxStatistics", {"Identity": identity}))
+        return MailboxStatistics.model_validate(out[0])
+
+
+def build_transport(settings: Settings, connection: AzureConnection) -> Transport:
+    """The transport the settings ask for."""
+    if settings.m365_transport is M365Transport.PWSH:
+        return PwshTransport(settings)
+    return InvokeCommandTransport(connection, settings)
