@@ -34,7 +34,8 @@ SEED_EXAMPLES = [
     ),
     (
         'New-M365DataAtRestEncryptionPolicy -Name "Contoso_Global" -AzureKeyIDs '
-        '"https://contosoWestUSvault1.vault.azure.net/keys/Key_01","https://contosoCentralUSvault1.vault.azure.net/keys/Key_02" '
+        '"https://contosoWestUSvault1.vault.azure.net/keys/Key_01",'
+        '"https://contosoCentralUSvault1.vault.azure.net/keys/Key_02" '
         '-Description "Policy for multiple workloads for all users in the tenant."',
         Cmdlet(
             "New-M365DataAtRestEncryptionPolicy",
@@ -100,7 +101,8 @@ SEED_EXAMPLES = [
         Cmdlet("Get-MailboxStatistics", {"Identity": "alice@contoso.com"}),
     ),
     (
-        "Restore-AzKeyVaultKey -VaultName Contoso-O365EX-NA-VaultA1 -InputFile Contoso-O365EX-NA-VaultA1-Key001-Backup-20170802.backup",
+        "Restore-AzKeyVaultKey -VaultName Contoso-O365EX-NA-VaultA1 "
+        "-InputFile Contoso-O365EX-NA-VaultA1-Key001-Backup-20170802.backup",
         Cmdlet(
             "Restore-AzKeyVaultKey",
             {
