@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field, computed_field
 
 from ckey.models import Role
+
+if TYPE_CHECKING:
+    from ckey.store.targets import TargetStore
+
+ClaimCheck = Callable[[BaseModel, "TargetStore", str], Awaitable[BaseModel]]
+"""Moves large inputs (lists of mailboxes) into SQL before the workflow starts: ``(params, targets, user)``."""
 
 
 class OperationState(StrEnum):
@@ -106,6 +112,7 @@ class OperationRecord(BaseModel):
     updated_at: datetime
     ended_at: datetime | None = None
     idempotency_key: str | None = None
+    fingerprint: str | None = None
     dep: str | None = None
     escalations: list[Escalation] = Field(default_factory=list)
     gates: list[Gate] = Field(default_factory=list)
@@ -163,6 +170,8 @@ class OperationKind:
     description: str = ""
     dep_of: Callable[[BaseModel], str | None] | None = None
     """Which DEP the operation concerns, for the ``CkeyDep`` search attribute and the list filter."""
+    claim_check: ClaimCheck | None = None
+    """Run by the API after validation: large target lists go to SQL, the workflow gets their reference."""
 
 
 @dataclass

@@ -10,7 +10,7 @@ from temporalio.client import Client
 
 from ckey.api import problems
 from ckey.api.deps import StoreDep, Viewer
-from ckey.api.routes import operations, vaults
+from ckey.api.routes import operations, uploads, vaults
 from ckey.auth import TokenVerifier
 from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
@@ -86,4 +86,5 @@ def create_app(
     app.include_router(operations.router)
     app.include_router(audit_router)
     app.include_router(vaults.router)
+    app.include_router(uploads.router)
     return app

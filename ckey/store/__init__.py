@@ -105,6 +105,12 @@ class Store:
         """A new session (for read models that need their own queries)."""
         return self._sessions()
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction that writes (queued behind this process's other SQLite writers)."""
+        async with self._writing(), self._sessions() as session, session.begin():
+            yield session
+
     # Operations ----------------------------------------------------------------------------------------------
 
     async def create_operation(self, record: OperationRecord) -> OperationRecord:
@@ -253,6 +259,7 @@ def _to_record(row: OperationRow) -> OperationRecord:
             "updated_at": _utc(row.updated_at),
             "ended_at": _utc(row.ended_at) if row.ended_at else None,
             "idempotency_key": row.idempotency_key,
+            "fingerprint": row.fingerprint,
             "dep": row.dep,
             "escalations": row.escalations or [],
             "gates": row.gates or [],

@@ -30,6 +30,8 @@ class OperationRow(Base):
     updated_at: Mapped[datetime]
     ended_at: Mapped[datetime | None] = mapped_column(default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(256), default=None)
+    fingerprint: Mapped[str | None] = mapped_column(String(64), default=None)
+    """Hash of the start request, to tell a retry from a different request under the same Idempotency-Key."""
     dep: Mapped[str | None] = mapped_column(String(128), default=None, index=True)
     progress: Mapped[dict[str, Any]] = mapped_column(default=dict)
     escalations: Mapped[list[Any]] = mapped_column(default=list)
@@ -69,3 +71,45 @@ class AuditHeadRow(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     seq: Mapped[int] = mapped_column(BigInteger)
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class TargetSetRow(Base):
+    """A set of targets (mailboxes) stored once and passed to workflows by reference (a claim check)."""
+
+    __tablename__ = "target_sets"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(256))
+    """``inline`` or the uploaded file's name."""
+    count: Mapped[int] = mapped_column(Integer)
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime]
+
+
+class TargetItemRow(Base):
+    """One target of a set, in upload order."""
+
+    __tablename__ = "target_items"
+
+    set_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    identity: Mapped[str] = mapped_column(String(320))
+
+
+class MailboxFollowRow(Base):
+    """Where one mailbox of one operation stands: assigned, encrypted, escalated."""
+
+    __tablename__ = "mailbox_follow"
+    __table_args__ = (Index("ix_mailbox_follow_pending", "operation_id", "encrypted_at"),)
+
+    operation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    identity: Mapped[str] = mapped_column(String(320), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    assigned_at: Mapped[datetime | None] = mapped_column(default=None)
+    encrypted_at: Mapped[datetime | None] = mapped_column(default=None)
+    checked_at: Mapped[datetime | None] = mapped_column(default=None)
+    is_encrypted: Mapped[bool] = mapped_column(default=False)
+    dep_guid: Mapped[str | None] = mapped_column(String(64), default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    escalated_at: Mapped[datetime | None] = mapped_column(default=None)

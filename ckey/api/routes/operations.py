@@ -35,6 +35,7 @@ from ckey.operations import (
     request_fingerprint,
 )
 from ckey.store import Store
+from ckey.store.targets import TargetStore
 
 router = APIRouter(prefix="/api/operations", tags=["operations"])
 
@@ -120,8 +121,7 @@ async def start_operation(
         params = kind.input_model.model_validate(body.params)
     except ValidationError as exc:
         raise validation_problem(exc, prefix=("body", "params")) from None
-    params_json = params.model_dump(mode="json")
-    fingerprint = request_fingerprint(kind.name, params_json)
+    fingerprint = request_fingerprint(kind.name, params.model_dump(mode="json"))
     op_id = operation_id_for(principal.user, idempotency_key)
     response.headers["Location"] = f"/api/operations/{op_id}"
 
@@ -131,6 +131,9 @@ async def start_operation(
             response.headers["Idempotent-Replayed"] = "true"
             return replay
 
+    if kind.claim_check is not None:
+        params = await kind.claim_check(params, TargetStore(store), principal.user)
+    params_json = params.model_dump(mode="json")
     dep = kind.dep_of(params) if kind.dep_of else None
     memo = {
         "kind": kind.name,
@@ -169,6 +172,7 @@ async def start_operation(
             started_at=now,
             updated_at=now,
             idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
             dep=dep,
         )
     )
@@ -265,7 +269,7 @@ async def _replay(store: Store, client: Client, op_id: str, fingerprint: str) ->
     """The operation an earlier request with the same key started, or None; 422 if that request differed."""
     record = await store.get_operation(op_id)
     if record is not None:
-        earlier = request_fingerprint(record.kind, record.params)
+        earlier = record.fingerprint or request_fingerprint(record.kind, record.params)
         kind, state = record.kind, record.state
     else:
         try:

@@ -1,0 +1,256 @@
+"""Target sets (claim checks for large lists of mailboxes) and the per-mailbox follow-up of an operation.
+
+A workflow never carries ten thousand mailbox names in its input or history: the API stores them once as a target
+set, the workflow passes the set's id to its activities, and the activities keep each mailbox's progress here.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+from pydantic import BaseModel
+from sqlalchemy import func, insert, select, update
+
+from ckey.store import Store, _utc
+from ckey.store.schema import MailboxFollowRow, TargetItemRow, TargetSetRow
+
+INSERT_CHUNK = 500
+
+
+class TargetSet(BaseModel):
+    """A stored set of targets."""
+
+    id: str
+    kind: str
+    source: str
+    count: int
+    created_by: str
+    created_at: datetime
+
+
+class FollowCounts(BaseModel):
+    """How far the mailboxes of one operation are."""
+
+    total: int = 0
+    assigned: int = 0
+    encrypted: int = 0
+    failed: int = 0
+    escalated: int = 0
+
+    @property
+    def pending(self) -> int:
+        """Mailboxes not yet encrypted (failed ones excluded)."""
+        return self.total - self.encrypted - self.failed
+
+
+class FollowRow(BaseModel):
+    """One mailbox's follow-up, as the evidence of an escalation shows it."""
+
+    identity: str
+    assigned_at: datetime | None = None
+    encrypted_at: datetime | None = None
+    checked_at: datetime | None = None
+    is_encrypted: bool = False
+    dep_guid: str | None = None
+    error: str | None = None
+    escalated_at: datetime | None = None
+
+
+class StatusUpdate(BaseModel):
+    """What one status check saw for one mailbox."""
+
+    identity: str
+    is_encrypted: bool
+    dep_guid: str | None = None
+    error: str | None = None
+
+
+class TargetStore:
+    """Target sets and mailbox follow-up on top of :class:`~ckey.store.Store`."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # Target sets -------------------------------------------------------------------------------------------------
+
+    async def create_set(
+        self, kind: str, source: str, identities: Sequence[str], created_by: str, at: datetime
+    ) -> TargetSet:
+        """Store ``identities`` (duplicates dropped, order kept) as a new set."""
+        unique = list(dict.fromkeys(i.strip() for i in identities if i.strip()))
+        target = TargetSet(
+            id=f"ts-{uuid.uuid4()}", kind=kind, source=source, count=len(unique), created_by=created_by, created_at=at
+        )
+        async with self.store.transaction() as session:
+            session.add(TargetSetRow(**target.model_dump()))
+            for start in range(0, len(unique), INSERT_CHUNK):
+                await session.execute(
+                    insert(TargetItemRow),
+                    [
+                        {"set_id": target.id, "seq": start + n, "identity": identity}
+                        for n, identity in enumerate(unique[start : start + INSERT_CHUNK])
+                    ],
+                )
+        return target
+
+    async def get_set(self, set_id: str) -> TargetSet | None:
+        """A stored set, or ``None``."""
+        async with self.store.session() as session:
+            row = await session.get(TargetSetRow, set_id)
+            if row is None:
+                return None
+            return TargetSet(
+                id=row.id,
+                kind=row.kind,
+                source=row.source,
+                count=row.count,
+                created_by=row.created_by,
+                created_at=_utc(row.created_at),
+            )
+
+    async def items(self, set_id: str, offset: int, limit: int) -> list[str]:
+        """``limit`` identities of a set from ``offset``, in order."""
+        query = (
+            select(TargetItemRow.identity)
+            .where(TargetItemRow.set_id == set_id, TargetItemRow.seq >= offset)
+            .order_by(TargetItemRow.seq)
+            .limit(limit)
+        )
+        async with self.store.session() as session:
+            return list((await session.scalars(query)).all())
+
+    # Mailbox follow-up -------------------------------------------------------------------------------------------
+
+    async def register(self, operation_id: str, identities: Sequence[str], first_seq: int) -> None:
+        """Add mailboxes to an operation's follow-up; ones already there are left as they are."""
+        async with self.store.transaction() as session:
+            known = set(
+                (
+                    await session.scalars(
+                        select(MailboxFollowRow.identity).where(
+                            MailboxFollowRow.operation_id == operation_id, MailboxFollowRow.identity.in_(identities)
+                        )
+                    )
+                ).all()
+            )
+            fresh = [
+                {"operation_id": operation_id, "identity": identity, "seq": first_seq + n, "is_encrypted": False}
+                for n, identity in enumerate(identities)
+                if identity not in known
+            ]
+            if fresh:
+                await session.execute(insert(MailboxFollowRow), fresh)
+
+    async def unassigned(self, operation_id: str, identities: Sequence[str]) -> list[str]:
+        """Which of ``identities`` have not been assigned yet (nor failed), in the given order."""
+        async with self.store.session() as session:
+            done = set(
+                (
+                    await session.scalars(
+                        select(MailboxFollowRow.identity).where(
+                            MailboxFollowRow.operation_id == operation_id,
+                            MailboxFollowRow.identity.in_(identities),
+                            (MailboxFollowRow.assigned_at.is_not(None)) | (MailboxFollowRow.error.is_not(None)),
+                        )
+                    )
+                ).all()
+            )
+        return [i for i in identities if i not in done]
+
+    async def mark_assigned(self, operation_id: str, identity: str, at: datetime) -> None:
+        """Record that the DEP was assigned to the mailbox."""
+        await self._set(operation_id, [identity], assigned_at=at)
+
+    async def mark_failed(self, operation_id: str, identity: str, error: str) -> None:
+        """Record that the mailbox cannot be followed (not found, refused)."""
+        await self._set(operation_id, [identity], error=error)
+
+    async def mark_escalated(self, operation_id: str, identities: Sequence[str], at: datetime) -> None:
+        """Record the escalation of these mailboxes."""
+        await self._set(operation_id, identities, escalated_at=at)
+
+    async def _set(self, operation_id: str, identities: Sequence[str], **values: object) -> None:
+        async with self.store.transaction() as session:
+            await session.execute(
+                update(MailboxFollowRow)
+                .where(MailboxFollowRow.operation_id == operation_id, MailboxFollowRow.identity.in_(identities))
+                .values(**values)
+            )
+
+    async def pending(self, operation_id: str, after_seq: int = -1, limit: int = 1000) -> list[tuple[int, str]]:
+        """(seq, identity) of assigned mailboxes not yet seen encrypted, in order."""
+        query = (
+            select(MailboxFollowRow.seq, MailboxFollowRow.identity)
+            .where(
+                MailboxFollowRow.operation_id == operation_id,
+                MailboxFollowRow.encrypted_at.is_(None),
+                MailboxFollowRow.error.is_(None),
+                MailboxFollowRow.seq > after_seq,
+            )
+            .order_by(MailboxFollowRow.seq)
+            .limit(limit)
+        )
+        async with self.store.session() as session:
+            return [(seq, identity) for seq, identity in (await session.execute(query)).all()]
+
+    async def record_status(
+        self, operation_id: str, updates: Sequence[StatusUpdate], dep_guid: str, at: datetime
+    ) -> int:
+        """Store what a status check saw; a mailbox counts as encrypted once it is, with this DEP's GUID.
+
+        Returns:
+            How many mailboxes became encrypted with this check.
+        """
+        newly = 0
+        async with self.store.transaction() as session:
+            for u in updates:
+                done = u.is_encrypted and (u.dep_guid or "").lower() == dep_guid.lower()
+                result = await session.execute(
+                    update(MailboxFollowRow)
+                    .where(MailboxFollowRow.operation_id == operation_id, MailboxFollowRow.identity == u.identity)
+                    .values(
+                        checked_at=at,
+                        is_encrypted=u.is_encrypted,
+                        dep_guid=u.dep_guid,
+                        **({"encrypted_at": at} if done else {}),
+                    )
+                )
+                newly += int(done and result.rowcount > 0)  # type: ignore[attr-defined]
+        return newly
+
+    async def counts(self, operation_id: str) -> FollowCounts:
+        """Totals of an operation's follow-up."""
+        row = MailboxFollowRow
+        query = select(
+            func.count(),
+            func.count(row.assigned_at),
+            func.count(row.encrypted_at),
+            func.count(row.error),
+            func.count(row.escalated_at),
+        ).where(row.operation_id == operation_id)
+        async with self.store.session() as session:
+            total, assigned, encrypted, failed, escalated = (await session.execute(query)).one()
+        return FollowCounts(total=total, assigned=assigned, encrypted=encrypted, failed=failed, escalated=escalated)
+
+    async def rows(self, operation_id: str, *, pending_only: bool = False, limit: int = 100_000) -> list[FollowRow]:
+        """The follow-up of an operation's mailboxes (the evidence of an escalation)."""
+        query = select(MailboxFollowRow).where(MailboxFollowRow.operation_id == operation_id)
+        if pending_only:
+            query = query.where(MailboxFollowRow.encrypted_at.is_(None), MailboxFollowRow.error.is_(None))
+        async with self.store.session() as session:
+            found = (await session.scalars(query.order_by(MailboxFollowRow.seq).limit(limit))).all()
+        return [
+            FollowRow(
+                identity=r.identity,
+                assigned_at=_utc(r.assigned_at) if r.assigned_at else None,
+                encrypted_at=_utc(r.encrypted_at) if r.encrypted_at else None,
+                checked_at=_utc(r.checked_at) if r.checked_at else None,
+                is_encrypted=r.is_encrypted,
+                dep_guid=r.dep_guid,
+                error=r.error,
+                escalated_at=_utc(r.escalated_at) if r.escalated_at else None,
+            )
+            for r in found
+        ]
