@@ -17,7 +17,9 @@ from activities import Gateways, build_activities
 from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
 from ckey.keyvault import KeyVaultGateway
+from ckey.m365 import M365Gateway, build_transport
 from ckey.store import Store
+from ckey.support import HttpSupportDesk
 from ckey.temporal import connect, ensure_search_attributes
 from workflows import all_workflows
 
@@ -48,7 +50,13 @@ async def run_worker(settings: Settings) -> None:
     store = Store.from_url(settings.resolved_database_url)
     azure = AzureConnection(settings)
     keyvault = KeyVaultGateway(azure)
-    gateways = Gateways(store=store, keyvault=keyvault, dep_keys=settings.dep_keys)
+    gateways = Gateways(
+        store=store,
+        keyvault=keyvault,
+        dep_keys=settings.dep_keys,
+        m365=M365Gateway(build_transport(settings, azure)),
+        support=HttpSupportDesk(azure),
+    )
     if settings.sandbox:
         log.warning("SANDBOX MODE: Azure and Microsoft 365 names resolve to the local sandbox (CKEY_SANDBOX=true)")
     stop = asyncio.Event()

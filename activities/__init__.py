@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ckey.keyvault import KeyVaultGateway
+from ckey.m365 import M365Gateway
 from ckey.models import Workload
 from ckey.store import Store
+from ckey.support import SupportDesk
 
 
 @dataclass
@@ -24,10 +26,13 @@ class Gateways:
     store: Store
     keyvault: KeyVaultGateway | None = None
     dep_keys: dict[Workload, list[str]] = field(default_factory=dict)
+    m365: M365Gateway | None = None
+    support: SupportDesk | None = None
 
 
 def build_activities(gateways: Gateways) -> list[Callable[..., Any]]:
     """Every activity of the product, bound to ``gateways``."""
+    from activities.exchange import ExchangeActivities
     from activities.keyvault import KeyVaultActivities
     from activities.operation import OperationActivities
 
@@ -44,5 +49,17 @@ def build_activities(gateways: Gateways) -> list[Callable[..., Any]]:
             keyvault.verify_key_crypto,
             keyvault.show_vault_access,
             keyvault.remove_access_policy,
+        ]
+    if gateways.m365 is not None and gateways.support is not None:
+        exchange = ExchangeActivities(gateways.m365, gateways.store, gateways.support)
+        found += [
+            exchange.find_dep,
+            exchange.new_dep,
+            exchange.check_dep_assignable,
+            exchange.count_targets,
+            exchange.assign_dep_batch,
+            exchange.register_dep_mailboxes,
+            exchange.follow_encryption,
+            exchange.escalate_unencrypted,
         ]
     return found

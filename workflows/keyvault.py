@@ -7,14 +7,10 @@ Seed sections: "Restore Azure Key Vault keys", "Manage key vault permissions", a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -31,21 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from ckey.models import KeyUriField, Role, UserPrincipalName, VaultName, Workload
     from ckey.operations import OperationKind, registry
-    from workflows.operation import OperationWorkflow
-
-KEYVAULT_TIMEOUT = timedelta(minutes=2)
-KEYVAULT_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1))
-
-
-ArgT = TypeVar("ArgT")
-ResultT = TypeVar("ResultT")
-
-
-async def _keyvault(method: Callable[[Any, ArgT], Awaitable[ResultT]], arg: ArgT) -> ResultT:
-    """Run a Key Vault activity with the family's timeout and retry policy."""
-    return await workflow.execute_activity_method(
-        method, arg, start_to_close_timeout=KEYVAULT_TIMEOUT, retry_policy=KEYVAULT_RETRY
-    )
+    from workflows.operation import OperationWorkflow, call
 
 
 # keyvault.health ---------------------------------------------------------------------------------------------------
@@ -88,7 +70,7 @@ class KeyVaultHealthWorkflow(OperationWorkflow):
         await self.set_phase(HealthPhase.RESOLVING_KEYS)
         uris = [str(k) for k in input.keys]
         if not uris:
-            configured = await _keyvault(
+            configured = await call(
                 KeyVaultActivities.configured_dep_keys, ConfiguredKeysInput(workload=input.workload)
             )
             uris = configured.key_uris
@@ -102,7 +84,7 @@ class KeyVaultHealthWorkflow(OperationWorkflow):
         await self.set_phase(HealthPhase.CHECKING, {"keys": uris})
 
         async def check(uri: str) -> CheckKeyHealthResult:
-            result = await _keyvault(
+            result = await call(
                 KeyVaultActivities.check_key_health, CheckKeyHealthInput(key_uri=uri, workload=input.workload)
             )
             self.set_progress(self._status.progress.done + 1)
@@ -112,13 +94,14 @@ class KeyVaultHealthWorkflow(OperationWorkflow):
         lines = [line for result in results for line in result.lines]
         regions = [(result.vault, result.region) for result in results]
         if len(uris) == 2:
-            lines += _pair_lines(uris, regions)
+            lines += pair_lines(uris, regions)
         ok = all(line.ok for line in lines)
         await self.set_phase(HealthPhase.REPORTED, {"ok": ok, "failed": [line.rule for line in lines if not line.ok]})
         return KeyVaultHealthResult(ok=ok, lines=lines)
 
 
-def _pair_lines(uris: list[str], regions: list[tuple[str, str | None]]) -> list[HealthLine]:
+def pair_lines(uris: list[str], regions: list[tuple[str, str | None]]) -> list[HealthLine]:
+    """The two-keys rule's checks for a pair of keys: two vaults, two regions (``regions``: vault, region)."""
     vaults = {v.lower() for v, _ in regions}
     known = [r.lower() for _, r in regions if r]
     pair = " + ".join(uris)
@@ -185,17 +168,17 @@ class KeyVaultKeyRestoreWorkflow(OperationWorkflow):
     async def _restore(self, input: KeyVaultKeyRestoreInput) -> KeyVaultKeyRestoreResult:
         ref = KeyRef(key_uri=input.key_uri.versionless)
         await self.set_phase(RestorePhase.INSPECTING)
-        state = await _keyvault(KeyVaultActivities.inspect_key, ref)
+        state = await call(KeyVaultActivities.inspect_key, ref)
         if state.deleted is not None:
             await self.set_phase(
                 RestorePhase.RECOVERING, {"scheduled_purge_date": str(state.deleted.scheduled_purge_date)}
             )
-            await _keyvault(KeyVaultActivities.recover_deleted_key, ref)
+            await call(KeyVaultActivities.recover_deleted_key, ref)
             method = "recovered"
         elif input.backup_b64 is not None:
             # Also when a key of that name is active: the service answers 409 Conflict and ckey reports it.
             await self.set_phase(RestorePhase.RESTORING)
-            await _keyvault(
+            await call(
                 KeyVaultActivities.restore_key_backup,
                 RestoreKeyBackupInput(vault=input.key_uri.vault, backup_b64=input.backup_b64),
             )
@@ -214,7 +197,7 @@ class KeyVaultKeyRestoreWorkflow(OperationWorkflow):
                 non_retryable=True,
             )
         await self.set_phase(RestorePhase.VERIFYING)
-        key = await _keyvault(KeyVaultActivities.verify_key_crypto, ref)
+        key = await call(KeyVaultActivities.verify_key_crypto, ref)
         await self.set_phase(RestorePhase.DONE, {"method": method, "key": key.uri})
         return KeyVaultKeyRestoreResult(method=method, key_uri=key.uri)
 
@@ -258,7 +241,7 @@ class KeyVaultAccessRevokeWorkflow(OperationWorkflow):
 
     async def _revoke(self, input: KeyVaultAccessRevokeInput) -> KeyVaultAccessRevokeResult:
         await self.set_phase(RevokePhase.SHOWING_ACCESS)
-        vault = await _keyvault(KeyVaultActivities.show_vault_access, VaultRef(vault=input.vault))
+        vault = await call(KeyVaultActivities.show_vault_access, VaultRef(vault=input.vault))
         if vault.rbac:
             raise ApplicationError(
                 f"vault {vault.name} uses Azure RBAC, not access policies: remove the user's role assignments",
@@ -266,11 +249,11 @@ class KeyVaultAccessRevokeWorkflow(OperationWorkflow):
                 non_retryable=True,
             )
         await self.set_phase(RevokePhase.REMOVING)
-        removed = await _keyvault(
+        removed = await call(
             KeyVaultActivities.remove_access_policy,
             RemoveAccessPolicyInput(vault=input.vault, user_principal_name=input.user_principal_name),
         )
-        after = await _keyvault(KeyVaultActivities.show_vault_access, VaultRef(vault=input.vault))
+        after = await call(KeyVaultActivities.show_vault_access, VaultRef(vault=input.vault))
         before: list[str] = next((p.keys for p in vault.access_policies if p.object_id == removed.object_id), [])
         remaining = [f"{p.principal or ''} ({p.object_id})".strip() for p in after.access_policies]
         await self.set_phase(RevokePhase.DONE, {"removed_permissions": before})

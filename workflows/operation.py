@@ -34,6 +34,26 @@ with workflow.unsafe.imports_passed_through():
     )
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
+ArgT = TypeVar("ArgT")
+ReturnT = TypeVar("ReturnT")
+
+GATEWAY_TIMEOUT = timedelta(minutes=2)
+GATEWAY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=1))
+
+
+async def call(
+    method: Callable[[Any, ArgT], Awaitable[ReturnT]],
+    arg: ArgT,
+    *,
+    start_to_close: timedelta = GATEWAY_TIMEOUT,
+    retry: RetryPolicy = GATEWAY_RETRY,
+    heartbeat: timedelta | None = None,
+) -> ReturnT:
+    """Run an activity method with the gateways' default timeout and retry policy (transient errors retried)."""
+    return await workflow.execute_activity_method(
+        method, arg, start_to_close_timeout=start_to_close, retry_policy=retry, heartbeat_timeout=heartbeat
+    )
+
 
 RECORD_TIMEOUT = timedelta(seconds=30)
 # The store may be down for a while (a database fail-over); an operation waits for it rather than failing.
@@ -154,6 +174,7 @@ class OperationWorkflow:
             started_at=workflow.info().start_time,
             updated_at=now,
             idempotency_key=workflow.memo_value("idempotency_key", default=None),
+            fingerprint=workflow.memo_value("fingerprint", default=None),
             dep=workflow.memo_value("dep", default=None),
         )
         event = self._event("operation.started", {"params": record.params}, None, Outcome.OK, self.started_by)

@@ -10,11 +10,12 @@ from temporalio.client import Client
 
 from ckey.api import problems
 from ckey.api.deps import StoreDep, Viewer
-from ckey.api.routes import operations, uploads, vaults
+from ckey.api.routes import exchange, operations, uploads, vaults
 from ckey.auth import TokenVerifier
 from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
 from ckey.keyvault import KeyVaultGateway
+from ckey.m365 import M365Gateway, build_transport
 from ckey.operations import AuditRecord
 from ckey.store import ChainVerification, Store
 from ckey.temporal import connect
@@ -40,6 +41,7 @@ def create_app(
     client: Client | None = None,
     store: Store | None = None,
     keyvault: KeyVaultGateway | None = None,
+    m365: M365Gateway | None = None,
 ) -> FastAPI:
     """The API, connected at start-up to Temporal and the store (or to the ones given, as tests do)."""
     settings = settings or get_settings()
@@ -54,14 +56,16 @@ def create_app(
             app.state.client = await connect(settings)
         if store is None:
             app.state.store = Store.from_url(settings.resolved_database_url)
-        azure = AzureConnection(settings) if keyvault is None else None
+        azure = AzureConnection(settings) if keyvault is None or m365 is None else None
         if azure is not None:
-            app.state.keyvault = KeyVaultGateway(azure)
+            app.state.keyvault = keyvault or KeyVaultGateway(azure)
+            app.state.m365 = m365 or M365Gateway(build_transport(settings, azure))
         try:
             yield
         finally:
             if azure is not None:
-                await app.state.keyvault.close()
+                if keyvault is None:
+                    await app.state.keyvault.close()
                 await azure.close()
             if store is None:
                 await app.state.store.close()
@@ -74,7 +78,7 @@ def create_app(
     )
     app.state.settings = settings
     # Given clients (tests, embedding) are usable without running the lifespan.
-    app.state.client, app.state.store, app.state.keyvault = client, store, keyvault
+    app.state.client, app.state.store, app.state.keyvault, app.state.m365 = client, store, keyvault, m365
     app.state.verifier = TokenVerifier(settings)
     problems.install(app)
 
@@ -87,4 +91,5 @@ def create_app(
     app.include_router(audit_router)
     app.include_router(vaults.router)
     app.include_router(uploads.router)
+    app.include_router(exchange.router)
     return app

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 from sqlalchemy import func, insert, select, update
 
+from ckey.models import rule_error
 from ckey.store import Store, _utc
 from ckey.store.schema import MailboxFollowRow, TargetItemRow, TargetSetRow
 
@@ -254,3 +255,19 @@ class TargetStore:
             )
             for r in found
         ]
+
+
+async def claim_check_mailboxes(params: BaseModel, targets: TargetStore, user: str) -> BaseModel:
+    """Move an inline ``mailboxes`` list into a stored target set (``mailbox_file``); check a named set exists.
+
+    Raises:
+        PydanticCustomError: ``mailbox-file-exists`` when the named upload is unknown.
+    """
+    mailboxes: list[str] = getattr(params, "mailboxes", [])
+    file: str | None = getattr(params, "mailbox_file", None)
+    if mailboxes:
+        stored = await targets.create_set("mailboxes", "inline", mailboxes, user, datetime.now(UTC))
+        return params.model_copy(update={"mailboxes": [], "mailbox_file": stored.id})
+    if file is not None and await targets.get_set(file) is None:
+        raise rule_error("mailbox-file-exists", "no uploaded mailbox list {file!r}", file=file)
+    return params

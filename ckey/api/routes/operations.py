@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Response
 from pydantic import BaseModel, Field, ValidationError
-from temporalio.client import Client, WorkflowHandle
+from pydantic_core import PydanticCustomError
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -132,7 +133,12 @@ async def start_operation(
             return replay
 
     if kind.claim_check is not None:
-        params = await kind.claim_check(params, TargetStore(store), principal.user)
+        try:
+            params = await kind.claim_check(params, TargetStore(store), principal.user)
+        except PydanticCustomError as exc:
+            raise Problem(
+                422, exc.type, str(exc), errors=[{"loc": ["body", "params"], "rule": exc.type, "msg": str(exc)}]
+            ) from None
     params_json = params.model_dump(mode="json")
     dep = kind.dep_of(params) if kind.dep_of else None
     memo = {
@@ -241,6 +247,32 @@ async def cancel_operation(
     except RPCError as exc:
         raise Problem(409, "operation-ended", f"operation {operation_id} cannot be cancelled: {exc.message}") from None
     return CancelAccepted(id=operation_id, state=record.state)
+
+
+class CloseOperation(BaseModel):
+    """Why an operator ends a follow-up before it is complete."""
+
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.post("/{operation_id}/close", response_model=dict[str, Any])
+async def close_operation(
+    operation_id: str, body: CloseOperation, principal: Operator, store: StoreDep, client: ClientDep
+) -> dict[str, Any]:
+    """End a follow-up (mailboxes still encrypting, escalated) now; it finishes with what it reached."""
+    record = await _must_get(store, operation_id)
+    if record.state.ended:
+        raise Problem(409, "operation-ended", f"operation {operation_id} has already {record.state.value}")
+    handle = client.get_workflow_handle(operation_id)
+    try:
+        result = await handle.execute_update("close", {"reason": body.reason, "by": principal.user}, result_type=dict)
+    except WorkflowUpdateFailedError as exc:
+        cause = getattr(exc.cause, "message", None) or str(exc.cause or exc)
+        raise Problem(409, "operation-closable", cause) from None
+    except RPCError as exc:
+        raise Problem(409, "operation-closable", f"operation {operation_id} cannot be closed: {exc.message}") from None
+    answer: dict[str, Any] = dict(result)
+    return answer
 
 
 async def _audit_cancel_request(store: Store, principal: Principal, operation_id: str) -> None:

@@ -1,0 +1,384 @@
+"""Exchange Online activities: DEPs, assignment to mailboxes, following encryption, escalation.
+
+Mailbox lists live in SQL (:class:`~ckey.store.targets.TargetStore`); activities get a set's id and work through
+it in batches, so one activity call covers hundreds of mailboxes and a workflow's history stays small however many
+there are. Polling is retry-driven: :meth:`ExchangeActivities.follow_encryption` checks every pending mailbox once
+and, when nothing worth reporting changed, fails with a retryable ``StillEncrypting`` error whose retry delay is
+the poll interval — Temporal waits and calls again without adding a single event to the history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.operation import audit_call
+from ckey.m365 import Cmdlet, CmdletError, DataEncryptionPolicy, M365Gateway, TransientError
+from ckey.operations import Outcome
+from ckey.store import Store
+from ckey.store.targets import FollowCounts, FollowRow, StatusUpdate, TargetStore
+from ckey.support import SupportCase, SupportDesk
+
+STATUS_CONCURRENCY = 16
+"""Get-MailboxStatistics calls in flight at once (Exchange Online throttles a tenant's admin sessions)."""
+ASSIGN_CONCURRENCY = 8
+
+
+class DepRef(BaseModel):
+    """A DEP by name or GUID."""
+
+    dep: str
+
+
+class DepInfo(BaseModel):
+    """What ckey needs of a DEP."""
+
+    name: str
+    guid: str
+    azure_key_ids: list[str] = Field(default_factory=list)
+    enabled: bool = True
+    permanent_data_purge_requested: bool = False
+
+
+class FindDepResult(BaseModel):
+    """A DEP found by name, or none."""
+
+    dep: DepInfo | None = None
+
+
+class NewDepInput(BaseModel):
+    """New-DataEncryptionPolicy's parameters."""
+
+    name: str
+    description: str | None = None
+    azure_key_ids: list[str]
+
+
+class TargetsRef(BaseModel):
+    """A target set by id."""
+
+    set_id: str
+
+
+class TargetCount(BaseModel):
+    """How many targets a set holds."""
+
+    count: int
+
+
+class AssignBatchInput(BaseModel):
+    """One batch of a target set to assign a DEP to."""
+
+    operation_id: str
+    set_id: str
+    offset: int
+    limit: int
+    dep: str
+    mail_user: bool = False
+
+
+class AssignBatchResult(BaseModel):
+    """What the batch did."""
+
+    assigned: int = 0
+    already: int = 0
+    failed: int = 0
+
+
+class RegisterMailboxesInput(BaseModel):
+    """Mailboxes to follow without assigning (``exchange.encryption.verify``): a set, or every mailbox of a DEP."""
+
+    operation_id: str
+    dep: str
+    set_id: str | None = None
+
+
+class FollowInput(BaseModel):
+    """One round of following an operation's mailboxes."""
+
+    operation_id: str
+    dep_guid: str
+    reported_encrypted: int = 0
+    """Encrypted mailboxes the workflow knows of; the round returns only when this has grown by ``report_every``."""
+    report_every: int = 1
+    poll_interval: timedelta = timedelta(minutes=15)
+
+
+class FollowResult(BaseModel):
+    """Counts after a round that had something to report."""
+
+    counts: FollowCounts
+
+
+class EscalateInput(BaseModel):
+    """Escalate the mailboxes of an operation still not encrypted."""
+
+    operation_id: str
+    dep: str
+    dep_guid: str
+    assigned_at: datetime
+    escalate_after: timedelta
+
+
+class EscalateResult(BaseModel):
+    """The support case and the mailboxes it is about."""
+
+    case: SupportCase | None = None
+    mailboxes: list[str] = Field(default_factory=list)
+
+
+def _dep_info(dep: DataEncryptionPolicy) -> DepInfo:
+    return DepInfo(
+        name=dep.name,
+        guid=dep.guid,
+        azure_key_ids=dep.azure_key_ids,
+        enabled=dep.enabled,
+        permanent_data_purge_requested=dep.permanent_data_purge_requested,
+    )
+
+
+def refusal(exc: CmdletError, rule: str | None = None) -> ApplicationError:
+    """A cmdlet's refusal as a non-retryable error carrying its text."""
+    return ApplicationError(exc.message, exc.line, type=rule or exc.code or "CmdletRefused", non_retryable=True)
+
+
+class ExchangeActivities:
+    """Activities over Exchange Online.
+
+    Args:
+        m365: the Microsoft 365 gateway.
+        store: the audit trail, target sets and follow-up.
+        support: Microsoft's support desk (escalations).
+    """
+
+    def __init__(self, m365: M365Gateway, store: Store, support: SupportDesk) -> None:
+        self.m365 = m365
+        self.store = store
+        self.targets = TargetStore(store)
+        self.support = support
+
+    def _audited(self, step: str = "") -> M365Gateway:
+        """The gateway, recording each call's rendered line in the audit trail."""
+
+        async def on_call(cmdlet: Cmdlet, outcome: str, error: str | None) -> None:
+            await audit_call(
+                self.store,
+                f"m365.{cmdlet.name}",
+                cmdlet.render(),
+                Outcome(outcome),
+                {"error": error} if error else None,
+                step=step,
+            )
+
+        return self.m365.with_on_call(on_call)
+
+    # DEPs ----------------------------------------------------------------------------------------------------------
+
+    @activity.defn
+    async def find_dep(self, input: DepRef) -> FindDepResult:
+        """Get-DataEncryptionPolicy <name>; none when there is no such DEP."""
+        try:
+            found = await self._audited().get_data_encryption_policy(input.dep)
+        except CmdletError as exc:
+            if "couldn't be found" in exc.message.lower() or "not found" in exc.message.lower():
+                return FindDepResult()
+            raise refusal(exc) from None
+        return FindDepResult(dep=_dep_info(found[0]) if found else None)
+
+    @activity.defn
+    async def new_dep(self, input: NewDepInput) -> DepInfo:
+        """New-DataEncryptionPolicy. A retry after it went through finds the DEP and returns it."""
+        existing = (await self.find_dep(DepRef(dep=input.name))).dep
+        if existing is not None:
+            return existing
+        try:
+            dep = await self._audited().new_data_encryption_policy(input.name, input.azure_key_ids, input.description)
+        except CmdletError as exc:
+            raise refusal(exc) from None
+        return _dep_info(dep)
+
+    @activity.defn
+    async def check_dep_assignable(self, input: DepRef) -> DepInfo:
+        """The DEP, if mailboxes may be assigned to it: it exists and no permanent data purge was requested."""
+        dep = (await self.find_dep(input)).dep
+        if dep is None:
+            raise ApplicationError(f"there is no DEP named {input.dep!r}", type="dep-exists", non_retryable=True)
+        if dep.permanent_data_purge_requested:
+            raise ApplicationError(
+                f"a permanent data purge was requested for DEP {dep.name!r}: it can no longer be assigned",
+                type="dep-purge-requested",
+                non_retryable=True,
+            )
+        return dep
+
+    # Targets -------------------------------------------------------------------------------------------------------
+
+    @activity.defn
+    async def count_targets(self, input: TargetsRef) -> TargetCount:
+        """How many mailboxes a target set holds."""
+        target = await self.targets.get_set(input.set_id)
+        if target is None:
+            raise ApplicationError(f"no uploaded mailbox list {input.set_id}", type="mailbox-file", non_retryable=True)
+        return TargetCount(count=target.count)
+
+    @activity.defn
+    async def assign_dep_batch(self, input: AssignBatchInput) -> AssignBatchResult:
+        """Set-Mailbox (or Set-MailUser) -DataEncryptionPolicy for one batch; mailboxes done before are skipped."""
+        identities = await self.targets.items(input.set_id, input.offset, input.limit)
+        await self.targets.register(input.operation_id, identities, input.offset)
+        todo = await self.targets.unassigned(input.operation_id, identities)
+        result = AssignBatchResult(already=len(identities) - len(todo))
+        gate = asyncio.Semaphore(ASSIGN_CONCURRENCY)
+
+        async def assign(identity: str) -> None:
+            async with gate:
+                gateway = self._audited(step=f"/{identity}")
+                try:
+                    if input.mail_user:
+                        await gateway.set_mail_user(identity, input.dep)
+                    else:
+                        await gateway.set_mailbox(identity, input.dep)
+                except CmdletError as exc:
+                    if _refuses_the_dep(exc):
+                        raise refusal(exc, "dep-purge-requested") from None
+                    await self.targets.mark_failed(input.operation_id, identity, exc.message)
+                    result.failed += 1
+                    return
+                await self.targets.mark_assigned(input.operation_id, identity, datetime.now(UTC))
+                result.assigned += 1
+
+        await asyncio.gather(*(assign(i) for i in todo))
+        activity.heartbeat(input.offset + input.limit)
+        return result
+
+    @activity.defn
+    async def register_dep_mailboxes(self, input: RegisterMailboxesInput) -> TargetCount:
+        """Follow mailboxes without assigning: the given set, or every mailbox and mail user with the DEP."""
+        now = datetime.now(UTC)
+        if input.set_id is not None:
+            total = (await self.count_targets(TargetsRef(set_id=input.set_id))).count
+            for offset in range(0, total, 1000):
+                identities = await self.targets.items(input.set_id, offset, 1000)
+                await self.targets.register(input.operation_id, identities, offset)
+        else:
+            gateway = self._audited()
+            recipients = await gateway.get_mailbox(result_size="Unlimited") + await gateway.get_mail_user(
+                result_size="Unlimited"
+            )
+            identities = [
+                r.identity for r in recipients if (r.data_encryption_policy or "").lower() == input.dep.lower()
+            ]
+            await self.targets.register(input.operation_id, identities, 0)
+        for row in await self.targets.rows(input.operation_id):
+            if row.assigned_at is None:
+                await self.targets.mark_assigned(input.operation_id, row.identity, now)
+        return TargetCount(count=(await self.targets.counts(input.operation_id)).total)
+
+    # Following -----------------------------------------------------------------------------------------------------
+
+    @activity.defn
+    async def follow_encryption(self, input: FollowInput) -> FollowResult:
+        """Check every pending mailbox once (Get-MailboxStatistics); report, or retry after the poll interval."""
+        started = datetime.now(UTC)
+        pending = await self.targets.pending(input.operation_id, limit=1_000_000)
+        gate = asyncio.Semaphore(STATUS_CONCURRENCY)
+        seen: list[StatusUpdate] = []
+
+        async def check(identity: str) -> None:
+            async with gate:
+                try:
+                    stats = await self.m365.get_mailbox_statistics(identity)
+                except CmdletError as exc:
+                    seen.append(StatusUpdate(identity=identity, is_encrypted=False, error=exc.message))
+                    return
+                seen.append(
+                    StatusUpdate(
+                        identity=identity, is_encrypted=stats.is_encrypted, dep_guid=stats.data_encryption_policy_id
+                    )
+                )
+
+        try:
+            await asyncio.gather(*(check(identity) for _, identity in pending))
+        except TransientError:
+            # Keep what this round saw; Temporal retries the rest.
+            await self.targets.record_status(input.operation_id, seen, input.dep_guid, datetime.now(UTC))
+            raise
+        newly = await self.targets.record_status(input.operation_id, seen, input.dep_guid, datetime.now(UTC))
+        counts = await self.targets.counts(input.operation_id)
+        await audit_call(
+            self.store,
+            "m365.Get-MailboxStatistics",
+            f"Get-MailboxStatistics -Identity <each of {len(pending)} pending mailboxes> | fl IsEncrypted, "
+            "DataEncryptionPolicyID",
+            Outcome.INFO,
+            {
+                "checked": len(pending),
+                "newly_encrypted": newly,
+                "encrypted": counts.encrypted,
+                "total": counts.total,
+                "started": started.isoformat(),
+            },
+        )
+        if counts.pending == 0 or counts.encrypted - input.reported_encrypted >= input.report_every:
+            return FollowResult(counts=counts)
+        raise ApplicationError(
+            f"{counts.encrypted} of {counts.total} mailboxes encrypted; checking again in {input.poll_interval}",
+            type="StillEncrypting",
+            next_retry_delay=input.poll_interval,
+        )
+
+    @activity.defn
+    async def escalate_unencrypted(self, input: EscalateInput) -> EscalateResult:
+        """File one support case with the evidence for every mailbox still not encrypted, and alert operators."""
+        rows = await self.targets.rows(input.operation_id, pending_only=True)
+        if not rows:
+            return EscalateResult()
+        evidence = [_evidence(row, input) for row in rows]
+        case = await self.support.file_case(
+            key=f"{input.operation_id}:escalation",
+            kind="encryption-escalation",
+            title=f"Customer Key: {len(rows)} mailboxes not encrypted {input.escalate_after.days} days after DEP "
+            f"{input.dep} was assigned",
+            details={
+                "dep": input.dep,
+                "dep_guid": input.dep_guid,
+                "assigned_at": input.assigned_at.isoformat(),
+                "mailboxes": evidence,
+            },
+        )
+        await self.targets.mark_escalated(input.operation_id, [r.identity for r in rows], datetime.now(UTC))
+        await audit_call(
+            self.store,
+            "support.case.filed",
+            f"support case {case.id} ({case.kind})",
+            Outcome.INFO,
+            {"case": case.id, "mailboxes": len(rows)},
+        )
+        await audit_call(
+            self.store,
+            "alert.raised",
+            "operators",
+            Outcome.INFO,
+            {"reason": "mailboxes not encrypted a week after assignment", "case": case.id, "mailboxes": len(rows)},
+        )
+        return EscalateResult(case=case, mailboxes=[r.identity for r in rows])
+
+
+def _refuses_the_dep(exc: CmdletError) -> bool:
+    text = exc.message.lower()
+    return "purge" in text and ("can't be assigned" in text or "cannot be assigned" in text)
+
+
+def _evidence(row: FollowRow, input: EscalateInput) -> dict[str, Any]:
+    return {
+        "mailbox": row.identity,
+        "dep": input.dep,
+        "assigned_at": (row.assigned_at or input.assigned_at).isoformat(),
+        "last_checked_at": row.checked_at.isoformat() if row.checked_at else None,
+        "last_status": {"IsEncrypted": row.is_encrypted, "DataEncryptionPolicyID": row.dep_guid},
+    }
