@@ -20,6 +20,7 @@ def all_workflows() -> list[type]:
     for module_name in WORKFLOW_MODULES:
         module = importlib.import_module(module_name)
         for _, obj in inspect.getmembers(module, inspect.isclass):
-            if obj.__module__ == module.__name__ and hasattr(obj, "__temporal_workflow_definition"):
+            defined_here = obj.__module__ == module.__name__
+            if defined_here and hasattr(obj, "__temporal_workflow_definition") and obj not in found:
                 found.append(obj)
     return found

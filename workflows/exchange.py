@@ -471,7 +471,7 @@ def _dep(params: BaseModel) -> str | None:
     return str(getattr(params, "dep", None) or getattr(params, "name", None) or "") or None
 
 
-for _kind, _workflow, _input, _description in (
+for _kind, _workflow_class, _input, _description in (
     (
         "exchange.dep.create",
         ExchangeDepCreateWorkflow,
@@ -494,7 +494,7 @@ for _kind, _workflow, _input, _description in (
     registry.register(
         OperationKind(
             name=_kind,
-            workflow=_workflow,
+            workflow=_workflow_class,
             input_model=_input,
             role=Role.OPERATOR,
             description=_description,
@@ -502,3 +502,5 @@ for _kind, _workflow, _input, _description in (
             claim_check=None if _kind == "exchange.dep.create" else claim_check_mailboxes,
         )
     )
+
+del _kind, _workflow_class, _input, _description
