@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -22,8 +24,12 @@ from ckey.models import Role
 app = typer.Typer(help="Microsoft Purview Customer Key operations as durable Temporal workflows.", no_args_is_help=True)
 db_app = typer.Typer(help="ckey's SQL database.", no_args_is_help=True)
 ops_app = typer.Typer(help="Operations: list, show, watch, cancel.", no_args_is_help=True)
+dep_app = typer.Typer(help="Exchange Online DEPs: new, list, show.", no_args_is_help=True)
+mailbox_app = typer.Typer(help="Mailboxes: assign a DEP, show, verify encryption.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ops_app, name="ops")
+app.add_typer(dep_app, name="dep")
+app.add_typer(mailbox_app, name="mailbox")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -180,6 +186,151 @@ def ops_watch(
     console.print(f"{operation_id}: {op['state']}" + (f" — {op['error']}" if op.get("error") else ""))
     if op["state"] != "succeeded":
         raise typer.Exit(1)
+
+
+@ops_app.command("close")
+def ops_close(
+    operation_id: str, reason: Annotated[str, typer.Option(help="Why the follow-up ends before it is complete.")]
+) -> None:
+    """End a follow-up (mailboxes still encrypting) with what it reached."""
+    result = _call("POST", f"/api/operations/{operation_id}/close", json={"reason": reason})
+    console.print(f"{operation_id} closed: {result.get('encrypted')} of {result.get('total')} encrypted")
+
+
+# Operation families ------------------------------------------------------------------------------------------------
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+
+
+def _seconds(text: str) -> float:
+    """``7d``, ``12h``, ``15m``, ``30s`` (or plain seconds) in seconds."""
+    match = _DURATION.match(text.strip())
+    if match is None:
+        try:
+            return float(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a duration like 7d, 12h, 15m or 30s") from None
+    return float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
+
+
+def _start(kind: str, params: dict[str, Any], *, key: str | None, watch: bool) -> None:
+    headers = {"Idempotency-Key": key} if key else {}
+    accepted = _call("POST", "/api/operations", json={"kind": kind, "params": params}, headers=headers)
+    console.print(
+        f"{kind} started: {accepted['id']}" + (" (the same request again)" if accepted.get("replayed") else "")
+    )
+    if watch:
+        ops_watch(accepted["id"])
+
+
+KeyOption = Annotated[str | None, typer.Option("--idempotency-key", help="Retry-safe key: the same key, the same run.")]
+WatchOption = Annotated[bool, typer.Option("--watch/--no-watch", help="Follow the operation with a progress bar.")]
+
+
+@dep_app.command("new")
+def dep_new(
+    name: str,
+    key: Annotated[list[str], typer.Option("--key", help="A key URI; give exactly two, in two vaults in two regions.")],
+    description: Annotated[str | None, typer.Option(help="What the DEP is for.")] = None,
+    idempotency_key: KeyOption = None,
+    watch: WatchOption = True,
+) -> None:
+    """Create a mailbox DEP (New-DataEncryptionPolicy) after checking both keys."""
+    params: dict[str, Any] = {"name": name, "azure_key_ids": key}
+    if description:
+        params["description"] = description
+    _start("exchange.dep.create", params, key=idempotency_key, watch=watch)
+
+
+@dep_app.command("list")
+def dep_list() -> None:
+    """The tenant's mailbox DEPs (Get-DataEncryptionPolicy)."""
+    table = Table("name", "guid", "enabled", "purge requested", "keys")
+    for dep in _call("GET", "/api/deps"):
+        table.add_row(
+            dep["name"],
+            dep["guid"],
+            str(dep["enabled"]),
+            str(dep["permanent_data_purge_requested"]),
+            "\n".join(dep["azure_key_ids"]),
+        )
+    console.print(table)
+
+
+@dep_app.command("show")
+def dep_show(name: str) -> None:
+    """One DEP by name or GUID."""
+    deps = [d for d in _call("GET", "/api/deps") if name.lower() in (d["name"].lower(), d["guid"].lower())]
+    if not deps:
+        err_console.print(f"[red]no DEP {name}[/red]")
+        raise typer.Exit(1)
+    console.print_json(json.dumps(deps[0]))
+
+
+def _targets(mailbox: list[str] | None, file: Path | None) -> dict[str, Any]:
+    if file is not None:
+        uploaded = _call(
+            "POST",
+            "/api/uploads/mailboxes",
+            params={"name": file.name},
+            content=file.read_bytes(),
+            headers={"Content-Type": "text/csv"},
+        )
+        console.print(f"uploaded {uploaded['count']} mailboxes from {file.name} as {uploaded['id']}")
+        return {"mailbox_file": uploaded["id"]}
+    return {"mailboxes": mailbox} if mailbox else {}
+
+
+MailboxOption = Annotated[list[str] | None, typer.Option("--mailbox", help="A mailbox identity (repeatable).")]
+FileOption = Annotated[Path | None, typer.Option("--file", help="A CSV of mailboxes (Identity column or column 1).")]
+
+
+@mailbox_app.command("assign")
+def mailbox_assign(
+    dep: Annotated[str, typer.Option(help="The DEP to assign.")],
+    mailbox: MailboxOption = None,
+    file: FileOption = None,
+    mail_user: Annotated[bool, typer.Option(help="Set-MailUser: hybrid or not yet migrated mailboxes.")] = False,
+    escalate_after: Annotated[str, typer.Option(help="When to escalate unencrypted mailboxes.")] = "7d",
+    poll_interval: Annotated[str, typer.Option(help="How often to check encryption.")] = "15m",
+    idempotency_key: KeyOption = None,
+    watch: WatchOption = True,
+) -> None:
+    """Assign a DEP to mailboxes and follow them until encrypted."""
+    params = {
+        "dep": dep,
+        "mail_user": mail_user,
+        "escalate_after": _seconds(escalate_after),
+        "poll_interval": _seconds(poll_interval),
+        **_targets(mailbox, file),
+    }
+    _start("exchange.dep.assign", params, key=idempotency_key, watch=watch)
+
+
+@mailbox_app.command("verify")
+def mailbox_verify(
+    dep: Annotated[str, typer.Option(help="The DEP the mailboxes should be encrypted with.")],
+    mailbox: MailboxOption = None,
+    file: FileOption = None,
+    escalate_after: Annotated[str, typer.Option(help="When to escalate unencrypted mailboxes.")] = "7d",
+    poll_interval: Annotated[str, typer.Option(help="How often to check encryption.")] = "15m",
+    idempotency_key: KeyOption = None,
+    watch: WatchOption = True,
+) -> None:
+    """Follow mailboxes (default: all of the DEP's) until encrypted, without assigning."""
+    params = {
+        "dep": dep,
+        "escalate_after": _seconds(escalate_after),
+        "poll_interval": _seconds(poll_interval),
+        **_targets(mailbox, file),
+    }
+    _start("exchange.encryption.verify", params, key=idempotency_key, watch=watch)
+
+
+@mailbox_app.command("show")
+def mailbox_show(identity: str) -> None:
+    """A mailbox's DEP (name and GUID) and whether it is encrypted."""
+    console.print_json(json.dumps(_call("GET", f"/api/mailboxes/{identity}")))
 
 
 def main() -> None:
