@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from ckey.store import Store
+from ckey.store.targets import StatusUpdate, TargetStore
+
+T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+async def test_target_sets_keep_order_and_drop_duplicates(any_store: Store) -> None:
+    targets = TargetStore(any_store)
+    identities = [f"user{i:04d}@contoso.com" for i in range(1203)] + ["user0001@contoso.com", "  "]
+    stored = await targets.create_set("mailboxes", "inline", identities, "alice@contoso.com", T0)
+    assert stored.count == 1203
+    assert (await targets.get_set(stored.id)) == stored
+    assert await targets.items(stored.id, 1200, 10) == [
+        "user1200@contoso.com",
+        "user1201@contoso.com",
+        "user1202@contoso.com",
+    ]
+    assert await targets.get_set("ts-nope") is None
+
+
+async def test_follow_up_counts_assignments_encryption_and_escalation(any_store: Store) -> None:
+    targets = TargetStore(any_store)
+    boxes = ["a@contoso.com", "b@contoso.com", "c@contoso.com", "d@contoso.com"]
+    await targets.register("op-1", boxes, 0)
+    await targets.register("op-1", boxes[:2], 0)  # a retried batch registers nothing twice
+    await targets.mark_assigned("op-1", "a@contoso.com", T0)
+    await targets.mark_assigned("op-1", "b@contoso.com", T0)
+    await targets.mark_failed("op-1", "d@contoso.com", "couldn't be found")
+    assert await targets.unassigned("op-1", boxes) == ["c@contoso.com"]
+    await targets.mark_assigned("op-1", "c@contoso.com", T0)
+
+    newly = await targets.record_status(
+        "op-1",
+        [
+            StatusUpdate(identity="a@contoso.com", is_encrypted=True, dep_guid="GUID-1"),
+            StatusUpdate(identity="b@contoso.com", is_encrypted=True, dep_guid="guid-other"),
+            StatusUpdate(identity="c@contoso.com", is_encrypted=False, dep_guid="guid-1"),
+        ],
+        "guid-1",
+        T0,
+    )
+    assert newly == 1  # b is encrypted, but with another DEP
+    counts = await targets.counts("op-1")
+    assert (counts.total, counts.assigned, counts.encrypted, counts.failed, counts.pending) == (4, 3, 1, 1, 2)
+    assert [identity for _, identity in await targets.pending("op-1")] == ["b@contoso.com", "c@contoso.com"]
+
+    await targets.mark_escalated("op-1", ["b@contoso.com", "c@contoso.com"], T0)
+    evidence = await targets.rows("op-1", pending_only=True)
+    assert [(r.identity, r.dep_guid, r.escalated_at) for r in evidence] == [
+        ("b@contoso.com", "guid-other", T0),
+        ("c@contoso.com", "guid-1", T0),
+    ]
+    assert (await targets.counts("op-2")).total == 0
