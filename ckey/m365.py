@@ -126,22 +126,29 @@ class Transport(Protocol):
         ...
 
 
-_EXCEPTION_PREFIX = re.compile(r"^\|[^|]*\|")
+_EXCEPTION_TEXT = re.compile(r"^(?:Ex[0-9A-F]+)?\|(?P<type>[^|]+)\|(?P<text>.*)$", re.S)
 
 
 def _error_text(body: Any, fallback: str) -> tuple[str, str | None]:
-    if isinstance(body, dict):
-        error = body.get("error", body)
-        if isinstance(error, dict):
-            message = str(error.get("message") or fallback)
-            code = error.get("code")
-            # Exchange prefixes the text with "|Microsoft.Exchange...Exception|".
-            prefix = _EXCEPTION_PREFIX.match(message)
-            if prefix:
-                code = prefix.group(0).strip("|").rsplit(".", 1)[-1]
-                message = message[prefix.end() :]
-            return message.strip(), str(code) if code else None
-    return fallback, None
+    """The cmdlet's text and exception name out of an InvokeCommand error.
+
+    Exchange Online answers ``message: "Error executing cmdlet"`` and puts the text in ``details[0].message`` as
+    ``Ex1A2B3C|Microsoft.Exchange...Exception|<text>``; PowerShell prints ``|<type>|<text>``. Both are read.
+    """
+    if not isinstance(body, dict):
+        return fallback, None
+    error = body.get("error", body)
+    if not isinstance(error, dict):
+        return fallback, None
+    candidates = [str(d.get("message", "")) for d in error.get("details") or [] if isinstance(d, dict)]
+    candidates.append(str(error.get("message") or ""))
+    for candidate in candidates:
+        match = _EXCEPTION_TEXT.match(candidate.strip())
+        if match:
+            return match["text"].strip(), match["type"].rsplit(".", 1)[-1]
+    message = str(error.get("message") or fallback).strip()
+    code = error.get("code")
+    return message, str(code) if code else None
 
 
 class InvokeCommandTransport:

@@ -229,3 +229,28 @@ async def test_pwsh_refusal_is_a_cmdlet_error_with_its_text(pwsh_gateway: tuple[
         "The data encryption policy 'Purged_DEP' has a permanent data purge request"
     )
     assert calls[-1][1] == "refused"
+
+
+def test_invoke_command_errors_are_read_as_exchange_writes_them() -> None:
+    from ckey.m365 import _error_text
+
+    real = {
+        "error": {
+            "code": "BadRequest",
+            "message": "Error executing cmdlet",
+            "details": [
+                {
+                    "code": "Context",
+                    "target": "",
+                    "message": "Ex6F9304|Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException|"
+                    "The operation couldn't be performed because object 'Nope' couldn't be found.",
+                }
+            ],
+        }
+    }
+    assert _error_text(real, "") == (
+        "The operation couldn't be performed because object 'Nope' couldn't be found.",
+        "ManagementObjectNotFoundException",
+    )
+    assert _error_text({"error": {"code": "Throttled", "message": "slow down"}}, "") == ("slow down", "Throttled")
+    assert _error_text("not json", "fallback") == ("fallback", None)
