@@ -317,32 +317,41 @@ class MailboxFollowWorkflow(OperationWorkflow):
 # exchange.dep.assign -----------------------------------------------------------------------------------------------
 
 
-class ExchangeDepAssignInput(BaseModel):
-    """Assign a DEP to mailboxes (or mail users), then follow encryption to the end."""
+class MailboxFollowInput(BaseModel):
+    """What assign and verify share: the mailboxes (inline or uploaded) and the follow-up's durations."""
 
     dep: DepName
     mailboxes: list[str] = Field(default_factory=list, repr=False)
     """Identities; the API moves them into a stored target set (``mailbox_file``) before the workflow starts."""
     mailbox_file: str | None = None
     """Id of a target set: an uploaded CSV (``POST /api/uploads/mailboxes``) or the claim check of ``mailboxes``."""
-    mail_user: bool = False
-    """Set-MailUser instead of Set-Mailbox: hybrid mailboxes and mailboxes not yet migrated to the cloud."""
     escalate_after: timedelta = ESCALATE_AFTER
     poll_interval: timedelta = POLL_INTERVAL
-    batch_size: int = Field(default=ASSIGN_BATCH, ge=1, le=1000)
     follow_state: FollowState | None = None
     """Carried across continue-as-new; never set by callers."""
 
     @model_validator(mode="after")
-    def _one_source(self) -> ExchangeDepAssignInput:
-        if bool(self.mailboxes) == bool(self.mailbox_file):
-            raise rule_error(
-                "mailboxes-or-file", "name the mailboxes either inline (mailboxes) or as an upload (mailbox_file)"
-            )
+    def _valid_targets_and_durations(self) -> MailboxFollowInput:
+        if self.mailboxes and self.mailbox_file:
+            raise rule_error("mailboxes-or-file", ONE_SOURCE)
         if any(not m.strip() for m in self.mailboxes):
             raise rule_error("mailbox-identity", "a mailbox identity can't be empty")
         if self.poll_interval <= timedelta(0) or self.escalate_after <= timedelta(0):
             raise rule_error("durations-positive", "escalate_after and poll_interval must be positive")
+        return self
+
+
+class ExchangeDepAssignInput(MailboxFollowInput):
+    """Assign a DEP to mailboxes (or mail users), then follow encryption to the end."""
+
+    mail_user: bool = False
+    """Set-MailUser instead of Set-Mailbox: hybrid mailboxes and mailboxes not yet migrated to the cloud."""
+    batch_size: int = Field(default=ASSIGN_BATCH, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _some_mailboxes(self) -> ExchangeDepAssignInput:
+        if not (self.mailboxes or self.mailbox_file):
+            raise rule_error("mailboxes-or-file", ONE_SOURCE)
         return self
 
 
@@ -408,26 +417,11 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
 # exchange.encryption.verify ----------------------------------------------------------------------------------------
 
 
-class ExchangeEncryptionVerifyInput(BaseModel):
-    """Follow mailboxes until they are encrypted with a DEP, without assigning (after a roll, a new DEP, a move)."""
+class ExchangeEncryptionVerifyInput(MailboxFollowInput):
+    """Follow mailboxes until they are encrypted with a DEP, without assigning (after a roll, a new DEP, a move).
 
-    dep: DepName
-    mailboxes: list[str] = Field(default_factory=list, repr=False)
-    """Default: every mailbox and mail user the DEP is assigned to."""
-    mailbox_file: str | None = None
-    escalate_after: timedelta = ESCALATE_AFTER
-    poll_interval: timedelta = POLL_INTERVAL
-    follow_state: FollowState | None = None
-
-    @model_validator(mode="after")
-    def _at_most_one_source(self) -> ExchangeEncryptionVerifyInput:
-        if self.mailboxes and self.mailbox_file:
-            raise rule_error(
-                "mailboxes-or-file", "name the mailboxes either inline (mailboxes) or as an upload (mailbox_file)"
-            )
-        if self.poll_interval <= timedelta(0) or self.escalate_after <= timedelta(0):
-            raise rule_error("durations-positive", "escalate_after and poll_interval must be positive")
-        return self
+    Without ``mailboxes`` or ``mailbox_file``: every mailbox and mail user the DEP is assigned to.
+    """
 
 
 @workflow.defn
