@@ -185,7 +185,7 @@ class ExchangeActivities:
         try:
             found = await self._audited().get_data_encryption_policy(input.dep)
         except CmdletError as exc:
-            if "couldn't be found" in exc.message.lower() or "not found" in exc.message.lower():
+            if _not_found(exc):
                 return FindDepResult()
             raise refusal(exc) from None
         return FindDepResult(dep=_dep_info(found[0]) if found else None)
@@ -239,10 +239,7 @@ class ExchangeActivities:
             async with gate:
                 gateway = self._audited(step=f"/{identity}")
                 try:
-                    if input.mail_user:
-                        await gateway.set_mail_user(identity, input.dep)
-                    else:
-                        await gateway.set_mailbox(identity, input.dep)
+                    await _assign_recipient(gateway, identity, input.dep, mail_user_first=input.mail_user)
                 except CmdletError as exc:
                     if _refuses_the_dep(exc):
                         raise refusal(exc, "dep-purge-requested") from None
@@ -367,6 +364,25 @@ class ExchangeActivities:
             {"reason": "mailboxes not encrypted a week after assignment", "case": case.id, "mailboxes": len(rows)},
         )
         return EscalateResult(case=case, mailboxes=[r.identity for r in rows])
+
+
+async def _assign_recipient(gateway: M365Gateway, identity: str, dep: str, *, mail_user_first: bool) -> None:
+    """Set-Mailbox, or Set-MailUser for a mail user (hybrid, pre-migration): a mixed list needs both."""
+    first, second = (
+        (gateway.set_mail_user, gateway.set_mailbox)
+        if mail_user_first
+        else (gateway.set_mailbox, gateway.set_mail_user)
+    )
+    try:
+        await first(identity, dep)
+    except CmdletError as exc:
+        if not _not_found(exc):
+            raise
+        await second(identity, dep)
+
+
+def _not_found(exc: CmdletError) -> bool:
+    return exc.code == "ManagementObjectNotFoundException" or "couldn't be found" in exc.message.lower()
 
 
 def _refuses_the_dep(exc: CmdletError) -> bool:
