@@ -55,7 +55,7 @@ async def run_worker(settings: Settings) -> None:
         keyvault=keyvault,
         dep_keys=settings.dep_keys,
         m365=M365Gateway(build_transport(settings, azure)),
-        support=HttpSupportDesk(azure),
+        support=HttpSupportDesk(azure, settings.support_url, settings.support_contact),
     )
     if settings.sandbox:
         log.warning("SANDBOX MODE: Azure and Microsoft 365 names resolve to the local sandbox (CKEY_SANDBOX=true)")

@@ -337,15 +337,14 @@ class ExchangeActivities:
             return EscalateResult()
         evidence = [_evidence(row, input) for row in rows]
         case = await self.support.file_case(
-            key=f"{input.operation_id}:escalation",
-            kind="encryption-escalation",
-            title=f"Customer Key: {len(rows)} mailboxes not encrypted {input.escalate_after.days} days after DEP "
+            key=f"{input.operation_id}-escalation",
+            kind="mailboxEncryptionEscalation",
+            title=f"Customer Key: {len(rows)} mailboxes not encrypted {input.escalate_after} after DEP "
             f"{input.dep} was assigned",
             details={
-                "dep": input.dep,
-                "dep_guid": input.dep_guid,
-                "assigned_at": input.assigned_at.isoformat(),
-                "mailboxes": evidence,
+                "dataEncryptionPolicy": input.dep,
+                "mailboxes": [row.identity for row in rows],
+                "evidence": evidence,
             },
         )
         await self.targets.mark_escalated(input.operation_id, [r.identity for r in rows], datetime.now(UTC))

@@ -102,12 +102,19 @@ class Settings(BaseSettings):
     m365_certificate_path: Path | None = None
     """Its certificate (``-CertificateFilePath``)."""
     pwsh_path: str = "pwsh"
+    support_url: str = "https://support.ckey.test"
+    """Where support cases are filed (the sandbox's desk, in the Azure Support API's shape)."""
+    support_contact: str = "customer-key-admins@contoso.com"
+    """Who Microsoft's support answers."""
     m365_max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
     """Calls per cmdlet before a throttled or failing call is handed to Temporal's retry."""
     sandbox_keyvault_port: Port = 8443
     """HTTPS port of the sandbox Key Vault (data plane and ARM, chosen by Host header)."""
     sandbox_m365_port: Port = 8444
     """HTTPS port of the sandbox tenant."""
+    sandbox_m365_speed: Annotated[float, Field(gt=0, le=10_000_000)] | None = None
+    """Simulated seconds per real second of the sandbox tenant's clock: unset is 1.0 (faithful durations) for
+    ``python -m sandbox.m365``, and the demo speed 3600 (an hour a second) under ``ckey up``."""
     ca_file: Path | None = None
     """CA bundle that signs the sandbox's certificates; default ``<data_dir>/tls/ca.pem``."""
 

@@ -46,38 +46,68 @@ class SupportDeskError(Exception):
 
 
 class HttpSupportDesk:
-    """The support desk over HTTPS (the sandbox's, under ``support.ckey.test``).
+    """The support desk over HTTPS, in the Azure Support API's shape (``Microsoft.Support/supportTickets``).
 
     Args:
         connection: the HTTP session and credential.
-        base_url: the desk's address.
+        base_url: the desk's address (the sandbox's ``https://support.ckey.test``).
+        contact: who Microsoft answers (``contactDetails.primaryEmailAddress``).
     """
 
-    def __init__(self, connection: AzureConnection, base_url: str = SUPPORT_URL) -> None:
+    API_VERSION = "2024-04-01"
+
+    def __init__(self, connection: AzureConnection, base_url: str = SUPPORT_URL, contact: str = "") -> None:
         self.connection = connection
         self.base_url = base_url.rstrip("/")
+        self.contact = contact
+
+    def _url(self, key: str) -> str:
+        # Ticket names are letters, digits, '-' and '_'.
+        name = "".join(c if c.isalnum() or c in "-_" else "-" for c in key)
+        return f"{self.base_url}/providers/Microsoft.Support/supportTickets/{name}?api-version={self.API_VERSION}"
 
     async def _headers(self) -> dict[str, str]:
         token = await self.connection.credential().get_token(f"{self.base_url}/.default")
         return {"Authorization": f"Bearer {token.token}"}
 
     async def file_case(self, *, key: str, kind: str, title: str, details: dict[str, Any]) -> SupportCase:
-        """PUT the case under its key (idempotent)."""
-        body = {"kind": kind, "title": title, "details": details}
+        """PUT the ticket under its name (idempotent: the same name returns the ticket filed first)."""
+        body = {
+            "properties": {
+                "title": title[:200],
+                "description": title,
+                "severity": "moderate",
+                "contactDetails": {"primaryEmailAddress": self.contact, "preferredContactMethod": "email"},
+                "customerKey": {"requestType": kind, **details},
+            }
+        }
         session = self.connection.http_session()
-        async with session.put(f"{self.base_url}/cases/{key}", json=body, headers=await self._headers()) as response:
+        async with session.put(self._url(key), json=body, headers=await self._headers()) as response:
             payload = await response.json(content_type=None)
             if response.status >= 400:
                 raise SupportDeskError(f"{response.status}: {payload}")
-        return SupportCase.model_validate(payload)
+        return _case(key, payload)
 
     async def get_case(self, key: str) -> SupportCase | None:
-        """GET the case by its key."""
+        """GET the ticket by its name."""
         session = self.connection.http_session()
-        async with session.get(f"{self.base_url}/cases/{key}", headers=await self._headers()) as response:
+        async with session.get(self._url(key), headers=await self._headers()) as response:
             if response.status == 404:
                 return None
             payload = await response.json(content_type=None)
             if response.status >= 400:
                 raise SupportDeskError(f"{response.status}: {payload}")
-        return SupportCase.model_validate(payload)
+        return _case(key, payload)
+
+
+def _case(key: str, ticket: dict[str, Any]) -> SupportCase:
+    props = ticket.get("properties", {})
+    request = dict(props.get("customerKey") or {})
+    return SupportCase(
+        id=str(props.get("supportTicketId") or ticket.get("name") or key),
+        key=key,
+        kind=str(request.pop("requestType", "")),
+        status=str(props.get("status") or "Open"),
+        title=str(props.get("title") or ""),
+        details=request,
+    )

@@ -19,15 +19,21 @@ def test_every_registered_kind_has_its_workflow_in_the_worker() -> None:
     assert len(names) == len(set(names))
     assert {kind.workflow for kind in registry if not kind.name.startswith("test.")} <= set(workflows)
     assert {k.name for k in registry} >= {
-        "keyvault.health", "keyvault.key.restore", "keyvault.access.revoke",
-        "exchange.dep.create", "exchange.dep.assign", "exchange.encryption.verify",
+        "keyvault.health",
+        "keyvault.key.restore",
+        "keyvault.access.revoke",
+        "exchange.dep.create",
+        "exchange.dep.assign",
+        "exchange.encryption.verify",
     }
 
 
 async def test_every_activity_is_registered_once(settings: Settings, store: Store) -> None:
     async with AzureConnection(settings) as azure:
         gateways = Gateways(
-            store=store, keyvault=KeyVaultGateway(azure), m365=M365Gateway(build_transport(settings, azure)),
+            store=store,
+            keyvault=KeyVaultGateway(azure),
+            m365=M365Gateway(build_transport(settings, azure)),
             support=HttpSupportDesk(azure),
         )
         names = [getattr(fn, "__temporal_activity_definition").name for fn in build_activities(gateways)]
