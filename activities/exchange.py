@@ -248,9 +248,9 @@ class ExchangeActivities:
                     return
                 await self.targets.mark_assigned(input.operation_id, identity, datetime.now(UTC))
                 result.assigned += 1
+                activity.heartbeat(result.assigned)
 
         await asyncio.gather(*(assign(i) for i in todo))
-        activity.heartbeat(input.offset + input.limit)
         return result
 
     @activity.defn

@@ -50,6 +50,8 @@ WORKER_READY_TIMEOUT = 60.0
 """Seconds to wait for the worker's ``worker ready`` log line before carrying on with a warning."""
 API_READY_TIMEOUT = 60.0
 SANDBOX_READY_TIMEOUT = 60.0
+SANDBOX_M365_DEMO_SPEED = 3600.0
+"""Simulated seconds per real second of the sandbox tenant under ``ckey up`` unless CKEY_SANDBOX_M365_SPEED says."""
 STOP_TIMEOUT = 10.0
 """Seconds a child gets between SIGTERM and SIGKILL."""
 POLL_INTERVAL = 0.2
@@ -187,6 +189,7 @@ def child_environment(settings: Settings, data_dir: Path) -> dict[str, str]:
         CKEY_SANDBOX=str(settings.sandbox).lower(),
         CKEY_SANDBOX_KEYVAULT_PORT=str(settings.sandbox_keyvault_port),
         CKEY_SANDBOX_M365_PORT=str(settings.sandbox_m365_port),
+        CKEY_SANDBOX_M365_SPEED=str(settings.sandbox_m365_speed or SANDBOX_M365_DEMO_SPEED),
         # Log lines reach the log files as they happen (the worker's readiness is read from its log).
         PYTHONUNBUFFERED="1",
     )

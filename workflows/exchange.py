@@ -44,6 +44,8 @@ POLL_INTERVAL = timedelta(minutes=15)
 ASSIGN_BATCH = 200
 ASSIGN_PARALLEL_BATCHES = 4
 FOLLOW_ROUND_TIMEOUT = timedelta(minutes=30)
+HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+"""A batch or a status round whose worker died is retried elsewhere after this long, not after its whole timeout."""
 ONE_SOURCE = "name the mailboxes either inline (mailboxes) or as an upload (mailbox_file)"
 
 
@@ -234,6 +236,7 @@ class MailboxFollowWorkflow(OperationWorkflow):
                         poll_interval=poll_interval,
                     ),
                     start_to_close=FOLLOW_ROUND_TIMEOUT,
+                    heartbeat=HEARTBEAT_TIMEOUT,
                     # Retry-driven polling: "still encrypting" is a retryable failure whose delay is the poll
                     # interval, so waiting adds nothing to the history.
                     retry=RetryPolicy(
@@ -403,6 +406,7 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
                             mail_user=input.mail_user,
                         ),
                         start_to_close=timedelta(minutes=10),
+                        heartbeat=HEARTBEAT_TIMEOUT,
                     )
                     for offset in offsets[wave : wave + ASSIGN_PARALLEL_BATCHES]
                 )

@@ -16,9 +16,12 @@ from ckey.auth import mint_local_token
 from ckey.azure import AzureConnection
 from ckey.config import Settings, load_settings
 from ckey.keyvault import KeyVaultGateway
+from ckey.m365 import M365Gateway, build_transport
 from ckey.models import Role
 from ckey.store import Store
+from ckey.support import HttpSupportDesk
 from sandbox.keyvault import SandboxKeyVaultControl, SandboxKeyVaultServer
+from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
 from tests.conftest import free_port
 from workflows import all_workflows
 
@@ -27,7 +30,9 @@ from workflows import all_workflows
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of a sandbox stack for the workflow tests (its own data dir and ports)."""
     data_dir = tmp_path_factory.mktemp("workflows") / "data"
-    return load_settings(data_dir=data_dir, sandbox_keyvault_port=free_port(), _env_file=None)
+    return load_settings(
+        data_dir=data_dir, sandbox_keyvault_port=free_port(), sandbox_m365_port=free_port(), _env_file=None
+    )
 
 
 @pytest.fixture(scope="session")
@@ -44,14 +49,44 @@ async def kv_control(
         yield control
 
 
+TENANT = TenantSpec(mailboxes=900, mail_users=100, sites_per_geo=2, cloud_pcs=0, stuck_mailboxes=0)
+"""The tenant of the workflow tests: 1,000 recipients, mixed mailboxes and mail users."""
+TENANT_SPEED = 2_000_000.0
+"""Simulated seconds per real second: a first-time move of days takes a fraction of a second."""
+
+
+@pytest.fixture(scope="session")
+def tenant_server(stack_settings: Settings, keyvault_server: SandboxKeyVaultServer) -> Iterator[SandboxM365Server]:
+    with SandboxM365Server(stack_settings, seed=TENANT, speed=TENANT_SPEED) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+async def tenant_control(
+    stack_settings: Settings, tenant_server: SandboxM365Server
+) -> AsyncIterator[SandboxM365Control]:
+    async with SandboxM365Control.from_settings(stack_settings) as control:
+        yield control
+
+
 @pytest.fixture
-async def keyvault(stack_settings: Settings, keyvault_server: SandboxKeyVaultServer) -> AsyncIterator[KeyVaultGateway]:
+async def azure(stack_settings: Settings, keyvault_server: SandboxKeyVaultServer) -> AsyncIterator[AzureConnection]:
     async with AzureConnection(stack_settings) as connection:
-        gateway = KeyVaultGateway(connection)
-        try:
-            yield gateway
-        finally:
-            await gateway.close()
+        yield connection
+
+
+@pytest.fixture
+def m365(stack_settings: Settings, azure: AzureConnection, tenant_server: SandboxM365Server) -> M365Gateway:
+    return M365Gateway(build_transport(stack_settings, azure))
+
+
+@pytest.fixture
+async def keyvault(azure: AzureConnection) -> AsyncIterator[KeyVaultGateway]:
+    gateway = KeyVaultGateway(azure)
+    try:
+        yield gateway
+    finally:
+        await gateway.close()
 
 
 @pytest.fixture
@@ -59,12 +94,27 @@ def op_settings(stack_settings: Settings, task_queue: str) -> Settings:
     return stack_settings.model_copy(update={"temporal_task_queue": task_queue})
 
 
+def product_gateways(settings: Settings, store: Store, keyvault: KeyVaultGateway, azure: AzureConnection) -> Gateways:
+    return Gateways(
+        store=store,
+        keyvault=keyvault,
+        dep_keys=settings.dep_keys,
+        m365=M365Gateway(build_transport(settings, azure)),
+        support=HttpSupportDesk(azure, settings.support_url, settings.support_contact),
+    )
+
+
 @pytest.fixture
 async def product_worker(
-    client: Client, op_settings: Settings, store: Store, keyvault: KeyVaultGateway
+    client: Client,
+    op_settings: Settings,
+    store: Store,
+    keyvault: KeyVaultGateway,
+    azure: AzureConnection,
+    tenant_server: SandboxM365Server,
 ) -> AsyncIterator[Worker]:
     """A worker with every product workflow and activity, on the sandbox."""
-    gateways = Gateways(store=store, keyvault=keyvault, dep_keys=op_settings.dep_keys)
+    gateways = product_gateways(op_settings, store, keyvault, azure)
     async with Worker(
         client,
         task_queue=op_settings.temporal_task_queue,
@@ -76,9 +126,9 @@ async def product_worker(
 
 @pytest.fixture
 async def api(
-    client: Client, op_settings: Settings, store: Store, keyvault: KeyVaultGateway
+    client: Client, op_settings: Settings, store: Store, keyvault: KeyVaultGateway, m365: M365Gateway
 ) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(op_settings, client=client, store=store, keyvault=keyvault)
+    app = create_app(op_settings, client=client, store=store, keyvault=keyvault, m365=m365)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://ckey.test") as http:
         yield http
 

@@ -57,7 +57,7 @@ def _unavailable(exc: CmdletError | TransientError) -> Problem:
     return Problem(502, "tenant-reachable", str(exc))
 
 
-@router.get("/api/deps", response_model=list[DataEncryptionPolicy])
+@router.get("/api/deps", response_model=list[DataEncryptionPolicy], response_model_by_alias=False)
 async def list_deps(_: Viewer, m365: M365Dep) -> list[DataEncryptionPolicy]:
     """Every mailbox DEP of the tenant (Get-DataEncryptionPolicy)."""
     try:

@@ -210,7 +210,8 @@ async def get_operation(operation_id: str, _: Viewer, store: StoreDep, client: C
         return record
     return record.model_copy(
         update={
-            "state": live.state,
+            # An end is shown once the store has it, with its result or error, never from the query alone.
+            "state": record.state if live.state.ended else live.state,
             "phase": live.phase,
             "progress": live.progress,
             "escalations": live.escalations,

@@ -1,0 +1,150 @@
+"""Client of the sandbox tenant's control endpoint (``https://localhost:<port>/sandbox/``), for tests and demos.
+
+Example::
+
+    async with SandboxM365Control.from_settings(settings) as control:
+        await control.advance_clock(days=2)
+        await control.set_faults(throttle_next=3, retry_after_seconds=1)
+        print(await control.mailbox_items("adele.vance@contoso.com"))
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import httpx
+
+from ckey.auth import mint_local_token
+from ckey.config import Settings
+from ckey.models import Role
+from sandbox.tls import client_ssl_context
+
+
+class SandboxControlError(Exception):
+    """The control endpoint refused a request; ``status`` and ``body`` say why."""
+
+    def __init__(self, status: int, body: Any) -> None:
+        super().__init__(f"sandbox tenant control: HTTP {status}: {body}")
+        self.status = status
+        self.body = body
+
+
+class SandboxM365Control:
+    """Async client of the control endpoint (an async context manager).
+
+    Args:
+        base_url: ``https://localhost:<port>``.
+        token: a bearer token of ckey's auth with the ``admin`` role.
+        verify: the TLS context (or CA file) that trusts the local CA.
+    """
+
+    def __init__(self, base_url: str, token: str, verify: ssl.SSLContext | str) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/sandbox",
+            headers={"Authorization": f"Bearer {token}"},
+            verify=verify,
+            timeout=60.0,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, user: str = "sandbox-admin") -> SandboxM365Control:
+        """A client for the sandbox tenant of ``settings``, with a freshly minted local admin token."""
+        token = mint_local_token(settings, user, [Role.ADMIN])
+        return cls(
+            f"https://localhost:{settings.sandbox_m365_port}", token, client_ssl_context(settings.resolved_ca_file)
+        )
+
+    async def __aenter__(self) -> SandboxM365Control:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
+        response = await self._http.request(method, path, json=body, params=params)
+        if response.status_code >= 400:
+            try:
+                detail: Any = response.json()
+            except ValueError:
+                detail = response.text
+            raise SandboxControlError(response.status_code, detail)
+        return response.json() if response.content else None
+
+    async def health(self) -> bool:
+        """Whether the sandbox answers its readiness probe."""
+        return (await self._http.get("/health")).status_code == 200
+
+    async def status(self) -> dict[str, Any]:
+        """Clock, tenant, recipients, DEPs, geos, the multi-workload assignment, cases, faults, counters."""
+        result: dict[str, Any] = await self._call("GET", "/status")
+        return result
+
+    async def clock(self) -> dict[str, Any]:
+        """The sandbox clock (``now``, ``now_unix``, ``speed``, ``shifted_seconds``)."""
+        result: dict[str, Any] = await self._call("GET", "/clock")
+        return result
+
+    async def advance_clock(
+        self, *, days: float = 0, hours: float = 0, minutes: float = 0, seconds: float = 0
+    ) -> dict[str, Any]:
+        """Move the sandbox clock forward; Microsoft's steps that became due run."""
+        body = {"days": days, "hours": hours, "minutes": minutes, "seconds": seconds}
+        result: dict[str, Any] = await self._call("POST", "/clock/advance", body)
+        return result
+
+    async def seed(self, **spec: Any) -> dict[str, Any]:
+        """Replace the tenant with a generated one (:class:`sandbox.m365.tenant.TenantSpec` fields)."""
+        result: dict[str, Any] = await self._call("POST", "/seed", spec)
+        return result
+
+    async def faults(self) -> dict[str, Any]:
+        """The fault switchboard."""
+        result: dict[str, Any] = await self._call("GET", "/faults")
+        return result
+
+    async def set_faults(self, **faults: Any) -> dict[str, Any]:
+        """Set the fault switchboard (:class:`sandbox.m365.core.Faults` fields; left out: off)."""
+        result: dict[str, Any] = await self._call("PUT", "/faults", faults)
+        return result
+
+    async def set_stuck(self, identities: list[str], stuck: bool = True) -> dict[str, Any]:
+        """Make mailboxes' moves never finish (``stuck=False``: restart them)."""
+        result: dict[str, Any] = await self._call(
+            "POST", "/mailboxes/stuck", {"identities": identities, "stuck": stuck}
+        )
+        return result
+
+    async def complete_migrations(self, identities: list[str] | None = None) -> list[str]:
+        """Complete mail users' migrations (all of them by default); their names."""
+        result: dict[str, Any] = await self._call("POST", "/migrations/complete", {"identities": identities})
+        return list(result["migrated"])
+
+    async def mailbox(self, identity: str) -> dict[str, Any]:
+        """A mailbox's internal state (DEP, move due, stuck, encrypted)."""
+        result: dict[str, Any] = await self._call("GET", f"/mailboxes/{identity}")
+        return result
+
+    async def mailbox_items(self, identity: str) -> dict[str, Any]:
+        """Decrypt a mailbox's sample items: ``readable``, ``path`` (which key opened the DEP key), ``items``."""
+        result: dict[str, Any] = await self._call("GET", f"/mailboxes/{identity}/items")
+        return result
+
+    async def site_items(self, url: str) -> dict[str, Any]:
+        """Decrypt a site's sample item."""
+        result: dict[str, Any] = await self._call("GET", "/sites/items", params={"url": url})
+        return result
+
+    async def alerts(self) -> list[dict[str, Any]]:
+        """The service's alerts (the availability key was used ...)."""
+        result: list[dict[str, Any]] = await self._call("GET", "/alerts")
+        return result
+
+    async def tick(self) -> int:
+        """Run Microsoft's due steps now; how many ran."""
+        result: dict[str, int] = await self._call("POST", "/tick")
+        return result["ran"]

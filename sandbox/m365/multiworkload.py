@@ -1,0 +1,366 @@
+"""The multi-workload DEP (all tenant users, Windows 365 included) and Windows 365's Cloud PC disk encryption.
+
+The assignment takes effect within up to 24 hours; for Windows 365 the Intune admin center is ready 3 to 4 hours
+after it, and from then existing Cloud PCs can be re-encrypted with the customer-managed key, each taking its time
+(a Graph bulk action). A multi-workload DEP can be disabled only once unassigned; it cannot be unassigned by cmdlet
+(the rollback is a support request) and it can never be purged.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from ckey.models import Workload
+from sandbox.m365 import deps
+from sandbox.m365.clock import iso
+from sandbox.m365.core import Core, KeyUnavailable
+from sandbox.m365.db import BulkActionRow, CloudPcRow, DepRow
+from sandbox.m365.durations import spread
+from sandbox.m365.errors import INVALID_OPERATION, KEY_VAULT, CmdletFailure, GraphError
+from sandbox.m365.exchange import NO_CHANGE
+from sandbox.m365.params import Cmdlet, Kind, Output, Param, Spec
+
+ASSIGNMENT = "multi_workload_assignment"
+CMK = "customerManagedKey"
+PMK = "platformManagedKey"
+BULK_MODIFY = "#microsoft.graph.cloudPcBulkModifyDiskEncryptionType"
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """The tenant's multi-workload DEP assignment."""
+
+    dep: str
+    assigned_at: float
+    effective_at: float
+    intune_ready_at: float
+
+
+class MultiWorkload:
+    """The multi-workload cmdlets (served by Exchange Online PowerShell) and Windows 365's Graph resources.
+
+    Args:
+        core: the tenant's shared state and key hierarchy.
+    """
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+
+    def cmdlets(self) -> dict[str, Cmdlet]:
+        """The cmdlets by name."""
+        s, b, w, ss, n = Kind.STRING, Kind.BOOL, Kind.SWITCH, Kind.STRINGS, Kind.NULLABLE_STRING
+        specs = [
+            Cmdlet(
+                Spec(
+                    "New-M365DataAtRestEncryptionPolicy",
+                    (Param("Name", s, True), Param("AzureKeyIDs", ss, True), Param("Description", s)),
+                ),
+                self.new_policy,
+                changes=True,
+            ),
+            Cmdlet(Spec("Get-M365DataAtRestEncryptionPolicy", (Param("Identity", s),)), self.get_policy),
+            Cmdlet(
+                Spec(
+                    "Set-M365DataAtRestEncryptionPolicy",
+                    (
+                        Param("Identity", s, True),
+                        Param("Enabled", b),
+                        Param("Refresh", w),
+                        Param("Description", s),
+                        Param("PermanentDataPurgeRequested", w),
+                        Param("PermanentDataPurgeReason", s),
+                        Param("PermanentDataPurgeContact", s),
+                    ),
+                ),
+                self.set_policy,
+                changes=True,
+            ),
+            Cmdlet(
+                Spec("Set-M365DataAtRestEncryptionPolicyAssignment", (Param("DataEncryptionPolicy", n, True),)),
+                self.set_assignment,
+                changes=True,
+            ),
+            Cmdlet(Spec("Get-M365DataAtRestEncryptionPolicyAssignment", ()), self.get_assignment),
+        ]
+        return {c.spec.name.lower(): c for c in specs}
+
+    async def assignment(self) -> Assignment | None:
+        """The current assignment, if any."""
+        state = await self.core.get_state(ASSIGNMENT)
+        if not state or not state.get("dep"):
+            return None
+        return Assignment(
+            str(state["dep"]),
+            float(state["assigned_at"]),
+            float(state["effective_at"]),
+            float(state["intune_ready_at"]),
+        )
+
+    # Cmdlets ----------------------------------------------------------------------------------------------------
+
+    async def new_policy(self, p: dict[str, Any]) -> Output:
+        """New-M365DataAtRestEncryptionPolicy -Name -AzureKeyIDs [-Description]."""
+        dep = await deps.create(
+            self.core, Workload.MULTI_WORKLOAD, p["Name"], p.get("AzureKeyIDs"), p.get("Description")
+        )
+        return Output([self._object(dep)])
+
+    async def get_policy(self, p: dict[str, Any]) -> Output:
+        """Get-M365DataAtRestEncryptionPolicy [-Identity]."""
+        async with self.core.db.session() as s:
+            if p.get("Identity"):
+                dep = await deps.require(s, self.core, Workload.MULTI_WORKLOAD, p["Identity"])
+                return Output([self._object(dep)])
+            return Output([self._object(d) for d in await deps.live(s, Workload.MULTI_WORKLOAD)])
+
+    @staticmethod
+    def _object(dep: DepRow) -> dict[str, Any]:
+        out = deps.to_object(dep)
+        for purge_field in ("PermanentDataPurgeRequested", "PermanentDataPurgeReason", "PermanentDataPurgeContact"):
+            out.pop(purge_field)
+        return out
+
+    async def set_policy(self, p: dict[str, Any]) -> Output:
+        """Set-M365DataAtRestEncryptionPolicy -Identity [-Enabled] [-Refresh] [-Description]."""
+        if any(k.startswith("PermanentDataPurge") for k in p):
+            raise CmdletFailure(
+                "Purging of multi-workload DEP isn't supported for Customer Key: it would make data across multiple "
+                "workloads inaccessible. To exit Microsoft 365 altogether, delete the tenant in Microsoft Entra ID.",
+                INVALID_OPERATION,
+            )
+        now = self.core.now()
+        current = await self.assignment()
+        async with self.core.db.session() as s, s.begin():
+            dep = await deps.require(s, self.core, Workload.MULTI_WORKLOAD, p["Identity"])
+            changed = False
+            if p.get("Refresh"):
+                await self.core.rewrap_dep_key(dep, Workload.MULTI_WORKLOAD, KEY_VAULT)
+                dep.refreshed_at = now
+                changed = True
+            if "Enabled" in p and p["Enabled"] != dep.enabled:
+                if not p["Enabled"] and current is not None and current.dep == dep.guid:
+                    raise CmdletFailure(
+                        f"The multi-workload data encryption policy '{dep.name}' is assigned to the tenant. Before you "
+                        f"disable a multi-workload DEP, unassign it from workloads in your tenant.",
+                        INVALID_OPERATION,
+                    )
+                dep.enabled = bool(p["Enabled"])
+                changed = True
+            if "Description" in p and p["Description"] != dep.description:
+                dep.description = p["Description"]
+                changed = True
+            if not changed:
+                return Output(warnings=[NO_CHANGE.format(dep.name)])
+            dep.changed_at = now
+        return Output()
+
+    async def set_assignment(self, p: dict[str, Any]) -> Output:
+        """Set-M365DataAtRestEncryptionPolicyAssignment -DataEncryptionPolicy <name or ID>."""
+        identity = p.get("DataEncryptionPolicy")
+        if identity is None:
+            raise CmdletFailure(
+                "The multi-workload data encryption policy can't be unassigned with this cmdlet. To roll back to "
+                "Microsoft-managed keys, file a support request with Microsoft (tenant FQDN, contact, reason, incident "
+                "number).",
+                INVALID_OPERATION,
+            )
+        now = self.core.now()
+        current = await self.assignment()
+        async with self.core.db.session() as s:
+            dep = await deps.require(s, self.core, Workload.MULTI_WORKLOAD, identity)
+        if not dep.enabled:
+            raise CmdletFailure(
+                f"The multi-workload data encryption policy '{dep.name}' is disabled; enable it before assigning it.",
+                INVALID_OPERATION,
+            )
+        if current is not None and current.dep == dep.guid:
+            return Output(warnings=[NO_CHANGE.format(dep.name)])
+        try:
+            await self.core.open_dep_key(dep, record_alert=False)
+        except KeyUnavailable as exc:
+            raise CmdletFailure(exc.message, KEY_VAULT, 503 if exc.transient else 400) from None
+        d = self.core.durations
+        token = f"{dep.guid}/{now}"
+        state = {
+            "dep": dep.guid,
+            "assigned_at": now,
+            "effective_at": now + spread(d.multi_workload_effect_min, d.multi_workload_effect_max, token),
+            "intune_ready_at": now + spread(d.intune_ready_min, d.intune_ready_max, token),
+        }
+        await self.core.set_state(ASSIGNMENT, state)
+        return Output()
+
+    async def get_assignment(self, p: dict[str, Any]) -> Output:
+        """Get-M365DataAtRestEncryptionPolicyAssignment."""
+        current = await self.assignment()
+        if current is None:
+            return Output([{"DataEncryptionPolicy": None, "DataEncryptionPolicyId": None, "Status": "NotAssigned"}])
+        dep = await self.core.dep(current.dep)
+        applied = self.core.now() >= current.effective_at
+        return Output(
+            [
+                {
+                    "DataEncryptionPolicy": dep.name if dep else None,
+                    "DataEncryptionPolicyId": current.dep,
+                    "Status": "Applied" if applied else "Pending",
+                    "AssignedDateTime": iso(current.assigned_at),
+                    "EffectiveDateTime": iso(current.effective_at) if applied else None,
+                }
+            ]
+        )
+
+    async def roll_back(self) -> None:
+        """Microsoft's side of the rollback request: re-wrap with Microsoft-managed keys, then unassign.
+
+        Raises:
+            KeyUnavailable: the customer's keys can no longer be reached (the seed: keep them until Microsoft is done).
+        """
+        current = await self.assignment()
+        if current is None:
+            return
+        dep = await self.core.dep(current.dep)
+        if dep is not None:
+            await self.core.open_dep_key(dep, record_alert=False)
+        await self.core.set_state(ASSIGNMENT, {})
+        async with self.core.db.session() as s, s.begin():
+            for pc in (await s.scalars(select(CloudPcRow))).all():
+                pc.cmk_requested_at = pc.cmk_due_at = None
+                pc.bulk_action_id = None
+
+    # Windows 365 (Graph) ----------------------------------------------------------------------------------------
+
+    async def tenant_setting(self) -> dict[str, Any]:
+        """The ``cloudPcTenantEncryptionSetting``: customer-managed once the Intune admin center is ready."""
+        current = await self.assignment()
+        ready = current is not None and self.core.now() >= current.intune_ready_at
+        return {
+            "@odata.type": "#microsoft.graph.cloudPcTenantEncryptionSetting",
+            "tenantDiskEncryptionType": CMK if ready else PMK,
+            "lastSyncDateTime": iso(current.intune_ready_at if ready and current else self.core.now()),
+        }
+
+    def disk_state(self, pc: CloudPcRow, now: float) -> str:
+        """``diskEncryptionState`` of a Cloud PC."""
+        if pc.cmk_due_at is not None and now >= pc.cmk_due_at:
+            return "encryptedUsingCustomerManagedKey"
+        return "encryptedUsingPlatformManagedKey"
+
+    def cloud_pc(self, pc: CloudPcRow, now: float) -> dict[str, Any]:
+        """A ``cloudPC`` resource."""
+        return {
+            "id": pc.id,
+            "displayName": pc.display_name,
+            "userPrincipalName": pc.upn,
+            "managedDeviceName": pc.managed_device_name,
+            "status": "provisioned",
+            "diskEncryptionState": self.disk_state(pc, now),
+            "lastModifiedDateTime": iso(
+                pc.cmk_due_at if pc.cmk_due_at is not None and now >= pc.cmk_due_at else pc.provisioned_at
+            ),
+        }
+
+    async def cloud_pcs(self) -> list[dict[str, Any]]:
+        """Every Cloud PC."""
+        now = self.core.now()
+        async with self.core.db.session() as s:
+            rows = (await s.scalars(select(CloudPcRow).order_by(CloudPcRow.display_name))).all()
+        return [self.cloud_pc(pc, now) for pc in rows]
+
+    async def get_cloud_pc(self, pc_id: str) -> dict[str, Any]:
+        """One Cloud PC.
+
+        Raises:
+            GraphError: no such Cloud PC (404).
+        """
+        async with self.core.db.session() as s:
+            pc = await s.get(CloudPcRow, pc_id)
+        if pc is None:
+            raise GraphError(404, "ResourceNotFound", f"Cloud PC '{pc_id}' was not found.")
+        return self.cloud_pc(pc, self.core.now())
+
+    async def bulk_action(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Create a ``cloudPcBulkModifyDiskEncryptionType`` bulk action (encrypt existing Cloud PCs with the CMK).
+
+        Raises:
+            GraphError: not that bulk action, unknown Cloud PCs, or the tenant setting is not customer-managed yet.
+        """
+        if body.get("@odata.type") != BULK_MODIFY:
+            raise GraphError(400, "BadRequest", f"Only {BULK_MODIFY} bulk actions are served by the sandbox.")
+        ids = body.get("cloudPcIds")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise GraphError(400, "BadRequest", "cloudPcIds must list the Cloud PCs the bulk action applies to.")
+        kind = body.get("diskEncryptionType")
+        if kind == PMK:
+            raise GraphError(
+                400,
+                "BadRequest",
+                "Cloud PCs return to platform-managed keys only when the multi-workload DEP is rolled back (a support "
+                "request to Microsoft).",
+            )
+        if kind != CMK:
+            raise GraphError(400, "BadRequest", f"diskEncryptionType must be {CMK} or {PMK}.")
+        if (await self.tenant_setting())["tenantDiskEncryptionType"] != CMK:
+            raise GraphError(
+                400,
+                "BadRequest",
+                "The tenant's Cloud PC encryption setting isn't customerManagedKey yet: assign a multi-workload data "
+                "encryption policy and wait until the Intune admin center updates (3 to 4 hours).",
+            )
+        now = self.core.now()
+        d = self.core.durations
+        action = BulkActionRow(
+            id=str(uuid.uuid4()),
+            display_name=str(body.get("displayName") or "Modify disk encryption type"),
+            created_at=now,
+            disk_encryption_type=kind,
+            cloud_pc_ids=list(ids),
+        )
+        async with self.core.db.session() as s, s.begin():
+            rows = [await s.get(CloudPcRow, i) for i in ids]
+            unknown = [i for i, row in zip(ids, rows, strict=True) if row is None]
+            if unknown:
+                raise GraphError(404, "ResourceNotFound", f"Cloud PCs not found: {', '.join(unknown)}.")
+            for row in rows:
+                assert row is not None
+                if row.cmk_requested_at is None:
+                    row.cmk_requested_at = now
+                    row.cmk_due_at = now + spread(d.cloud_pc_encrypt_min, d.cloud_pc_encrypt_max, row.id + action.id)
+                    row.bulk_action_id = action.id
+            s.add(action)
+        return await self.get_bulk_action(action.id)
+
+    async def get_bulk_action(self, action_id: str) -> dict[str, Any]:
+        """A bulk action with its progress.
+
+        Raises:
+            GraphError: no such bulk action (404).
+        """
+        now = self.core.now()
+        async with self.core.db.session() as s:
+            action = await s.get(BulkActionRow, action_id)
+            if action is None:
+                raise GraphError(404, "ResourceNotFound", f"Bulk action '{action_id}' was not found.")
+            pcs = [await s.get(CloudPcRow, i) for i in action.cloud_pc_ids]
+        done = sum(1 for pc in pcs if pc is not None and self.disk_state(pc, now) == "encryptedUsingCustomerManagedKey")
+        total = len(pcs)
+        status = "succeeded" if done == total else "inProgress" if done else "pending"
+        return {
+            "@odata.type": BULK_MODIFY,
+            "id": action.id,
+            "displayName": action.display_name,
+            "cloudPcIds": list(action.cloud_pc_ids),
+            "diskEncryptionType": action.disk_encryption_type,
+            "createdDateTime": iso(action.created_at),
+            "status": status,
+            "actionSummary": {
+                "successfulCount": done,
+                "inProgressCount": total - done,
+                "failedCount": 0,
+                "notSupportedCount": 0,
+                "pendingCount": 0,
+            },
+        }

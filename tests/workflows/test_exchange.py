@@ -1,0 +1,423 @@
+"""exchange.dep.create, exchange.dep.assign, exchange.encryption.verify against the sandbox tenant.
+
+The dev-server tests drive the operations through the API; the escalation runs on the time-skipping server, where
+seven days pass in moments while the sandbox tenant runs at its own (fast) simulated speed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities import build_activities
+from ckey.azure import AzureConnection
+from ckey.config import Settings
+from ckey.keyvault import KeyVaultGateway
+from ckey.m365 import M365Gateway
+from ckey.models import Role, ServicePrincipal
+from ckey.store import Store
+from ckey.store.targets import TargetStore
+from sandbox.keyvault import SandboxKeyVaultControl
+from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
+from tests.conftest import free_port
+from tests.workflows.conftest import product_gateways, unique
+from tests.workflows.test_keyvault import Auth, run_operation
+from workflows.exchange import ExchangeDepAssignInput, ExchangeDepAssignWorkflow
+
+EXO = ServicePrincipal.EXCHANGE_ONLINE.value
+DEMO_KEYS = [
+    "https://contoso-eastus-kv1.vault.azure.net/keys/exo-key-01",
+    "https://contoso-westus-kv1.vault.azure.net/keys/exo-key-02",
+]
+
+
+async def recipients(m365: M365Gateway) -> list[str]:
+    boxes = await m365.get_mailbox(result_size="Unlimited") + await m365.get_mail_user(result_size="Unlimited")
+    return sorted(b.identity for b in boxes)
+
+
+def as_csv(identities: list[str]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["Identity"])
+    writer.writerows([i] for i in identities)
+    return out.getvalue().encode()
+
+
+async def make_keys(
+    kv_control: SandboxKeyVaultControl,
+    regions: tuple[str, str] = ("eastus", "westus"),
+    *,
+    exo_permissions: tuple[list[str], list[str]] | None = None,
+    purge_protection: bool = True,
+) -> list[str]:
+    """Two fresh keys in two fresh vaults, Exchange Online granted get/wrapKey/unwrapKey unless told otherwise."""
+    uris = []
+    permissions = exo_permissions or (["get", "wrapKey", "unwrapKey"], ["get", "wrapKey", "unwrapKey"])
+    for region, granted in zip(regions, permissions, strict=True):
+        vault = unique("ex")
+        await kv_control.create_vault(vault, location=region, purge_protection=purge_protection)
+        await kv_control.grant(vault, "ckey-automation@contoso.com", ["all"])
+        await kv_control.create_key(vault, "exo-key")
+        if granted:
+            await kv_control.grant(vault, EXO, granted)
+        uris.append(f"https://{vault}.vault.azure.net/keys/exo-key")
+    return uris
+
+
+# exchange.dep.create -----------------------------------------------------------------------------------------------
+
+
+async def test_dep_create_is_idempotent_and_refuses_a_taken_name(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, kv_control: SandboxKeyVaultControl, m365: M365Gateway
+) -> None:
+    keys = await make_keys(kv_control)
+    name = f"DEP_{uuid.uuid4().hex[:8]}"
+    body, events = await run_operation(
+        api,
+        auth(Role.OPERATOR),
+        "exchange.dep.create",
+        {"name": name, "description": "Root key for mailboxes in the test", "azure_key_ids": keys},
+    )
+    assert body["state"] == "succeeded", body["error"]
+    assert body["result"]["created"] is True
+    assert any(e["target"] and e["target"].startswith(f"New-DataEncryptionPolicy -Name {name} ") for e in events)
+    deps = {d["name"]: d for d in (await api.get("/api/deps", headers=auth(Role.VIEWER))).json()}
+    assert deps[name]["guid"] == body["result"]["guid"]
+
+    again, _ = await run_operation(
+        api, auth(Role.OPERATOR), "exchange.dep.create", {"name": name, "azure_key_ids": keys}
+    )
+    assert (again["state"], again["result"]["created"], again["result"]["guid"]) == (
+        "succeeded",
+        False,
+        deps[name]["guid"],
+    )
+
+    other = await make_keys(kv_control)
+    taken, _ = await run_operation(
+        api, auth(Role.OPERATOR), "exchange.dep.create", {"name": name, "azure_key_ids": other}
+    )
+    assert taken["state"] == "failed" and taken["error"].startswith("dep-name-taken")
+
+
+@pytest.mark.parametrize(
+    ("params", "rule"),
+    [
+        ({"name": "USA mailboxes", "azure_key_ids": DEMO_KEYS}, "dep-name-no-spaces"),
+        ({"name": "USA_one_key", "azure_key_ids": DEMO_KEYS[:1]}, "two-keys"),
+        (
+            {
+                "name": "USA_one_vault",
+                "azure_key_ids": [DEMO_KEYS[0], DEMO_KEYS[0].replace("exo-key-01", "spo-key-01")],
+            },
+            "two-keys-two-vaults",
+        ),
+        (
+            {"name": "USA_bad_uri", "azure_key_ids": ["https://contoso.example.com/keys/k", DEMO_KEYS[1]]},
+            "key-uri-format",
+        ),
+    ],
+)
+async def test_dep_rules_checked_by_the_api(
+    api: httpx.AsyncClient, auth: Auth, store: Store, m365: M365Gateway, params: dict[str, Any], rule: str
+) -> None:
+    before = await m365.get_data_encryption_policy()
+    response = await api.post(
+        "/api/operations", json={"kind": "exchange.dep.create", "params": params}, headers=auth(Role.OPERATOR)
+    )
+    assert response.status_code == 422 and response.json()["rule"] == rule, response.text
+    assert await store.list_operations() == []
+    assert await m365.get_data_encryption_policy() == before
+
+
+async def test_dep_rules_checked_against_the_vaults(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, kv_control: SandboxKeyVaultControl, m365: M365Gateway
+) -> None:
+    cases = {
+        "two-keys-two-regions": await make_keys(kv_control, ("eastus", "eastus")),
+        "keys-purge-protection": await make_keys(kv_control, purge_protection=False),
+        "service-principal-get-wrap-unwrap": await make_keys(
+            kv_control, exo_permissions=(["get", "wrapKey"], ["get", "wrapKey"])
+        ),
+    }
+    before = await m365.get_data_encryption_policy()
+    for rule, keys in cases.items():
+        body, _ = await run_operation(
+            api,
+            auth(Role.OPERATOR),
+            "exchange.dep.create",
+            {"name": f"DEP_{uuid.uuid4().hex[:8]}", "azure_key_ids": keys},
+        )
+        assert body["state"] == "failed" and body["error"].startswith(f"{rule}:"), (rule, body["error"])
+        assert rule in body["error"]
+    assert await m365.get_data_encryption_policy() == before
+
+
+# exchange.dep.assign -----------------------------------------------------------------------------------------------
+
+
+async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    m365: M365Gateway,
+    tenant_control: SandboxM365Control,
+    store: Store,
+) -> None:
+    operator = auth(Role.OPERATOR)
+    name = f"ALL_{uuid.uuid4().hex[:8]}"
+    created, _ = await run_operation(api, operator, "exchange.dep.create", {"name": name, "azure_key_ids": DEMO_KEYS})
+    assert created["state"] == "succeeded", created["error"]
+
+    everyone = await recipients(m365)
+    assert len(everyone) == 1000
+    upload = await api.post(
+        "/api/uploads/mailboxes",
+        params={"name": "everyone.csv"},
+        content=as_csv(everyone),
+        headers=operator | {"Content-Type": "text/csv"},
+    )
+    assert upload.status_code == 201 and upload.json()["count"] == 1000
+    started = await api.post(
+        "/api/operations",
+        json={
+            "kind": "exchange.dep.assign",
+            "params": {"dep": name, "mailbox_file": upload.json()["id"], "poll_interval": 0.5},
+        },
+        headers=operator,
+    )
+    assert started.status_code == 202, started.text
+    op_id = started.json()["id"]
+
+    percents: list[float] = []
+    migrated = False
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        body = (await api.get(f"/api/operations/{op_id}", headers=operator)).json()
+        if body["progress"]["percent"] is not None:
+            percents.append(body["progress"]["percent"])
+        if body["phase"] == "following" and not migrated:
+            # Mail users are encrypted when their migration to the cloud completes.
+            await tenant_control.complete_migrations()
+            migrated = True
+        if body["state"] != "running":
+            break
+        await asyncio.sleep(0.25)
+    assert body["state"] == "succeeded", body
+    assert body["result"]["encrypted"] == body["result"]["total"] == 1000
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    assert body["escalations"] == []
+
+    for identity in (everyone[0], everyone[-1], everyone[500]):
+        shown = (await api.get(f"/api/mailboxes/{identity}", headers=auth(Role.VIEWER))).json()
+        assert (shown["dep"], shown["is_encrypted"]) == (name, True), shown
+    counts = await TargetStore(store).counts(op_id)
+    assert (counts.assigned, counts.encrypted, counts.failed) == (1000, 1000, 0)
+    encrypted = (await api.get("/api/mailboxes", params={"dep": name, "limit": 5}, headers=auth(Role.VIEWER))).json()
+    assert encrypted["total"] == 1000
+
+
+async def test_a_dep_marked_for_purge_cannot_be_assigned(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, kv_control: SandboxKeyVaultControl, m365: M365Gateway
+) -> None:
+    keys = await make_keys(kv_control)
+    name = f"PURGE_{uuid.uuid4().hex[:8]}"
+    created, _ = await run_operation(
+        api, auth(Role.OPERATOR), "exchange.dep.create", {"name": name, "azure_key_ids": keys}
+    )
+    assert created["state"] == "succeeded", created["error"]
+    for uri in keys:
+        await kv_control.revoke(uri.split("//")[1].split(".")[0], EXO, ["wrapKey", "unwrapKey"])
+    await m365.set_data_encryption_policy(
+        name, permanent_data_purge_reason="Exit", permanent_data_purge_contact="a@contoso.com"
+    )
+
+    mailbox = (await recipients(m365))[3]
+    before = await m365.get_mailbox_statistics(mailbox)
+    body, _ = await run_operation(
+        api, auth(Role.OPERATOR), "exchange.dep.assign", {"dep": name, "mailboxes": [mailbox]}
+    )
+    assert body["state"] == "failed" and body["error"].startswith("dep-purge-requested"), body["error"]
+    assert await m365.get_mailbox_statistics(mailbox) == before
+
+
+# Escalation on the time-skipping server ----------------------------------------------------------------------------
+
+
+ESCALATION_TENANT = TenantSpec(mailboxes=8, mail_users=0, sites_per_geo=0, cloud_pcs=0, stuck_mailboxes=1, seed=7)
+
+
+@pytest.fixture(scope="module")
+def escalation_settings(tmp_path_factory: pytest.TempPathFactory, stack_settings: Settings) -> Settings:
+    return stack_settings.model_copy(
+        update={
+            "data_dir": stack_settings.data_dir,
+            "sandbox_m365_port": free_port(),
+            "temporal_search_attributes": False,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def escalation_tenant(
+    escalation_settings: Settings, keyvault_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Any:
+    url = f"sqlite+aiosqlite:///{tmp_path_factory.mktemp('escalation') / 'tenant.db'}"
+    with SandboxM365Server(escalation_settings, seed=ESCALATION_TENANT, speed=2_000_000.0, database_url=url) as server:
+        yield server
+
+
+async def test_a_stuck_mailbox_is_escalated_once_seven_days_after_assignment(
+    time_env: WorkflowEnvironment, escalation_settings: Settings, escalation_tenant: Any, store: Store, task_queue: str
+) -> None:
+    async with AzureConnection(escalation_settings) as azure:
+        keyvault = KeyVaultGateway(azure)
+        gateways = product_gateways(escalation_settings, store, keyvault, azure)
+        m365 = gateways.m365
+        assert m365 is not None
+        everyone = await recipients(m365)
+        async with SandboxM365Control.from_settings(escalation_settings) as control:
+            stuck = [i for i in everyone if (await control.mailbox(i)).get("stuck")]
+        assert len(stuck) == 1
+        name = f"ESC_{uuid.uuid4().hex[:8]}"
+        await m365.new_data_encryption_policy(name, DEMO_KEYS, "escalation test")
+        target = await TargetStore(store).create_set(
+            "mailboxes", "inline", everyone, "alice@contoso.com", time_env_now()
+        )
+        op_id = f"op-{uuid.uuid4()}"
+        async with Worker(
+            time_env.client,
+            task_queue=task_queue,
+            workflows=[ExchangeDepAssignWorkflow],
+            activities=build_activities(gateways),
+        ):
+            result = await time_env.client.execute_workflow(
+                ExchangeDepAssignWorkflow.run,
+                ExchangeDepAssignInput(dep=name, mailbox_file=target.id, poll_interval=timedelta(hours=6)),
+                id=op_id,
+                task_queue=task_queue,
+                memo={"started_by": "alice@contoso.com"},
+            )
+        await keyvault.close()
+    record = await store.get_operation(op_id)
+    assert record is not None and record.state.value == "succeeded"
+    (escalation,) = record.escalations
+    assert escalation.subjects == stuck
+    assert escalation.case_id and result.case_id == escalation.case_id
+    assert timedelta(days=7) <= escalation.at - record.started_at < timedelta(days=7, hours=7)
+    assert result.encrypted == result.total == len(everyone)  # Microsoft restarted the stuck move
+    filed = [e for e in await store.list_audit(operation_id=op_id) if e.action == "support.case.filed"]
+    assert len(filed) == 1
+    alerts = [e for e in await store.list_audit(operation_id=op_id) if e.action == "alert.raised"]
+    assert len(alerts) == 1
+
+
+def time_env_now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
+
+
+# A worker killed in the middle of an assignment --------------------------------------------------------------------
+
+
+async def test_killing_the_worker_mid_assignment_assigns_every_mailbox_once(
+    env: WorkflowEnvironment,
+    client: Client,
+    op_settings: Settings,
+    store: Store,
+    m365: M365Gateway,
+    tenant_control: SandboxM365Control,
+    tmp_path: Path,
+    kv_control: SandboxKeyVaultControl,
+) -> None:
+    name = f"KILL_{uuid.uuid4().hex[:8]}"
+    await m365.new_data_encryption_policy(name, DEMO_KEYS, "worker kill test")
+    everyone = [i for i in await recipients(m365)][:600]
+    target = await TargetStore(store).create_set("mailboxes", "inline", everyone, "alice@contoso.com", time_env_now())
+    db_url = str(store.engine.url)
+    worker_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CKEY_")},
+        "CKEY_DATA_DIR": str(op_settings.data_dir),
+        "CKEY_DATABASE_URL": db_url,
+        "CKEY_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "CKEY_TEMPORAL_TASK_QUEUE": op_settings.temporal_task_queue,
+        "CKEY_SANDBOX_KEYVAULT_PORT": str(op_settings.sandbox_keyvault_port),
+        "CKEY_SANDBOX_M365_PORT": str(op_settings.sandbox_m365_port),
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+    }
+
+    def start_worker(log: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker"],
+            env=worker_env,
+            cwd=tmp_path,
+            stdout=open(tmp_path / log, "wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    before = {i: (await tenant_control.mailbox(i))["assignments"] for i in everyone}
+    first = start_worker("worker-1.log")
+    handle = await client.start_workflow(
+        ExchangeDepAssignWorkflow.run,
+        ExchangeDepAssignInput(dep=name, mailbox_file=target.id, batch_size=20, poll_interval=timedelta(seconds=1)),
+        id=f"op-{uuid.uuid4()}",
+        task_queue=op_settings.temporal_task_queue,
+    )
+    targets = TargetStore(store)
+    for _ in range(2400):
+        if (await targets.counts(handle.id)).assigned >= 150:
+            break
+        await asyncio.sleep(0.05)
+    assigned_at_kill = (await targets.counts(handle.id)).assigned
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert 150 <= assigned_at_kill < 600, (tmp_path / "worker-1.log").read_text()[-2000:]
+
+    second = start_worker("worker-2.log")
+    await tenant_control.complete_migrations()  # the mail users among them encrypt once migrated
+    try:
+        try:
+            result = await asyncio.wait_for(handle.result(), timeout=float(os.environ.get("KILL_TIMEOUT", "240")))
+        except TimeoutError:
+            desc = await handle.describe()
+            pending = [
+                (a.activity_type.name, a.attempt, a.state, a.last_failure.message if a.last_failure else None)
+                for a in desc.raw_description.pending_activities
+            ]
+            raise AssertionError(
+                f"not finished: {pending}\n{(tmp_path / 'worker-2.log').read_text()[-3000:]}"
+            ) from None
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+    assert result.total == result.encrypted == 600
+    counts = await targets.counts(handle.id)
+    assert (counts.assigned, counts.failed) == (600, 0)
+    # The tenant saw one assignment per mailbox: a re-sent Set-Mailbox to the same DEP changes nothing.
+    twice = [i for i in everyone if (await tenant_control.mailbox(i))["assignments"] != before[i] + 1]
+    assert twice == []
+    # ckey's audit trail shows the assignment of every mailbox (a call in flight at the kill may show twice).
+    assigned = {
+        (event.target or "").split()[2]
+        for event in await store.list_audit(operation_id=handle.id, limit=100_000)
+        if event.action in ("m365.Set-Mailbox", "m365.Set-MailUser") and event.outcome.value == "ok"
+    }
+    assert assigned == set(everyone)
