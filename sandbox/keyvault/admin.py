@@ -43,6 +43,8 @@ class VaultIn(BaseModel):
     rbac: bool = False
     protected_subscription: bool = False
     tags: dict[str, str] = Field(default_factory=dict)
+    soft_delete: bool = True
+    """False: a legacy vault from before soft delete became mandatory (Azure no longer creates these)."""
 
 
 class VaultChange(BaseModel):
@@ -231,6 +233,7 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
                 rbac_authorization=body.rbac,
                 protected_subscription=body.protected_subscription,
                 tags=body.tags,
+                soft_delete=body.soft_delete,
             )
         )
         return await summary(vault)

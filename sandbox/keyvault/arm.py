@@ -114,7 +114,7 @@ def vault_json(vault: VaultRow, policies: list[AccessPolicyRow]) -> dict[str, An
         "enabledForDeployment": False,
         "enabledForDiskEncryption": False,
         "enabledForTemplateDeployment": False,
-        "enableSoftDelete": True,
+        "enableSoftDelete": vault.soft_delete,
         "softDeleteRetentionInDays": vault.soft_delete_retention_days,
         "enableRbacAuthorization": vault.rbac_authorization,
         "vaultUri": f"https://{vault.name}.vault.azure.net/",

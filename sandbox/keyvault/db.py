@@ -38,6 +38,8 @@ class VaultRow(Base):
     purge_protection: Mapped[bool] = mapped_column(default=False)
     rbac_authorization: Mapped[bool] = mapped_column(default=False)
     protected_subscription: Mapped[bool] = mapped_column(default=False)
+    soft_delete: Mapped[bool] = mapped_column(default=True)
+    """Off only in legacy vaults created before soft delete became mandatory (the control endpoint can make one)."""
     """The subscription is registered for the mandatory retention period (``+ProtectedSubscription``)."""
     tags: Mapped[dict[str, str]] = mapped_column(default=dict)
     created_at: Mapped[int]
@@ -64,7 +66,9 @@ class VaultRow(Base):
 
     @property
     def recovery_level(self) -> str:
-        """The ``recoveryLevel`` its keys report (soft delete is always on)."""
+        """The ``recoveryLevel`` its keys report."""
+        if not self.soft_delete:
+            return "Purgeable"
         level = "Recoverable" if self.soft_delete_retention_days >= 90 else "CustomizedRecoverable"
         if not self.purge_protection:
             return level + "+Purgeable"

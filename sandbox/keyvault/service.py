@@ -75,6 +75,8 @@ class VaultSpec:
     rbac_authorization: bool = False
     protected_subscription: bool = False
     tags: dict[str, str] = field(default_factory=dict)
+    soft_delete: bool = True
+    """False only for a legacy vault from before soft delete became mandatory (the control endpoint's scenario)."""
 
 
 @dataclass
@@ -247,6 +249,7 @@ class KeyVaultService:
                 purge_protection=spec.purge_protection,
                 rbac_authorization=spec.rbac_authorization,
                 protected_subscription=spec.protected_subscription,
+                soft_delete=spec.soft_delete,
                 tags=dict(spec.tags),
                 created_at=now,
                 updated_at=now,
@@ -652,7 +655,9 @@ class KeyVaultService:
             if key is None or key.deleted_at is not None:
                 raise errors.key_not_found(name)
             key.deleted_at = now
-            key.scheduled_purge_at = now + view.vault.soft_delete_retention_days * DAY
+            # Without soft delete (a legacy vault) a deleted key is gone at once.
+            retention = view.vault.soft_delete_retention_days * DAY if view.vault.soft_delete else 0
+            key.scheduled_purge_at = now + retention
         return KeyView(view.vault, key, view.version)
 
     async def get_deleted(self, vault: str, name: str) -> KeyView:

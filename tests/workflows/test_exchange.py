@@ -66,13 +66,16 @@ async def make_keys(
     *,
     exo_permissions: tuple[list[str], list[str]] | None = None,
     purge_protection: bool = True,
+    soft_delete: bool = True,
 ) -> list[str]:
     """Two fresh keys in two fresh vaults, Exchange Online granted get/wrapKey/unwrapKey unless told otherwise."""
     uris = []
     permissions = exo_permissions or (["get", "wrapKey", "unwrapKey"], ["get", "wrapKey", "unwrapKey"])
     for region, granted in zip(regions, permissions, strict=True):
         vault = unique("ex")
-        await kv_control.create_vault(vault, location=region, purge_protection=purge_protection)
+        await kv_control.create_vault(
+            vault, location=region, purge_protection=purge_protection, soft_delete=soft_delete
+        )
         await kv_control.grant(vault, "ckey-automation@contoso.com", ["all"])
         await kv_control.create_key(vault, "exo-key")
         if granted:
@@ -153,6 +156,8 @@ async def test_dep_rules_checked_against_the_vaults(
     cases = {
         "two-keys-two-regions": await make_keys(kv_control, ("eastus", "eastus")),
         "keys-purge-protection": await make_keys(kv_control, purge_protection=False),
+        # A legacy vault from before soft delete became mandatory.
+        "keys-soft-delete": await make_keys(kv_control, purge_protection=False, soft_delete=False),
         "service-principal-get-wrap-unwrap": await make_keys(
             kv_control, exo_permissions=(["get", "wrapKey"], ["get", "wrapKey"])
         ),
@@ -315,7 +320,14 @@ async def test_a_stuck_mailbox_is_escalated_once_seven_days_after_assignment(
                 task_queue=task_queue,
                 memo={"started_by": "alice@contoso.com"},
             )
+        assert gateways.support is not None
+        case = await gateways.support.get_case(f"{op_id}-escalation")
         await keyvault.close()
+    assert case is not None and case.kind == "mailboxEncryptionEscalation"
+    assert case.details["mailboxes"] == stuck
+    (evidence,) = case.details["evidence"]
+    assert (evidence["mailbox"], evidence["dep"]) == (stuck[0], name)
+    assert evidence["assigned_at"] and evidence["last_status"]["IsEncrypted"] is False
     record = await store.get_operation(op_id)
     assert record is not None and record.state.value == "succeeded"
     (escalation,) = record.escalations
