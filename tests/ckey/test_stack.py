@@ -361,6 +361,26 @@ def test_sandbox_keyvault_is_up_with_demo_vaults_and_keeps_keys_across_restarts(
         )
         health = _wait_for_operation(api, headers, started.json()["id"])
         assert health["state"] == "succeeded" and health["result"]["ok"], health
+        # The CLI reaches the same API with the printed token.
+        cli_env = env | {"CKEY_TOKEN": _operator_token(first)}
+        shown = subprocess.run(
+            [sys.executable, "-m", "ckey.cli", "ops", "show", health["id"]],
+            env=cli_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert shown.returncode == 0 and "keyvault.health" in shown.stdout and "phase.reported" in shown.stdout, shown
+        deps = subprocess.run(
+            [sys.executable, "-m", "ckey.cli", "dep", "list"],
+            env=cli_env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert deps.returncode == 0, deps.stderr
         created = asyncio.run(create_key())
     finally:
         first.process.send_signal(signal.SIGTERM)
