@@ -362,7 +362,7 @@ def test_sandbox_keyvault_is_up_with_demo_vaults_and_keeps_keys_across_restarts(
         health = _wait_for_operation(api, headers, started.json()["id"])
         assert health["state"] == "succeeded" and health["result"]["ok"], health
         # The CLI reaches the same API with the printed token.
-        cli_env = env | {"CKEY_TOKEN": _operator_token(first)}
+        cli_env = env | {"CKEY_TOKEN": _operator_token(first), "COLUMNS": "200"}
         shown = subprocess.run(
             [sys.executable, "-m", "ckey.cli", "ops", "show", health["id"]],
             env=cli_env,
