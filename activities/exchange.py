@@ -18,7 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.operation import audit_call
-from ckey.m365 import Cmdlet, CmdletError, DataEncryptionPolicy, M365Gateway, TransientError
+from ckey.m365 import Cmdlet, CmdletError, DataEncryptionPolicy, M365Gateway
 from ckey.operations import Outcome
 from ckey.store import Store
 from ckey.store.targets import FollowCounts, FollowRow, StatusUpdate, TargetStore
@@ -27,6 +27,7 @@ from ckey.support import SupportCase, SupportDesk
 STATUS_CONCURRENCY = 16
 """Get-MailboxStatistics calls in flight at once (Exchange Online throttles a tenant's admin sessions)."""
 ASSIGN_CONCURRENCY = 8
+STATUS_CHUNK = 250
 
 
 class DepRef(BaseModel):
@@ -284,28 +285,24 @@ class ExchangeActivities:
         started = datetime.now(UTC)
         pending = await self.targets.pending(input.operation_id, limit=1_000_000)
         gate = asyncio.Semaphore(STATUS_CONCURRENCY)
-        seen: list[StatusUpdate] = []
 
-        async def check(identity: str) -> None:
+        async def check(identity: str) -> StatusUpdate:
             async with gate:
                 try:
                     stats = await self.m365.get_mailbox_statistics(identity)
                 except CmdletError as exc:
-                    seen.append(StatusUpdate(identity=identity, is_encrypted=False, error=exc.message))
-                    return
-                seen.append(
-                    StatusUpdate(
-                        identity=identity, is_encrypted=stats.is_encrypted, dep_guid=stats.data_encryption_policy_id
-                    )
+                    return StatusUpdate(identity=identity, is_encrypted=False, error=exc.message)
+                return StatusUpdate(
+                    identity=identity, is_encrypted=stats.is_encrypted, dep_guid=stats.data_encryption_policy_id
                 )
 
-        try:
-            await asyncio.gather(*(check(identity) for _, identity in pending))
-        except TransientError:
-            # Keep what this round saw; Temporal retries the rest.
-            await self.targets.record_status(input.operation_id, seen, input.dep_guid, datetime.now(UTC))
-            raise
-        newly = await self.targets.record_status(input.operation_id, seen, input.dep_guid, datetime.now(UTC))
+        newly = 0
+        # In chunks: what a round saw is kept even if the round dies, and the heartbeat shows it is alive.
+        for start in range(0, len(pending), STATUS_CHUNK):
+            chunk = pending[start : start + STATUS_CHUNK]
+            seen = await asyncio.gather(*(check(identity) for _, identity in chunk))
+            newly += await self.targets.record_status(input.operation_id, seen, input.dep_guid, datetime.now(UTC))
+            activity.heartbeat(start + len(chunk))
         counts = await self.targets.counts(input.operation_id)
         await audit_call(
             self.store,

@@ -204,21 +204,25 @@ class TargetStore:
         Returns:
             How many mailboxes became encrypted with this check.
         """
+        rows: list[dict[str, object]] = []
         newly = 0
-        async with self.store.transaction() as session:
-            for u in updates:
-                done = u.is_encrypted and (u.dep_guid or "").lower() == dep_guid.lower()
-                result = await session.execute(
-                    update(MailboxFollowRow)
-                    .where(MailboxFollowRow.operation_id == operation_id, MailboxFollowRow.identity == u.identity)
-                    .values(
-                        checked_at=at,
-                        is_encrypted=u.is_encrypted,
-                        dep_guid=u.dep_guid,
-                        **({"encrypted_at": at} if done else {}),
-                    )
-                )
-                newly += int(done and result.rowcount > 0)  # type: ignore[attr-defined]
+        for u in updates:
+            done = u.is_encrypted and (u.dep_guid or "").lower() == dep_guid.lower()
+            newly += done
+            row: dict[str, object] = {
+                "operation_id": operation_id,
+                "identity": u.identity,
+                "checked_at": at,
+                "is_encrypted": u.is_encrypted,
+                "dep_guid": u.dep_guid,
+            }
+            if done:
+                row["encrypted_at"] = at
+            rows.append(row)
+        if rows:
+            # ORM bulk UPDATE by primary key: one executemany per shape of row, not one statement per mailbox.
+            async with self.store.transaction() as session:
+                await session.execute(update(MailboxFollowRow), rows)
         return newly
 
     async def counts(self, operation_id: str) -> FollowCounts:
