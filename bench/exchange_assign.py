@@ -1,7 +1,8 @@
 """Benchmark: assign a DEP to N mailboxes on the dev server against the sandbox tenant, and count Temporal's cost.
 
 Prints figures (wall time, history events, activities scheduled, status rounds, per mailbox); asserts nothing.
-``python -m bench.exchange_assign [mailboxes]`` (default 10,000).
+``python -m bench.exchange_assign [mailboxes] [speed]`` (default 10,000 mailboxes; the sandbox tenant's simulated
+seconds per real second, default 5,000,000: lower it to spread the moves over several status rounds).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _port() -> int:
         return int(s.getsockname()[1])
 
 
-async def main(count: int) -> None:
+async def main(count: int, speed: float = 5_000_000.0) -> None:
     """Seed a tenant of ``count`` mailboxes, assign a DEP to all of them, follow to the end, count."""
     tmp = Path(tempfile.mkdtemp(prefix="ckey-bench-"))
     settings = load_settings(
@@ -61,7 +62,7 @@ async def main(count: int) -> None:
     await upgrade(store.engine)
     spec = TenantSpec(mailboxes=count, mail_users=0, sites_per_geo=0, cloud_pcs=0, stuck_mailboxes=0)
     seeding = time.perf_counter()
-    with SandboxKeyVaultServer(settings), SandboxM365Server(settings, seed=spec, speed=5_000_000.0):
+    with SandboxKeyVaultServer(settings), SandboxM365Server(settings, seed=spec, speed=speed):
         print(f"sandbox tenant of {count} mailboxes seeded in {time.perf_counter() - seeding:.1f} s")
         async with (
             AzureConnection(settings) as azure,
@@ -124,4 +125,6 @@ async def main(count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000))
+    asyncio.run(
+        main(int(sys.argv[1]) if len(sys.argv) > 1 else 10_000, float(sys.argv[2]) if len(sys.argv) > 2 else 5e6)
+    )
