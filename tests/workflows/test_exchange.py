@@ -320,6 +320,7 @@ async def test_a_stuck_mailbox_is_escalated_once_seven_days_after_assignment(
                 task_queue=task_queue,
                 memo={"started_by": "alice@contoso.com"},
             )
+        history = await time_env.client.get_workflow_handle(op_id).fetch_history()
         assert gateways.support is not None
         case = await gateways.support.get_case(f"{op_id}-escalation")
         await keyvault.close()
@@ -335,6 +336,15 @@ async def test_a_stuck_mailbox_is_escalated_once_seven_days_after_assignment(
     assert escalation.case_id and result.case_id == escalation.case_id
     assert timedelta(days=7) <= escalation.at - record.started_at < timedelta(days=7, hours=7)
     assert result.encrypted == result.total == len(everyone)  # Microsoft restarted the stuck move
+    # Every 6 hours for a week and more, yet the history holds no event per poll: polls are activity retries.
+    rounds = [e for e in await store.list_audit(operation_id=op_id) if e.action == "m365.Get-MailboxStatistics"]
+    follows = [
+        e
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "follow_encryption"
+    ]
+    assert len(rounds) >= 28 and len(follows) <= 3, (len(rounds), len(follows), len(history.events))
     filed = [e for e in await store.list_audit(operation_id=op_id) if e.action == "support.case.filed"]
     assert len(filed) == 1
     alerts = [e for e in await store.list_audit(operation_id=op_id) if e.action == "alert.raised"]
