@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -143,3 +145,18 @@ def auth(op_settings: Settings) -> Callable[..., dict[str, str]]:
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+@pytest.fixture
+def record_history(client: Client) -> Callable[[str, str], Awaitable[None]]:
+    """Save an operation's history for the replay tests, when ``CKEY_RECORD_HISTORIES=1``."""
+
+    async def record(op_id: str, name: str) -> None:
+        if os.environ.get("CKEY_RECORD_HISTORIES"):
+            history = await client.get_workflow_handle(op_id).fetch_history()
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+    return record

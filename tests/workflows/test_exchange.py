@@ -37,7 +37,7 @@ from sandbox.keyvault import SandboxKeyVaultControl
 from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
 from tests.conftest import free_port
 from tests.workflows.conftest import product_gateways, unique
-from tests.workflows.test_keyvault import Auth, run_operation
+from tests.workflows.test_keyvault import Auth, Recorder, run_operation
 from workflows.exchange import ExchangeDepAssignInput, ExchangeDepAssignWorkflow
 
 EXO = ServicePrincipal.EXCHANGE_ONLINE.value
@@ -88,7 +88,12 @@ async def make_keys(
 
 
 async def test_dep_create_is_idempotent_and_refuses_a_taken_name(
-    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, kv_control: SandboxKeyVaultControl, m365: M365Gateway
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    kv_control: SandboxKeyVaultControl,
+    m365: M365Gateway,
+    record_history: Recorder,
 ) -> None:
     keys = await make_keys(kv_control)
     name = f"DEP_{uuid.uuid4().hex[:8]}"
@@ -100,6 +105,7 @@ async def test_dep_create_is_idempotent_and_refuses_a_taken_name(
     )
     assert body["state"] == "succeeded", body["error"]
     assert body["result"]["created"] is True
+    await record_history(body["id"], "exchange_dep_create")
     assert any(e["target"] and e["target"].startswith(f"New-DataEncryptionPolicy -Name {name} ") for e in events)
     deps = {d["name"]: d for d in (await api.get("/api/deps", headers=auth(Role.VIEWER))).json()}
     assert deps[name]["guid"] == body["result"]["guid"]
@@ -185,6 +191,7 @@ async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
     m365: M365Gateway,
     tenant_control: SandboxM365Control,
     store: Store,
+    record_history: Recorder,
 ) -> None:
     operator = auth(Role.OPERATOR)
     name = f"ALL_{uuid.uuid4().hex[:8]}"
@@ -229,6 +236,7 @@ async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
     assert body["result"]["encrypted"] == body["result"]["total"] == 1000
     assert percents == sorted(percents) and percents[-1] == 100.0
     assert body["escalations"] == []
+    await record_history(op_id, "exchange_dep_assign")
 
     for identity in (everyone[0], everyone[-1], everyone[500]):
         shown = (await api.get(f"/api/mailboxes/{identity}", headers=auth(Role.VIEWER))).json()

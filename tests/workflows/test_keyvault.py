@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -16,6 +16,7 @@ from sandbox.keyvault import SandboxKeyVaultControl
 from tests.workflows.conftest import unique
 
 Auth = Callable[..., dict[str, str]]
+Recorder = Callable[[str, str], Awaitable[None]]
 EXO = ServicePrincipal.EXCHANGE_ONLINE.value
 
 
@@ -43,9 +44,10 @@ def targets(events: list[dict[str, Any]]) -> list[str]:
 
 
 async def test_health_of_the_configured_exchange_keys(
-    api: httpx.AsyncClient, product_worker: Worker, auth: Auth
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, record_history: Recorder
 ) -> None:
     body, events = await run_operation(api, auth(Role.OPERATOR), "keyvault.health", {"workload": "exchange"})
+    await record_history(body["id"], "keyvault_health")
     assert body["state"] == "succeeded", body["error"]
     report = body["result"]
     assert report["ok"] is True, [line for line in report["lines"] if not line["ok"]]
@@ -119,6 +121,7 @@ async def test_restore_recovers_from_soft_delete_first(
     auth: Auth,
     kv_control: SandboxKeyVaultControl,
     keyvault: KeyVaultGateway,
+    record_history: Recorder,
 ) -> None:
     uri = await _fresh_key(kv_control, purge_protection=True)
     client = keyvault.key_client(uri.vault_url)
@@ -131,6 +134,7 @@ async def test_restore_recovers_from_soft_delete_first(
     )
     assert body["state"] == "succeeded", body["error"]
     assert body["result"]["method"] == "recovered"
+    await record_history(body["id"], "keyvault_key_restore")
     assert f"Undo-AzKeyVaultKeyRemoval -VaultName {uri.vault} -Name exo-key" in targets(events)
     assert not any(t.startswith("Restore-AzKeyVaultKey") for t in targets(events))
     assert any(e["action"] == "keyvault.key.verify" and e["outcome"] == "ok" for e in events)
@@ -196,6 +200,7 @@ async def test_revoke_removes_a_users_access_policy(
     auth: Auth,
     kv_control: SandboxKeyVaultControl,
     keyvault: KeyVaultGateway,
+    record_history: Recorder,
 ) -> None:
     vault = unique("ar")
     await kv_control.create_vault(vault)
@@ -211,6 +216,7 @@ async def test_revoke_removes_a_users_access_policy(
     )
     assert body["state"] == "succeeded", body["error"]
     assert body["result"]["removed_permissions"] == ["backup", "get", "list"]
+    await record_history(body["id"], "keyvault_access_revoke")
     assert f"Get-AzKeyVault -VaultName {vault}" in targets(events)
     assert f"Remove-AzKeyVaultAccessPolicy -VaultName {vault} -UserPrincipalName bob@contoso.com" in targets(events)
     after = await keyvault.vault(vault)

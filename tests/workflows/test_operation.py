@@ -17,6 +17,7 @@ from activities import Gateways, build_activities
 from ckey.operations import OperationState
 from ckey.store import Store
 from tests.support.steps import StepsInput, StepsResult, StepsWorkflow
+from workflows import all_workflows
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -83,8 +84,17 @@ async def test_record_histories(env: WorkflowEnvironment, store: Store, task_que
 @pytest.mark.parametrize("name", sorted(p.name for p in HISTORIES.glob("*.json")))
 async def test_replay_checked_in_histories(name: str) -> None:
     history = WorkflowHistory.from_json("op-replay", (HISTORIES / name).read_text())
-    await Replayer(workflows=[StepsWorkflow], data_converter=pydantic_data_converter).replay_workflow(history)
+    replayer = Replayer(workflows=[StepsWorkflow, *all_workflows()], data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
 
 
 def test_histories_are_checked_in() -> None:
-    assert (HISTORIES / "steps_workflow.json").exists()
+    names = {p.stem for p in HISTORIES.glob("*.json")}
+    assert names >= {
+        "steps_workflow",
+        "keyvault_health",
+        "keyvault_key_restore",
+        "keyvault_access_revoke",
+        "exchange_dep_create",
+        "exchange_dep_assign",
+    }
