@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, model_validator
 
-from ckey.auth import AuthError, Principal, TokenVerifier
-from ckey.models import Role
+from ckey.auth import TokenVerifier
+from sandbox.common import Admin
 from sandbox.identity import object_id
 from sandbox.keyvault.authz import KEY_PERMISSIONS, find_role
 from sandbox.keyvault.db import VaultRow
@@ -121,29 +120,6 @@ class FaultsIn(BaseModel):
     error_rate: float = Field(0.0, ge=0, le=1)
     latency_ms: int = Field(0, ge=0, le=60_000)
     down: bool = False
-
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-def _require_admin(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
-    """The caller, who must present a valid token of ckey's auth with the ``admin`` role."""
-    if credentials is None:
-        raise HTTPException(401, "a bearer token of ckey's auth is required", {"WWW-Authenticate": "Bearer"})
-    verifier: TokenVerifier = request.app.state.verifier
-    try:
-        principal = verifier.verify(credentials.credentials)
-    except AuthError as exc:
-        raise HTTPException(401, f"invalid token: {exc}", {"WWW-Authenticate": "Bearer"}) from None
-    if not principal.has(Role.ADMIN):
-        raise HTTPException(403, f"{principal.user} is not an admin")
-    return principal
-
-
-Admin = Annotated[Principal, Depends(_require_admin)]
-"""An endpoint parameter that requires an admin caller."""
 
 
 def _iso(ts: int) -> str:

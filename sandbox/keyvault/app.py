@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.routing import Host
 
 from ckey.config import Settings
+from sandbox.common import sandbox_app
 from sandbox.identity import SandboxIdentity
 from sandbox.keyvault.admin import build_control_app
 from sandbox.keyvault.arm import Arm
@@ -75,23 +74,13 @@ def create_app(settings: Settings, *, database_url: str | None = None, seed: boo
     control = build_control_app(sandbox)
     arm = Arm(sandbox)
 
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await sandbox.start()
-        try:
-            yield
-        finally:
-            await sandbox.stop()
-
-    app = Starlette(
-        routes=[
+    return sandbox_app(
+        sandbox,
+        [
             Host("{vault}.vault.azure.net", app=dataplane),
             Host("{vault}.vault.ckey.test", app=dataplane),
             Host("management.azure.com", app=arm),
             Host("localhost", app=control),
             Host("127.0.0.1", app=control),
         ],
-        lifespan=lifespan,
     )
-    app.state.sandbox = sandbox
-    return app

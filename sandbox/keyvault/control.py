@@ -10,76 +10,23 @@ Example::
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
-import httpx
-
-from ckey.auth import mint_local_token
 from ckey.config import Settings
-from ckey.models import Role
-from sandbox.tls import client_ssl_context
+from sandbox.common import SandboxControlClient, SandboxControlError
+
+__all__ = ["SandboxControlError", "SandboxKeyVaultControl"]
 
 
-class SandboxControlError(Exception):
-    """The control endpoint refused a request; ``status`` and ``body`` say why."""
-
-    def __init__(self, status: int, body: Any) -> None:
-        super().__init__(f"sandbox control: HTTP {status}: {body}")
-        self.status = status
-        self.body = body
-
-
-class SandboxKeyVaultControl:
-    """Async client of the control endpoint (an async context manager).
-
-    Args:
-        base_url: ``https://localhost:<port>``.
-        token: a bearer token of ckey's auth with the ``admin`` role.
-        verify: the TLS context (or CA file) that trusts the local CA.
-    """
-
-    def __init__(self, base_url: str, token: str, verify: ssl.SSLContext | str) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/sandbox",
-            headers={"Authorization": f"Bearer {token}"},
-            verify=verify,
-            timeout=60.0,
-        )
+class SandboxKeyVaultControl(SandboxControlClient):
+    """Async client of the sandbox Key Vault's control endpoint (arguments: see the base class)."""
 
     @classmethod
-    def from_settings(cls, settings: Settings, user: str = "sandbox-admin") -> SandboxKeyVaultControl:
-        """A client for the sandbox of ``settings``, with a freshly minted local admin token."""
-        token = mint_local_token(settings, user, [Role.ADMIN])
-        return cls(
-            f"https://localhost:{settings.sandbox_keyvault_port}", token, client_ssl_context(settings.resolved_ca_file)
-        )
-
-    async def __aenter__(self) -> SandboxKeyVaultControl:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._http.aclose()
-
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        response = await self._http.request(method, path, json=body)
-        if response.status_code >= 400:
-            try:
-                detail: Any = response.json()
-            except ValueError:
-                detail = response.text
-            raise SandboxControlError(response.status_code, detail)
-        return response.json() if response.content else None
+    def port(cls, settings: Settings) -> int:
+        """``settings.sandbox_keyvault_port``."""
+        return settings.sandbox_keyvault_port
 
     # Service ----------------------------------------------------------------------------------------------------
-
-    async def health(self) -> bool:
-        """Whether the sandbox answers its readiness probe."""
-        return (await self._http.get("/health")).status_code == 200
 
     async def status(self) -> dict[str, Any]:
         """Clock, vaults, their limits, faults and counters."""

@@ -6,39 +6,20 @@ TLS comes from the local CA (:func:`sandbox.tls.ensure_server_cert`): the server
 
 from __future__ import annotations
 
-import ssl
-import threading
-import time
-from collections.abc import Callable
-from typing import Any
-
 import uvicorn
 from starlette.applications import Starlette
 
 from ckey.config import Settings
+from sandbox import common
 from sandbox.keyvault.app import SandboxKeyVault, create_app
-from sandbox.tls import ensure_server_cert, server_ssl_context
 
 
 def uvicorn_config(
     app: Starlette, settings: Settings, *, host: str = "127.0.0.1", port: int | None = None, log_level: str = "warning"
 ) -> uvicorn.Config:
     """A uvicorn configuration that serves ``app`` over TLS with the sandbox's server certificate."""
-    cert = ensure_server_cert(settings.tls_dir)
-
-    def tls(_config: uvicorn.Config, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        return server_ssl_context(cert)
-
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port or settings.sandbox_keyvault_port,
-        ssl_context_factory=tls,
-        lifespan="on",
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    port = port or settings.sandbox_keyvault_port
+    return common.uvicorn_config(app, settings, host=host, port=port, log_level=log_level)
 
 
 def serve(settings: Settings, *, seed: bool = True, log_level: str = "info") -> None:
@@ -46,7 +27,7 @@ def serve(settings: Settings, *, seed: bool = True, log_level: str = "info") -> 
     uvicorn.Server(uvicorn_config(create_app(settings, seed=seed), settings, log_level=log_level)).run()
 
 
-class SandboxKeyVaultServer:
+class SandboxKeyVaultServer(common.ThreadedServer):
     """The sandbox in a background thread (its own event loop), for tests and embedding.
 
     Args:
@@ -55,52 +36,16 @@ class SandboxKeyVaultServer:
         database_url: SQLAlchemy async URL; default ``<data_dir>/sandbox-keyvault.db``.
     """
 
+    thread_name = "sandbox-keyvault"
+    title = "the sandbox Key Vault"
+    start_hint = "; see its log"
+
     def __init__(self, settings: Settings, *, seed: bool = True, database_url: str | None = None) -> None:
-        self.settings = settings
-        self.app = create_app(settings, database_url=database_url, seed=seed)
-        self._server = uvicorn.Server(uvicorn_config(self.app, settings))
-        self._thread: threading.Thread | None = None
+        app = create_app(settings, database_url=database_url, seed=seed)
+        super().__init__(settings, app, settings.sandbox_keyvault_port)
 
     @property
     def sandbox(self) -> SandboxKeyVault:
         """The running sandbox's parts (counters, service) for assertions."""
         sandbox: SandboxKeyVault = self.app.state.sandbox
         return sandbox
-
-    @property
-    def base_url(self) -> str:
-        """The control endpoint's base URL."""
-        return f"https://localhost:{self.settings.sandbox_keyvault_port}"
-
-    def start(self, timeout: float = 30.0) -> SandboxKeyVaultServer:
-        """Start serving and wait until the server accepts connections.
-
-        Raises:
-            RuntimeError: the server did not start (port taken, database unreadable ...).
-        """
-        self._thread = threading.Thread(target=self._server.run, name="sandbox-keyvault", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError(
-                    f"the sandbox Key Vault did not start on port {self.settings.sandbox_keyvault_port}; see its log"
-                )
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the sandbox Key Vault did not start within {timeout:g} s")
-            time.sleep(0.02)
-        return self
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop serving and wait for the thread."""
-        self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def __enter__(self) -> SandboxKeyVaultServer:
-        return self.start()
-
-    def __exit__(self, *_: Any) -> None:
-        self.stop()

@@ -9,16 +9,15 @@ role (``ckey token --role admin``); ``/sandbox/health`` is open for readiness pr
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from ckey.auth import AuthError, Principal, TokenVerifier
-from ckey.models import Role
+from ckey.auth import TokenVerifier
+from sandbox.common import Admin
 from sandbox.m365.clock import iso
 from sandbox.m365.core import Faults
 from sandbox.m365.db import CaseRow, DepRow, GeoRow, MailboxRow
@@ -54,29 +53,6 @@ class MigrationsIn(BaseModel):
     """Mail users whose migration completes now (None: all of them)."""
 
     identities: list[str] | None = None
-
-
-_bearer = HTTPBearer(auto_error=False)
-
-
-def _require_admin(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
-    """The caller, who must present a valid token of ckey's auth with the ``admin`` role."""
-    if credentials is None:
-        raise HTTPException(401, "a bearer token of ckey's auth is required", {"WWW-Authenticate": "Bearer"})
-    verifier: TokenVerifier = request.app.state.verifier
-    try:
-        principal = verifier.verify(credentials.credentials)
-    except AuthError as exc:
-        raise HTTPException(401, f"invalid token: {exc}", {"WWW-Authenticate": "Bearer"}) from None
-    if not principal.has(Role.ADMIN):
-        raise HTTPException(403, f"{principal.user} is not an admin")
-    return principal
-
-
-Admin = Annotated[Principal, Depends(_require_admin)]
-"""An endpoint parameter that requires an admin caller."""
 
 
 def build_control_app(sandbox: SandboxM365) -> FastAPI:

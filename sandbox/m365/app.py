@@ -22,8 +22,7 @@ import json
 import logging
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from enum import StrEnum
 from typing import Any
 
@@ -35,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Host, Route, Router
 
 from ckey.config import Settings
+from sandbox.common import sandbox_app
 from sandbox.identity import Caller, SandboxIdentity
 from sandbox.m365.admin import build_control_app
 from sandbox.m365.clock import SimClock
@@ -589,16 +589,9 @@ def create_app(
     )
     control = build_control_app(sandbox)
 
-    @asynccontextmanager
-    async def lifespan(_: Starlette) -> AsyncIterator[None]:
-        await sandbox.start()
-        try:
-            yield
-        finally:
-            await sandbox.stop()
-
-    app = Starlette(
-        routes=[
+    return sandbox_app(
+        sandbox,
+        [
             Host("outlook.office365.com", app=_exchange(sandbox)),
             Host("{site}.sharepoint.com", app=_sharepoint(sandbox)),
             Host("graph.microsoft.com", app=_graph(sandbox)),
@@ -606,7 +599,4 @@ def create_app(
             Host("localhost", app=control),
             Host("127.0.0.1", app=control),
         ],
-        lifespan=lifespan,
     )
-    app.state.sandbox = sandbox
-    return app

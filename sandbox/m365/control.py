@@ -10,74 +10,23 @@ Example::
 
 from __future__ import annotations
 
-import ssl
 from typing import Any
 
-import httpx
-
-from ckey.auth import mint_local_token
 from ckey.config import Settings
-from ckey.models import Role
-from sandbox.tls import client_ssl_context
+from sandbox.common import SandboxControlClient, SandboxControlError
+
+__all__ = ["SandboxControlError", "SandboxM365Control"]
 
 
-class SandboxControlError(Exception):
-    """The control endpoint refused a request; ``status`` and ``body`` say why."""
+class SandboxM365Control(SandboxControlClient):
+    """Async client of the sandbox tenant's control endpoint (arguments: see the base class)."""
 
-    def __init__(self, status: int, body: Any) -> None:
-        super().__init__(f"sandbox tenant control: HTTP {status}: {body}")
-        self.status = status
-        self.body = body
-
-
-class SandboxM365Control:
-    """Async client of the control endpoint (an async context manager).
-
-    Args:
-        base_url: ``https://localhost:<port>``.
-        token: a bearer token of ckey's auth with the ``admin`` role.
-        verify: the TLS context (or CA file) that trusts the local CA.
-    """
-
-    def __init__(self, base_url: str, token: str, verify: ssl.SSLContext | str) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/sandbox",
-            headers={"Authorization": f"Bearer {token}"},
-            verify=verify,
-            timeout=60.0,
-        )
+    error_label = "sandbox tenant control"
 
     @classmethod
-    def from_settings(cls, settings: Settings, user: str = "sandbox-admin") -> SandboxM365Control:
-        """A client for the sandbox tenant of ``settings``, with a freshly minted local admin token."""
-        token = mint_local_token(settings, user, [Role.ADMIN])
-        return cls(
-            f"https://localhost:{settings.sandbox_m365_port}", token, client_ssl_context(settings.resolved_ca_file)
-        )
-
-    async def __aenter__(self) -> SandboxM365Control:
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Close the HTTP client."""
-        await self._http.aclose()
-
-    async def _call(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None) -> Any:
-        response = await self._http.request(method, path, json=body, params=params)
-        if response.status_code >= 400:
-            try:
-                detail: Any = response.json()
-            except ValueError:
-                detail = response.text
-            raise SandboxControlError(response.status_code, detail)
-        return response.json() if response.content else None
-
-    async def health(self) -> bool:
-        """Whether the sandbox answers its readiness probe."""
-        return (await self._http.get("/health")).status_code == 200
+    def port(cls, settings: Settings) -> int:
+        """``settings.sandbox_m365_port``."""
+        return settings.sandbox_m365_port
 
     async def status(self) -> dict[str, Any]:
         """Clock, tenant, recipients, DEPs, geos, the multi-workload assignment, cases, faults, counters."""

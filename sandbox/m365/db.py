@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import JSON, LargeBinary, String
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from ckey.store import create_engine
+from sandbox.common import SandboxDatabase
 
 
 class Base(DeclarativeBase):
@@ -226,33 +225,11 @@ def default_database_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(data_dir / 'sandbox-m365.db').resolve()}"
 
 
-class Database:
+class Database(SandboxDatabase):
     """The engine and session factory of the sandbox tenant's database.
 
     Args:
         url: SQLAlchemy async URL.
     """
 
-    def __init__(self, url: str) -> None:
-        if url.startswith("sqlite") and ":memory:" not in url:
-            Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-        self.engine: AsyncEngine = create_engine(url)
-        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
-
-    async def create_all(self) -> None:
-        """Create the tables that do not exist yet."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
-
-    async def drop_all(self) -> None:
-        """Drop every table (a re-seed starts from nothing)."""
-        async with self.engine.begin() as conn:
-            await conn.run_sync(Base.metadata.drop_all)
-
-    def session(self) -> AsyncSession:
-        """A new session (use as ``async with db.session() as s, s.begin(): ...``)."""
-        return self.sessions()
-
-    async def close(self) -> None:
-        """Dispose of the engine."""
-        await self.engine.dispose()
+    metadata = Base.metadata
