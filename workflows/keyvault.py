@@ -180,7 +180,7 @@ class KeyVaultKeyRestoreWorkflow(OperationWorkflow):
             await self.set_phase(RestorePhase.RESTORING)
             await call(
                 KeyVaultActivities.restore_key_backup,
-                RestoreKeyBackupInput(vault=input.key_uri.vault, backup_b64=input.backup_b64),
+                RestoreKeyBackupInput(vault=input.key_uri.vault, backup_b64=input.backup_b64, name=input.key_uri.name),
             )
             method = "restored"
         elif state.active is not None:
