@@ -9,7 +9,6 @@ DEP, contact Microsoft").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -210,15 +209,9 @@ class MailboxFollowWorkflow(OperationWorkflow):
         if self._status.phase not in (FollowPhase.FOLLOWING, FollowPhase.ESCALATED):
             raise ApplicationError(f"only a follow-up can be closed; the operation is {self._status.phase}")
 
-    async def follow(
-        self,
-        state: FollowState,
-        *,
-        escalate_after: timedelta,
-        poll_interval: timedelta,
-        continue_with: Callable[[FollowState], BaseModel],
-    ) -> MailboxFollowResult:
+    async def follow(self, state: FollowState, input: MailboxFollowInput) -> MailboxFollowResult:
         """Follow until every mailbox is encrypted or an operator closes; continue as new when history grows."""
+        escalate_after, poll_interval = input.escalate_after, input.poll_interval
         self.set_progress(state.encrypted, state.total, "mailboxes encrypted")
         await self.set_phase(FollowPhase.ESCALATED if state.escalated else FollowPhase.FOLLOWING)
         deadline = state.assigned_at + escalate_after
@@ -271,7 +264,7 @@ class MailboxFollowWorkflow(OperationWorkflow):
                 break
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
-                workflow.continue_as_new(continue_with(state))
+                workflow.continue_as_new(input.model_copy(update={"follow_state": state}))
 
         result = MailboxFollowResult(
             dep=state.dep,
@@ -381,12 +374,7 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
             assigned = await self._assign_batches(input, total)
             await self.audit("exchange.assigned", detail=assigned.model_dump())
             state = FollowState(dep=dep.name, dep_guid=dep.guid, assigned_at=workflow.now(), total=total)
-        return await self.follow(
-            state,
-            escalate_after=input.escalate_after,
-            poll_interval=input.poll_interval,
-            continue_with=lambda s: input.model_copy(update={"follow_state": s}),
-        )
+        return await self.follow(state, input)
 
     async def _assign_batches(self, input: ExchangeDepAssignInput, total: int) -> AssignBatchResult:
         assert input.mailbox_file is not None
@@ -454,12 +442,7 @@ class ExchangeEncryptionVerifyWorkflow(MailboxFollowWorkflow):
                 )
             ).count
             state = FollowState(dep=dep.name, dep_guid=dep.guid, assigned_at=workflow.now(), total=total)
-        return await self.follow(
-            state,
-            escalate_after=input.escalate_after,
-            poll_interval=input.poll_interval,
-            continue_with=lambda s: input.model_copy(update={"follow_state": s}),
-        )
+        return await self.follow(state, input)
 
 
 # Registration ------------------------------------------------------------------------------------------------------
