@@ -16,7 +16,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from ckey.models import Role
 
@@ -25,6 +25,16 @@ if TYPE_CHECKING:
 
 ClaimCheck = Callable[[BaseModel, "TargetStore", str], Awaitable[BaseModel]]
 """Moves large inputs (lists of mailboxes) into SQL before the workflow starts: ``(params, targets, user)``."""
+
+
+class Params(BaseModel):
+    """Base of every kind's public parameters: what a caller may set, bounded, unknown fields refused.
+
+    State carried across continue-as-new and internal knobs never live here: they belong to the workflow's input,
+    which the API builds from these parameters and the settings, never from the request.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
 
 class OperationState(StrEnum):
