@@ -70,6 +70,38 @@ def rule_error(rule: str, message: str, **context: Any) -> PydanticCustomError:
     return PydanticCustomError(rule, f"{message} [rule: {rule}]", context or None)
 
 
+# Identities and free text ------------------------------------------------------------------------------------------
+
+IDENTITY_MAX = 320
+"""Longest mailbox identity accepted: an SMTP address is at most 320 characters (RFC 3696)."""
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+"""NUL, C0 and C1 control characters, and the Unicode line and paragraph separators."""
+
+
+def has_control_characters(value: str) -> bool:
+    """Whether ``value`` holds NUL, a control character or a line break of any kind."""
+    return _CONTROL.search(value) is not None
+
+
+def _check_recipient_identity(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise rule_error("mailbox-identity", "a mailbox identity can't be empty")
+    if len(value) > IDENTITY_MAX:
+        raise rule_error("mailbox-identity-length", f"a mailbox identity is at most {IDENTITY_MAX} characters")
+    if has_control_characters(value):
+        raise rule_error(
+            "no-control-characters",
+            "a mailbox identity can't contain NUL, control characters or line breaks: {value}",
+            value=repr(value),
+        )
+    return value
+
+
+RecipientIdentity = Annotated[str, AfterValidator(_check_recipient_identity)]
+"""A mailbox or mail user identity (UPN, SMTP address, alias): stripped, 1-320 characters, no control characters."""
+
+
 # DEP names -------------------------------------------------------------------------------------------------------
 
 _DEP_NAME_MAX = 64
