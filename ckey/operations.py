@@ -21,10 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, computed_field
 from ckey.models import Role
 
 if TYPE_CHECKING:
+    from ckey.config import Settings
     from ckey.store.targets import TargetStore
 
 ClaimCheck = Callable[[BaseModel, "TargetStore", str], Awaitable[BaseModel]]
 """Moves large inputs (lists of mailboxes) into SQL before the workflow starts: ``(params, targets, user)``."""
+BuildInput = Callable[[BaseModel, "Settings"], BaseModel]
+"""Builds a workflow's input from its public params and the settings: ``(params, settings)``."""
 
 
 class Params(BaseModel):
@@ -182,6 +185,24 @@ class OperationKind:
     """Which DEP the operation concerns, for the ``CkeyDep`` search attribute and the list filter."""
     claim_check: ClaimCheck | None = None
     """Run by the API after validation: large target lists go to SQL, the workflow gets their reference."""
+    params_model: type[BaseModel] | None = None
+    """What a caller may set (a :class:`Params`: bounded, unknown fields refused); ``None``: ``input_model`` is it."""
+    build_input: BuildInput | None = None
+    """The workflow's input from the validated (and claim-checked) params and the settings, which supply the
+    internal knobs (deadlines, poll cadence); ``None``: the params' fields are the input's."""
+
+    @property
+    def public_params(self) -> type[BaseModel]:
+        """The model the API validates a request's ``params`` with, and publishes in OpenAPI."""
+        return self.params_model or self.input_model
+
+    def make_input(self, params: BaseModel, settings: Settings) -> BaseModel:
+        """The workflow's input for ``params``; never filled from the request beyond the public params."""
+        if self.build_input is not None:
+            return self.build_input(params, settings)
+        if isinstance(params, self.input_model):
+            return params
+        return self.input_model.model_validate(dict(params))
 
 
 @dataclass

@@ -92,7 +92,7 @@ async def list_kinds(_: Viewer) -> list[KindInfo]:
     """The operation kinds this deployment can start, with the role each needs and its parameters' schema."""
     return [
         KindInfo(
-            kind=k.name, role=k.role.value, description=k.description, params_schema=k.input_model.model_json_schema()
+            kind=k.name, role=k.role.value, description=k.description, params_schema=k.public_params.model_json_schema()
         )
         for k in registry
     ]
@@ -119,7 +119,7 @@ async def start_operation(
         raise Problem(422, "operation-kind-known", f"unknown operation kind {body.kind!r}; known kinds: {known}")
     ensure_role(principal, kind.role, f"starting {kind.name}")
     try:
-        params = kind.input_model.model_validate(body.params)
+        params = kind.public_params.model_validate(body.params)
     except ValidationError as exc:
         raise validation_problem(exc, prefix=("body", "params")) from None
     fingerprint = request_fingerprint(kind.name, params.model_dump(mode="json"))
@@ -148,10 +148,11 @@ async def start_operation(
         "idempotency_key": idempotency_key,
         "dep": dep,
     }
+    workflow_input = kind.make_input(params, settings)
     try:
         await client.start_workflow(
             kind.workflow.run,  # type: ignore[attr-defined]
-            params,
+            workflow_input,
             id=op_id,
             task_queue=settings.temporal_task_queue,
             # A finished operation is never run again under the same id; a running one is returned as is.

@@ -1,14 +1,14 @@
-"""Key backups kept by reference, and the intent of each state-changing call to a mailbox.
+"""The intent of each state-changing call to a mailbox, so that a crash never hides a call.
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01
 """
 
 from __future__ import annotations
 
-revision = "0003"
-down_revision = "0002"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
