@@ -127,6 +127,10 @@ class Settings(BaseSettings):
     api_port: Port = 8080
     api_url: str | None = None
     """Where the CLI finds the API; default ``http://{api_host}:{api_port}``."""
+    api_max_body_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    """Largest request body the API reads (JSON requests); larger ones get 413 while they stream."""
+    upload_max_bytes: Annotated[int, Field(ge=1024, le=1024 * 1024 * 1024)] = 20 * 1024 * 1024
+    """Largest upload (``/api/uploads/...``: mailbox lists, key backups)."""
     token: SecretStr | None = None
     """Bearer token the CLI sends; ``ckey token`` mints one for the local stack."""
 

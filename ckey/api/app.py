@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from temporalio.client import Client
 
-from ckey.api import problems
+from ckey.api import openapi, problems
 from ckey.api.deps import StoreDep, Viewer
+from ckey.api.guard import BodyLimits, RequestGuard
 from ckey.api.routes import exchange, operations, uploads, vaults
 from ckey.auth import TokenVerifier
 from ckey.azure import AzureConnection
@@ -81,6 +82,11 @@ def create_app(
     app.state.client, app.state.store, app.state.keyvault, app.state.m365 = client, store, keyvault, m365
     app.state.verifier = TokenVerifier(settings)
     problems.install(app)
+    app.add_middleware(
+        RequestGuard,
+        verifier=app.state.verifier,
+        limits=BodyLimits(default=settings.api_max_body_bytes, uploads=settings.upload_max_bytes),
+    )
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -92,4 +98,5 @@ def create_app(
     app.include_router(vaults.router)
     app.include_router(uploads.router)
     app.include_router(exchange.router)
+    openapi.install(app)
     return app

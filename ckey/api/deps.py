@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from temporalio.client import Client
 
+from ckey.api.guard import PRINCIPAL_SCOPE_KEY
 from ckey.api.problems import Problem
 from ckey.auth import AuthError, Principal, TokenVerifier
 from ckey.config import Settings
@@ -40,6 +41,9 @@ def get_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
     """The authenticated caller; 401 without a valid bearer token."""
+    verified = request.scope.get(PRINCIPAL_SCOPE_KEY)
+    if isinstance(verified, Principal):  # the guard checked the token before the body was read
+        return verified
     challenge = {"WWW-Authenticate": 'Bearer realm="ckey"'}
     if credentials is None:
         raise Problem(401, "bearer-token-required", "this API needs a bearer token", headers=challenge)

@@ -87,7 +87,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        rule = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        rule = {404: "not-found", 405: "method-not-allowed", 413: "body-size"}.get(exc.status_code, "http-error")
         return Problem(exc.status_code, rule, str(exc.detail), headers=dict(exc.headers or {})).response(
             request.url.path
         )

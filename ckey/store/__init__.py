@@ -30,6 +30,8 @@ from ckey.operations import (
 from ckey.store.schema import AuditEventRow, AuditHeadRow, OperationRow
 
 GENESIS_HASH = "0" * 64
+RESERVED_PHASE = "starting"
+"""The phase of a record the API reserved and whose workflow has not reported yet."""
 
 
 class ChainVerification(BaseModel):
@@ -129,6 +131,37 @@ class Store:
                 assert stored is not None
                 return _to_record(stored)
         return record
+
+    async def reserve_operation(self, record: OperationRecord) -> tuple[OperationRecord, bool]:
+        """Insert an operation's record before its workflow starts: the reservation of its id.
+
+        The primary key makes this atomic across API processes and databases: of concurrent requests for the same
+        id (the same caller and Idempotency-Key), exactly one inserts.
+
+        Returns:
+            The stored record and whether this call inserted it (``False``: another request holds the id).
+        """
+        async with self._writing(), self._sessions() as session:
+            existing = await session.get(OperationRow, record.id)
+            if existing is not None:
+                return _to_record(existing), False
+            session.add(OperationRow(**_row_values(record)))
+            try:
+                await session.commit()
+            except IntegrityError:
+                await session.rollback()
+                stored = await session.get(OperationRow, record.id)
+                if stored is None:  # inserted and released again in between: let the caller retry
+                    raise
+                return _to_record(stored), False
+        return record, True
+
+    async def release_operation(self, operation_id: str) -> None:
+        """Remove a reservation whose workflow could not be started, so that a retry of the request may start it."""
+        async with self._writing(), self._sessions() as session, session.begin():
+            row = await session.get(OperationRow, operation_id, with_for_update=True)
+            if row is not None and row.phase == RESERVED_PHASE and not OperationState(row.state).ended:
+                await session.delete(row)
 
     async def update_operation(self, change: OperationUpdate) -> OperationRecord | None:
         """Apply ``change`` to a stored operation. A record that has ended keeps its final state.

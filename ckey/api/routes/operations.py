@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Response
-from pydantic import BaseModel, Field, ValidationError
+from fastapi import APIRouter, Header, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
-from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
@@ -21,6 +22,7 @@ from temporalio.service import RPCError
 
 from ckey import temporal as sa
 from ckey.api.deps import Caller, ClientDep, Operator, SettingsDep, StoreDep, Viewer, ensure_role
+from ckey.api.limits import read_body
 from ckey.api.problems import Problem, validation_problem
 from ckey.auth import Principal
 from ckey.config import Settings
@@ -35,7 +37,7 @@ from ckey.operations import (
     registry,
     request_fingerprint,
 )
-from ckey.store import Store
+from ckey.store import RESERVED_PHASE, Store
 from ckey.store.targets import TargetStore
 
 router = APIRouter(prefix="/api/operations", tags=["operations"])
@@ -43,12 +45,18 @@ router = APIRouter(prefix="/api/operations", tags=["operations"])
 # Operation ids derived from an Idempotency-Key live in their own UUID namespace.
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0f5a8e-3c1e-4a53-9a43-c6f1d8d3e7a1")
 _QUERY_TIMEOUT = timedelta(seconds=3)
+MAX_OFFSET = 1_000_000
+"""Deepest page offset: beyond it, filter instead (and no database sees an out-of-range integer)."""
+MAX_SEQ = 2**62
+"""Largest audit sequence number a query may name (inside a signed 64-bit integer on every database)."""
 
 
 class StartOperation(BaseModel):
-    """A request to start an operation."""
+    """A request to start an operation: its kind and that kind's parameters (validated by the kind's model)."""
 
-    kind: str = Field(examples=["exchange.dep.create"])
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str = Field(min_length=1, max_length=100, examples=["exchange.dep.create"])
     params: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -98,21 +106,35 @@ async def list_kinds(_: Viewer) -> list[KindInfo]:
     ]
 
 
-@router.post("", status_code=202, response_model=OperationAccepted)
+IDEMPOTENCY_KEY = r"^[!-~]{1,200}$"
+"""1-200 visible ASCII characters (pydantic patterns are Rust regexes: ``$`` is the end of the text)."""
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=OperationAccepted,
+    responses={413: {"description": "The body is over the limit"}, 422: {"description": "A rule was broken"}},
+    # The body is read by hand (within the size limit, after authentication); its schema, one params model per kind,
+    # is published by the app's OpenAPI hook (ckey.api.openapi).
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": {}}}}},
+)
 async def start_operation(
-    body: StartOperation,
+    request: Request,
     principal: Caller,
     client: ClientDep,
     store: StoreDep,
     settings: SettingsDep,
     response: Response,
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200)] = None,
+    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY)] = None,
 ) -> OperationAccepted:
     """Start an operation; the same ``Idempotency-Key`` again returns the same operation.
 
-    Every rule is checked before anything starts: an unknown kind or invalid parameters answer 422 naming the
-    rule, and nothing is started.
+    Every rule is checked before anything starts: an unknown kind, a parameter the kind does not have or invalid
+    parameters answer 422 naming the rule, and nothing is started. Of concurrent requests with one key, exactly
+    one starts the operation: the others get it back (same body) or 422 ``idempotency-key-reused``.
     """
+    body = await _start_request(request, settings)
     kind = registry.get(body.kind)
     if kind is None:
         known = ", ".join(k.name for k in registry) or "none"
@@ -139,8 +161,28 @@ async def start_operation(
             raise Problem(
                 422, exc.type, str(exc), errors=[{"loc": ["body", "params"], "rule": exc.type, "msg": str(exc)}]
             ) from None
-    params_json = params.model_dump(mode="json")
     dep = kind.dep_of(params) if kind.dep_of else None
+    now = datetime.now(UTC)
+    # The reservation: the record is inserted before the workflow starts, and its primary key lets exactly one of
+    # concurrent requests for this id through.
+    stored, reserved = await store.reserve_operation(
+        OperationRecord(
+            id=op_id,
+            kind=kind.name,
+            state=OperationState.RUNNING,
+            phase=RESERVED_PHASE,
+            params=params.model_dump(mode="json"),
+            started_by=principal.user,
+            started_at=now,
+            updated_at=now,
+            idempotency_key=idempotency_key,
+            fingerprint=fingerprint,
+            dep=dep,
+        )
+    )
+    if not reserved:
+        response.headers["Idempotent-Replayed"] = "true"
+        return _replayed(stored, fingerprint)
     memo = {
         "kind": kind.name,
         "started_by": principal.user,
@@ -148,11 +190,10 @@ async def start_operation(
         "idempotency_key": idempotency_key,
         "dep": dep,
     }
-    workflow_input = kind.make_input(params, settings)
     try:
         await client.start_workflow(
             kind.workflow.run,  # type: ignore[attr-defined]
-            workflow_input,
+            kind.make_input(params, settings),
             id=op_id,
             task_queue=settings.temporal_task_queue,
             # A finished operation is never run again under the same id; a running one is returned as is.
@@ -162,28 +203,25 @@ async def start_operation(
             search_attributes=_search_attributes(settings, kind, principal, dep),
         )
     except WorkflowAlreadyStartedError:
-        replay = await _replay(store, client, op_id, fingerprint)
-        if replay is None:  # pragma: no cover - the server said it exists
-            raise
+        # The id ran before and its record is gone (retention, a restored database): it is never run twice.
         response.headers["Idempotent-Replayed"] = "true"
-        return replay
-    now = datetime.now(UTC)
-    await store.create_operation(
-        OperationRecord(
-            id=op_id,
-            kind=kind.name,
-            state=OperationState.RUNNING,
-            phase="starting",
-            params=params_json,
-            started_by=principal.user,
-            started_at=now,
-            updated_at=now,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
-            dep=dep,
-        )
-    )
+        return OperationAccepted(id=op_id, kind=kind.name, state=stored.state, replayed=True)
+    except RPCError as exc:
+        await store.release_operation(op_id)
+        raise Problem(503, "temporal-reachable", f"the operation could not be started: {exc.message}") from None
     return OperationAccepted(id=op_id, kind=kind.name, state=OperationState.RUNNING)
+
+
+async def _start_request(request: Request, settings: Settings) -> StartOperation:
+    raw = await read_body(request, settings.api_max_body_bytes)
+    try:
+        payload = json.loads(raw)
+    except ValueError as exc:
+        raise Problem(422, "json-invalid", f"the body is not JSON: {exc}") from None
+    try:
+        return StartOperation.model_validate(payload)
+    except ValidationError as exc:
+        raise validation_problem(exc, prefix=("body",)) from None
 
 
 @router.get("", response_model=list[OperationRecord])
@@ -194,7 +232,7 @@ async def list_operations(
     kind: str | None = None,
     dep: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[OperationRecord]:
     """Operations, newest first, filtered by state, kind and DEP."""
     return await store.list_operations(state=state, kind=kind, dep=dep, limit=limit, offset=offset)
@@ -227,7 +265,7 @@ async def list_operation_events(
     operation_id: str,
     _: Viewer,
     store: StoreDep,
-    after: Annotated[int, Query(ge=0, description="Only events after this sequence number.")] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="Only events after this sequence number.")] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
 ) -> list[AuditRecord]:
     """The operation's audit timeline, in order."""
@@ -243,9 +281,19 @@ async def cancel_operation(
     record = await _must_get(store, operation_id)
     if record.state.ended:
         raise Problem(409, "operation-ended", f"operation {operation_id} has already {record.state.value}")
+    handle = client.get_workflow_handle(operation_id)
+    try:
+        # The record may lag behind a workflow that has just ended: ask Temporal, so that a cancel of an ended
+        # operation is refused without adding a request to its audit trail.
+        description = await handle.describe()
+    except RPCError as exc:
+        raise Problem(409, "operation-ended", f"operation {operation_id} cannot be cancelled: {exc.message}") from None
+    if description.status != WorkflowExecutionStatus.RUNNING:
+        status = description.status.name.lower() if description.status else "ended"
+        raise Problem(409, "operation-ended", f"operation {operation_id} has already ended ({status})")
     await _audit_cancel_request(store, principal, operation_id)
     try:
-        await client.get_workflow_handle(operation_id).cancel()
+        await handle.cancel()
     except RPCError as exc:
         raise Problem(409, "operation-ended", f"operation {operation_id} cannot be cancelled: {exc.message}") from None
     return CancelAccepted(id=operation_id, state=record.state)
@@ -313,12 +361,23 @@ async def _replay(store: Store, client: Client, op_id: str, fingerprint: str) ->
         memo = await desc.memo()
         earlier, kind, state = memo.get("fingerprint", ""), memo.get("kind", ""), OperationState.RUNNING
     if earlier != fingerprint:
-        raise Problem(
-            422,
-            "idempotency-key-reused",
-            "this Idempotency-Key was already used for a different request; use a new key for a new operation",
-        )
+        raise _key_reused()
     return OperationAccepted(id=op_id, kind=kind, state=state, replayed=True)
+
+
+def _replayed(record: OperationRecord, fingerprint: str) -> OperationAccepted:
+    """The operation another request with the same key reserved: a replay if it asked the same, else 422."""
+    if (record.fingerprint or request_fingerprint(record.kind, record.params)) != fingerprint:
+        raise _key_reused()
+    return OperationAccepted(id=record.id, kind=record.kind, state=record.state, replayed=True)
+
+
+def _key_reused() -> Problem:
+    return Problem(
+        422,
+        "idempotency-key-reused",
+        "this Idempotency-Key was already used for a different request; use a new key for a new operation",
+    )
 
 
 async def _live_status(handle: WorkflowHandle[Any, Any]) -> OperationStatus | None:

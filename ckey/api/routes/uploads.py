@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import csv
 import io
+import tempfile
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from ckey.api.deps import Operator, StoreDep
+from ckey.api.deps import Operator, SettingsDep, StoreDep
+from ckey.api.limits import too_large
 from ckey.api.problems import Problem
 from ckey.store.targets import TargetSet, TargetStore
 
 router = APIRouter(prefix="/api/uploads", tags=["uploads"])
 
-MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 IDENTITY_COLUMNS = ("identity", "userprincipalname", "primarysmtpaddress", "mailbox", "upn")
 
 
-def parse_mailbox_csv(text: str) -> list[str]:
-    """Identities from a CSV: the ``Identity`` (or UPN, SMTP address) column when there is a header, else column 1."""
-    rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+def parse_mailbox_csv(text: str | Iterable[str]) -> list[str]:
+    """Identities from a CSV: the ``Identity`` (or UPN, SMTP address) column when there is a header, else column 1.
+
+    Args:
+        text: the whole file, or its lines as a stream (a text file object).
+    """
+    lines = io.StringIO(text) if isinstance(text, str) else text
+    rows = [row for row in csv.reader(lines) if any(cell.strip() for cell in row)]
     if not rows:
         return []
     header = [cell.strip().lower() for cell in rows[0]]
@@ -31,23 +38,41 @@ def parse_mailbox_csv(text: str) -> list[str]:
     return [row[column].strip() for row in rows[1:] if len(row) > column and row[column].strip()]
 
 
+UPLOAD_NAME = r"^[^\x00-\x1f\x7f-\x9f/\\]{1,200}$"
+"""A file name for the record: no control characters, no path separators."""
+SPOOL_IN_MEMORY = 1024 * 1024
+"""Bytes of an upload kept in memory before the rest spools to a temporary file."""
+
+
 @router.post("/mailboxes", status_code=201, response_model=TargetSet)
 async def upload_mailboxes(
     request: Request,
     principal: Operator,
     store: StoreDep,
+    settings: SettingsDep,
     name: Annotated[
-        str, Query(max_length=200, description="The file's name, kept for the audit trail.")
+        str, Query(pattern=UPLOAD_NAME, description="The file's name, kept for the audit trail.")
     ] = "upload.csv",
 ) -> TargetSet:
-    """Store a CSV of mailboxes (body ``text/csv``); pass the returned id as ``mailbox_file`` to an operation."""
-    body = await request.body()
-    if len(body) > MAX_UPLOAD_BYTES:
-        raise Problem(413, "upload-size", f"uploads are at most {MAX_UPLOAD_BYTES // (1024 * 1024)} MiB")
-    try:
-        identities = parse_mailbox_csv(body.decode("utf-8-sig"))
-    except (UnicodeDecodeError, csv.Error) as exc:
-        raise Problem(422, "mailbox-file-format", f"the file is not a UTF-8 CSV of mailboxes: {exc}") from None
+    """Store a CSV of mailboxes (body ``text/csv``); pass the returned id as ``mailbox_file`` to an operation.
+
+    The body streams to a temporary file as it arrives and is refused with 413 as soon as it passes the upload
+    limit (``CKEY_UPLOAD_MAX_BYTES``); it is never held whole in memory.
+    """
+    limit = settings.upload_max_bytes
+    with tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY) as spool:
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit, "the upload")
+            spool.write(chunk)
+        spool.seek(0)
+        try:
+            with io.TextIOWrapper(spool, encoding="utf-8-sig", newline="") as text:
+                identities = parse_mailbox_csv(text)
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise Problem(422, "mailbox-file-format", f"the file is not a UTF-8 CSV of mailboxes: {exc}") from None
     if not identities:
         raise Problem(422, "mailbox-file-format", "the file names no mailboxes")
     return await TargetStore(store).create_set("mailboxes", name, identities, principal.user, datetime.now(UTC))

@@ -13,6 +13,7 @@ from temporalio.worker import Worker
 
 from ckey import temporal as sa
 from ckey.models import Role
+from ckey.operations import registry
 from ckey.store import Store
 
 Headers = Callable[..., dict[str, str]]
@@ -241,10 +242,15 @@ async def test_started_by_comes_from_the_token_not_the_body(
     api: httpx.AsyncClient, worker: Worker, token_for: Headers
 ) -> None:
     alice = token_for("alice@contoso.com", Role.ADMIN)
-    response = await api.post(
+    forged = await api.post(
         "/api/operations",
         json={"kind": "test.steps", "params": {"dep": "USA_mailboxes", "steps": 1}, "started_by": "mallory"},
         headers=alice,
+    )
+    assert forged.status_code == 422, forged.text
+    assert forged.json()["rule"] == "extra-forbidden" and forged.json()["errors"][0]["loc"] == ["body", "started_by"]
+    response = await api.post(
+        "/api/operations", json={"kind": "test.steps", "params": {"dep": "USA_mailboxes", "steps": 1}}, headers=alice
     )
     op_id = response.json()["id"]
     body = await _wait_for(api, alice, op_id, lambda b: b["state"] == "succeeded" and b["ended_at"])
@@ -255,3 +261,52 @@ async def test_kinds_lists_the_registered_kinds(api: httpx.AsyncClient, token_fo
     kinds = (await api.get("/api/operations/kinds", headers=token_for())).json()
     steps = next(k for k in kinds if k["kind"] == "test.steps")
     assert steps["role"] == "operator" and "dep" in steps["params_schema"]["properties"]
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/api/operations", {"offset": 10**12}),
+        ("/api/operations", {"offset": -1}),
+        ("/api/operations", {"limit": -1}),
+        ("/api/operations", {"limit": 10**6}),
+        ("/api/operations/op-x/events", {"after": 2**63}),
+        ("/api/operations/op-x/events", {"limit": -1}),
+    ],
+)
+async def test_paging_parameters_are_bounded(
+    api: httpx.AsyncClient, token_for: Headers, path: str, query: dict[str, int]
+) -> None:
+    response = await api.get(path, params=query, headers=token_for("victor@contoso.com", Role.VIEWER))
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_cancel_of_an_ended_operation_adds_no_event_even_when_its_record_lags(
+    api: httpx.AsyncClient, client: Client, store: Store, token_for: Headers
+) -> None:
+    alice = token_for("alice@contoso.com", Role.OPERATOR)
+    started = await api.post(
+        "/api/operations", json={"kind": "test.steps", "params": {"dep": "D", "steps": 1, "hold": True}}, headers=alice
+    )
+    op_id = started.json()["id"]
+    # No worker runs: the workflow ends in Temporal while its record still says running.
+    await client.get_workflow_handle(op_id).terminate("gone")
+    for _ in range(3):
+        refused = await api.post(f"/api/operations/{op_id}/cancel", headers=alice)
+        assert refused.status_code == 409 and refused.json()["rule"] == "operation-ended"
+    assert [e.action for e in await store.list_audit(operation_id=op_id)] == []
+
+
+async def test_openapi_types_the_params_of_every_kind(api: httpx.AsyncClient) -> None:
+    document = (await api.get("/openapi.json")).json()
+    schema = document["paths"]["/api/operations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    mapping = schema["discriminator"]["mapping"]
+    assert schema["discriminator"]["propertyName"] == "kind"
+    assert {k.name for k in registry} == set(mapping) and "test.steps" in mapping
+    for kind in registry:
+        variant = document["components"]["schemas"][mapping[kind.name].rsplit("/", 1)[-1]]
+        assert variant["properties"]["kind"]["const"] == kind.name
+        assert variant["additionalProperties"] is False
+        params = variant["properties"]["params"]["$ref"].rsplit("/", 1)[-1]
+        assert set(document["components"]["schemas"][params]["properties"]) == set(kind.public_params.model_fields)
