@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from typing import Any
 
 import httpx
@@ -54,7 +54,7 @@ async def _call(
     }
     status, response_headers, chunks = 0, {}, []
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         nonlocal status, response_headers
         if message["type"] == "http.response.start":
             status = message["status"]
