@@ -10,9 +10,8 @@
 
 Every call is rendered as the PowerShell line an administrator would type (:meth:`Cmdlet.render`) and handed to
 an ``on_call`` hook, which the activities use to write the audit trail. That line is only ever displayed; no
-transport executes it. Throttling (429) and 5xx are retried here
-with backoff honouring Retry-After, then raised as :class:`TransientError` for Temporal to retry; a cmdlet's
-refusal is a :class:`CmdletError` carrying its text.
+transport executes it. Throttling (429) and 5xx are retried here with backoff honouring Retry-After, then raised
+as :class:`TransientError` for Temporal to retry; a cmdlet's refusal is a :class:`CmdletError` carrying its text.
 """
 
 from __future__ import annotations
