@@ -9,9 +9,12 @@ own retry policy; what still fails reaches the activity, which lets Temporal ret
 from __future__ import annotations
 
 import os
+import re
+import uuid
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
@@ -160,23 +163,30 @@ def _key_info(key: KeyVaultKey) -> KeyInfo:
 
 
 class Directory:
-    """Object ids of users and service principals (Microsoft Graph in production, derived in the sandbox)."""
+    """Object ids of users and service principals (Microsoft Graph in production, derived in the sandbox).
 
-    def __init__(self, connection: AzureConnection) -> None:
+    Args:
+        connection: credentials and settings.
+        transport: the HTTP transport for Microsoft Graph (tests pass a mock); default, httpx's own.
+    """
+
+    def __init__(self, connection: AzureConnection, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.connection = connection
+        self.transport = transport
 
     async def object_id(self, principal: str) -> str:
         """The object id of a user (UPN) or a service principal (application id).
 
         Raises:
-            KeyVaultError: the directory does not know the principal.
+            KeyVaultError: the principal is not a valid UPN or GUID (400, before any call), or the directory does not
+                know it (404).
         """
         settings = self.connection.settings
         if settings.sandbox:
             return sandbox_object_id(settings.azure_tenant_id, principal)
+        path = graph_principal_path(principal)
         token = await self.connection.credential().get_token("https://graph.microsoft.com/.default")
-        path = f"/v1.0/servicePrincipals(appId='{principal}')" if _is_guid(principal) else f"/v1.0/users/{principal}"
-        async with httpx.AsyncClient(base_url="https://graph.microsoft.com", timeout=30) as http:
+        async with httpx.AsyncClient(base_url=GRAPH_URL, timeout=30, transport=self.transport) as http:
             response = await http.get(
                 path, params={"$select": "id"}, headers={"Authorization": f"Bearer {token.token}"}
             )
@@ -200,13 +210,42 @@ class Directory:
 
 
 def _is_guid(text: str) -> bool:
-    import uuid
-
     try:
         uuid.UUID(text)
     except ValueError:
         return False
     return True
+
+
+GRAPH_URL = "https://graph.microsoft.com"
+_UPN_REFUSED = re.compile(r"[/\\#?%\s\x00-\x1f\x7f-\x9f]")
+"""Characters a UPN never holds that would change a Graph URL: path, fragment and query delimiters, percent
+escapes, whitespace and control characters."""
+
+
+def graph_principal_path(principal: str) -> str:
+    """The Microsoft Graph path of a service principal (by application id) or a user (by UPN).
+
+    The UPN is checked, then quoted as exactly one path segment, so it can only ever name a user: never another path
+    (``x/../bob``), a fragment (``#``), a query (``?``) or pre-encoded text (``%40``).
+
+    Raises:
+        KeyVaultError: 400 ``upn-invalid``, for a UPN that holds such characters or is empty, ``.`` or ``..``.
+    """
+    if _is_guid(principal):
+        # Normalised: uuid.UUID also accepts braces and a urn: prefix.
+        return f"/v1.0/servicePrincipals(appId='{uuid.UUID(principal)}')"
+    if not principal or principal in {".", ".."} or _UPN_REFUSED.search(principal):
+        raise KeyVaultError(
+            400,
+            "upn-invalid",
+            f"{principal!r} is not a user principal name: a UPN can't be empty or hold '/', a backslash, '#', '?', "
+            "'%', whitespace or control characters",
+        )
+    if principal.startswith("$"):
+        # Graph reads /users/$... as a system query; a UPN starting with $ is addressed as users('...').
+        return "/v1.0/users('" + quote(principal.replace("'", "''"), safe="") + "')"
+    return "/v1.0/users/" + quote(principal, safe="")
 
 
 class KeyVaultGateway:

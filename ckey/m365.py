@@ -3,12 +3,15 @@
 - :class:`InvokeCommandTransport` posts ``{"CmdletInput": {"CmdletName", "Parameters"}}`` to the Exchange Online
   admin REST endpoint that the ExchangeOnlineManagement v3 module itself uses (and to the sandbox's equivalent for
   the SharePoint cmdlets), with an app-only token from azure-identity (or the sandbox's identity).
-- :class:`PwshTransport` runs the exact cmdlet line in PowerShell and reads its output through ``ConvertTo-Json``.
+- :class:`PwshTransport` runs PowerShell with a script that is fixed text per allow-listed cmdlet name
+  (:data:`ALLOWED_CMDLETS`); the parameters travel as JSON on standard input, which the script turns into a hashtable
+  and splats, so no value supplied by anyone is ever part of the script text. Output is read through
+  ``ConvertTo-Json``.
 
 Every call is rendered as the PowerShell line an administrator would type (:meth:`Cmdlet.render`) and handed to
-an ``on_call`` hook, which the activities use to write the audit trail. Throttling (429) and 5xx are retried here
-with backoff honouring Retry-After, then raised as :class:`TransientError` for Temporal to retry; a cmdlet's
-refusal is a :class:`CmdletError` carrying its text.
+an ``on_call`` hook, which the activities use to write the audit trail. That line is only ever displayed; no
+transport executes it. Throttling (429) and 5xx are retried here with backoff honouring Retry-After, then raised
+as :class:`TransientError` for Temporal to retry; a cmdlet's refusal is a :class:`CmdletError` carrying its text.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import aiohttp
@@ -52,7 +56,11 @@ class Cmdlet:
     endpoint: Endpoint = Endpoint.EXCHANGE
 
     def render(self) -> str:
-        """The PowerShell line: ``Set-Mailbox -Identity alice@contoso.com -DataEncryptionPolicy USA_mailboxes``."""
+        """The PowerShell line: ``Set-Mailbox -Identity alice@contoso.com -DataEncryptionPolicy USA_mailboxes``.
+
+        For display only (the audit trail, error messages): no transport ever executes this line. The ``pwsh``
+        transport runs a fixed script per cmdlet and passes :meth:`parameters` as data (see :class:`PwshTransport`).
+        """
         parts = [self.name]
         if self.positional is not None:
             parts.append(ps_quote(self.positional))
@@ -69,25 +77,82 @@ class Cmdlet:
                 parts.append(f"-{name} {ps_quote(str(value))}")
         return " ".join(parts)
 
-    def body(self) -> dict[str, Any]:
-        """The InvokeCommand request body."""
+    def parameters(self) -> dict[str, Any]:
+        """The parameters as data: the positional identity as ``Identity``, ``SWITCH`` as true, ``NULL`` as None."""
         params: dict[str, Any] = {}
         if self.positional is not None:
             params["Identity"] = self.positional
         for name, value in self.params.items():
-            params[name] = True if value is SWITCH else None if value is NULL else value
-        return {"CmdletInput": {"CmdletName": self.name, "Parameters": params}}
+            if value is SWITCH:
+                params[name] = True
+            elif value is NULL:
+                params[name] = None
+            elif isinstance(value, tuple):
+                params[name] = list(value)
+            else:
+                params[name] = value
+        return params
+
+    def body(self) -> dict[str, Any]:
+        """The InvokeCommand request body."""
+        return {"CmdletInput": {"CmdletName": self.name, "Parameters": self.parameters()}}
 
 
 _SWITCHES = {"Refresh", "PermanentDataPurgeRequested"}
-_BARE = re.compile(r"^[A-Za-z0-9_.@:/\-]+$")
+_BARE = re.compile(r"^[A-Za-z0-9_.:/][A-Za-z0-9_.@:/\-]*$")
+# Inside a double-quoted PowerShell string, the backtick escapes; these end the string or expand in it. PowerShell
+# reads the typographic double quotes U+201C, U+201D and U+201E as ``"``.
+_DQ_ESCAPES = {c: "`" + c for c in '`"$\u201c\u201d\u201e'}
+_DQ_ESCAPES.update({"\0": "`0", "\a": "`a", "\b": "`b", "\f": "`f", "\n": "`n", "\r": "`r", "\t": "`t", "\v": "`v"})
 
 
 def ps_quote(value: str) -> str:
-    """A PowerShell argument: bare when it is one plain token, else double-quoted (``"a b"``)."""
+    """A PowerShell argument for display: bare when it is one plain token, else double-quoted (``"a b"``).
+
+    Used only by :meth:`Cmdlet.render`, whose line is displayed and never executed; it still escapes every
+    character that would end or expand a double-quoted string (ASCII and typographic quotes, ``$``, the backtick)
+    and writes control characters as escapes, so that the displayed line reads as the call that was made and stays
+    on one line. A value starting with ``-`` or ``@`` is quoted (bare, PowerShell would read a parameter or a
+    splat).
+    """
     if _BARE.match(value):
         return value
-    return '"' + value.replace("`", "``").replace('"', '`"').replace("$", "`$") + '"'
+    out = []
+    for c in value:
+        if c in _DQ_ESCAPES:
+            out.append(_DQ_ESCAPES[c])
+        elif ord(c) < 0x20 or ord(c) == 0x7F:
+            out.append(f"`u{{{ord(c):x}}}")
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+ALLOWED_CMDLETS: Mapping[str, Endpoint] = MappingProxyType(
+    {
+        # Exchange Online: mailbox DEPs and recipients.
+        "New-DataEncryptionPolicy": Endpoint.EXCHANGE,
+        "Get-DataEncryptionPolicy": Endpoint.EXCHANGE,
+        "Set-DataEncryptionPolicy": Endpoint.EXCHANGE,
+        "Set-Mailbox": Endpoint.EXCHANGE,
+        "Set-MailUser": Endpoint.EXCHANGE,
+        "Get-Mailbox": Endpoint.EXCHANGE,
+        "Get-MailUser": Endpoint.EXCHANGE,
+        "Get-MailboxStatistics": Endpoint.EXCHANGE,
+        # Multi-workload DEPs (Exchange Online PowerShell).
+        "New-M365DataAtRestEncryptionPolicy": Endpoint.EXCHANGE,
+        "Set-M365DataAtRestEncryptionPolicy": Endpoint.EXCHANGE,
+        "Get-M365DataAtRestEncryptionPolicy": Endpoint.EXCHANGE,
+        "Set-M365DataAtRestEncryptionPolicyAssignment": Endpoint.EXCHANGE,
+        "Get-M365DataAtRestEncryptionPolicyAssignment": Endpoint.EXCHANGE,
+        # SharePoint Online and OneDrive.
+        "Register-SPODataEncryptionPolicy": Endpoint.SHAREPOINT,
+        "Get-SPODataEncryptionPolicy": Endpoint.SHAREPOINT,
+        "Update-SPODataEncryptionPolicy": Endpoint.SHAREPOINT,
+        "Restore-SPODataEncryptionPolicy": Endpoint.SHAREPOINT,
+    }
+)
+"""The cmdlets the ``pwsh`` transport runs, and the service each signs in to. Any other name is refused."""
 
 
 class CmdletError(Exception):
@@ -102,6 +167,17 @@ class CmdletError(Exception):
     def __init__(self, line: str, message: str, code: str | None = None) -> None:
         super().__init__(f"{line}: {message}")
         self.line, self.message, self.code = line, message, code
+
+
+class CmdletNotAllowed(CmdletError):
+    """A cmdlet the ``pwsh`` transport will not run: not on :data:`ALLOWED_CMDLETS`, or malformed parameter names.
+
+    Refused before any process starts; retrying will not change that (activities turn it into a non-retryable
+    error like any :class:`CmdletError`).
+    """
+
+    def __init__(self, line: str, message: str) -> None:
+        super().__init__(line, message, "cmdlet-not-allowed")
 
 
 class TransientError(Exception):
@@ -238,47 +314,124 @@ def _backoff(attempt: int) -> float:
     return float(min(30.0, 0.5 * 2 ** (attempt - 1) * (1 + random.random() / 2)))
 
 
+_PWSH_PROLOGUE = """$ErrorActionPreference = 'Stop'
+$raw = [Console]::In.ReadToEnd()
+$v = $PSVersionTable.PSVersion
+if ($v.Major -gt 7 -or ($v.Major -eq 7 -and $v.Minor -ge 5)) {
+    $request = ConvertFrom-Json -InputObject $raw -AsHashtable -DateKind String
+} else {
+    $request = ConvertFrom-Json -InputObject $raw -AsHashtable
+}
+$connect = $request['connect']
+$parameters = $request['parameters']
+"""
+_PWSH_CONNECT = {
+    Endpoint.EXCHANGE: "Connect-ExchangeOnline -ShowBanner:$false @connect\n",
+    Endpoint.SHAREPOINT: "Connect-SPOService @connect\n",
+}
+PWSH_SCRIPTS: Mapping[str, str] = MappingProxyType(
+    {
+        name: _PWSH_PROLOGUE + _PWSH_CONNECT[endpoint] + f"{name} @parameters | ConvertTo-Json -Depth 6 -Compress\n"
+        for name, endpoint in ALLOWED_CMDLETS.items()
+    }
+)
+"""The whole script ``pwsh`` runs, per allow-listed cmdlet: fixed text, which no value ever becomes part of."""
+
+_PARAMETER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
+
+
 class PwshTransport:
-    """PowerShell: ``pwsh -Command "<connect>; <cmdlet line> | ConvertTo-Json -Depth 6 -Compress"``.
+    """PowerShell: ``pwsh -Command <fixed script>``, the parameters as JSON on standard input.
+
+    The script (:data:`PWSH_SCRIPTS`) is chosen by the cmdlet's name from :data:`ALLOWED_CMDLETS` and never contains
+    a value: it reads ``{"connect": {...}, "parameters": {...}}`` from standard input, turns it into hashtables with
+    ``ConvertFrom-Json -AsHashtable`` (``-DateKind String`` on PowerShell 7.5+, so a timestamp-like value stays a
+    string) and splats them (``Connect-ExchangeOnline @connect``, ``Set-Mailbox @parameters``). Quoting rules
+    therefore never matter. The JSON is ASCII (every other character escaped), so NUL and any other character
+    pass intact whatever the console encoding. :meth:`Cmdlet.render` is used only to label errors.
 
     Args:
-        settings: the ``pwsh`` path and the app-only sign-in (app id, certificate, organization).
+        settings: the ``pwsh`` path and the app-only sign-in (app id, certificate, organization, SPO admin URL).
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
+    def _endpoint(self, cmdlet: Cmdlet) -> Endpoint:
+        endpoint = ALLOWED_CMDLETS.get(cmdlet.name)
+        if endpoint is None:
+            raise CmdletNotAllowed(
+                cmdlet.render(), f"{cmdlet.name!r} is not a cmdlet ckey runs through pwsh (see ALLOWED_CMDLETS)"
+            )
+        if endpoint is not cmdlet.endpoint:
+            raise CmdletNotAllowed(
+                cmdlet.render(), f"{cmdlet.name} belongs to {endpoint.value}, not {cmdlet.endpoint.value}"
+            )
+        return endpoint
+
     def script(self, cmdlet: Cmdlet) -> str:
-        """The whole PowerShell script for one cmdlet."""
+        """The fixed PowerShell script for the cmdlet's name; the same text whatever its parameters.
+
+        Raises:
+            CmdletNotAllowed: the name is not on :data:`ALLOWED_CMDLETS`.
+        """
+        self._endpoint(cmdlet)
+        return PWSH_SCRIPTS[cmdlet.name]
+
+    def connect_parameters(self, endpoint: Endpoint) -> dict[str, str]:
+        """The sign-in's parameters (splatted into Connect-ExchangeOnline / Connect-SPOService)."""
         s = self.settings
-        if cmdlet.endpoint is Endpoint.SHAREPOINT:
-            connect = f"Connect-SPOService -Url {ps_quote(s.m365_spo_admin_url)}"
-            if s.m365_app_id and s.m365_certificate_path:
-                connect += (
-                    f" -ClientId {ps_quote(s.m365_app_id)} -CertificatePath {ps_quote(str(s.m365_certificate_path))}"
-                )
-        else:
-            connect = "Connect-ExchangeOnline -ShowBanner:$false"
-            if s.m365_app_id and s.m365_certificate_path:
-                connect += (
-                    f" -AppId {ps_quote(s.m365_app_id)} -CertificateFilePath {ps_quote(str(s.m365_certificate_path))}"
-                    f" -Organization {ps_quote(s.m365_organization)}"
-                )
-        return f"$ErrorActionPreference = 'Stop'; {connect}; {cmdlet.render()} | ConvertTo-Json -Depth 6 -Compress"
+        app_only = bool(s.m365_app_id and s.m365_certificate_path)
+        if endpoint is Endpoint.SHAREPOINT:
+            connect = {"Url": s.m365_spo_admin_url}
+            if app_only:
+                connect |= {"ClientId": str(s.m365_app_id), "CertificatePath": str(s.m365_certificate_path)}
+            return connect
+        if app_only:
+            return {
+                "AppId": str(s.m365_app_id),
+                "CertificateFilePath": str(s.m365_certificate_path),
+                "Organization": s.m365_organization,
+            }
+        return {}
+
+    def stdin(self, cmdlet: Cmdlet) -> bytes:
+        """The data the script reads: ``{"connect": {...}, "parameters": {...}}`` as ASCII JSON.
+
+        Raises:
+            CmdletNotAllowed: the name is not on :data:`ALLOWED_CMDLETS`, or a parameter name is not a plain name.
+        """
+        endpoint = self._endpoint(cmdlet)
+        parameters = cmdlet.parameters()
+        seen: set[str] = set()
+        for name in parameters:
+            # Names come from ckey's code, never from a caller; checked anyway, since a splat binds them as given.
+            if not _PARAMETER_NAME.match(name) or name.lower() in seen:
+                raise CmdletNotAllowed(cmdlet.render(), f"{name!r} is not a parameter name ckey sends")
+            seen.add(name.lower())
+        request = {"connect": self.connect_parameters(endpoint), "parameters": parameters}
+        return json.dumps(request, ensure_ascii=True, allow_nan=False).encode("ascii")
 
     async def invoke(self, cmdlet: Cmdlet) -> list[dict[str, Any]]:
-        """Run the cmdlet; a non-zero exit is the cmdlet's refusal, with its error text."""
+        """Run the cmdlet; a non-zero exit is the cmdlet's refusal, with its error text.
+
+        Raises:
+            CmdletNotAllowed: before any process starts, for a cmdlet outside :data:`ALLOWED_CMDLETS`.
+            CmdletError: PowerShell reported an error.
+        """
+        script, payload = self.script(cmdlet), self.stdin(cmdlet)
         process = await asyncio.create_subprocess_exec(
             self.settings.pwsh_path,
             "-NoLogo",
             "-NoProfile",
             "-NonInteractive",
             "-Command",
-            self.script(cmdlet),
+            script,
+            stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
         )
-        out, err = await process.communicate()
+        out, err = await process.communicate(payload)
         line = cmdlet.render()
         if process.returncode != 0:
             text = err.decode(errors="replace").strip().splitlines()

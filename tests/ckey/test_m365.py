@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from ckey.config import M365Transport, Settings
-from ckey.m365 import NULL, SWITCH, Cmdlet, CmdletError, Endpoint, M365Gateway, PwshTransport
+from ckey.config import M365Transport, Settings, load_settings
+from ckey.m365 import (
+    ALLOWED_CMDLETS,
+    NULL,
+    PWSH_SCRIPTS,
+    SWITCH,
+    Cmdlet,
+    CmdletError,
+    CmdletNotAllowed,
+    Endpoint,
+    M365Gateway,
+    PwshTransport,
+)
 
 PWSH = Path(__file__).parents[1] / "support" / "pwsh" / "pwsh"
 
@@ -189,7 +208,7 @@ def pwsh_gateway(
     return M365Gateway(PwshTransport(pwsh_settings), on_call), log, calls
 
 
-async def test_pwsh_transport_sends_the_line_and_parses_recorded_output(
+async def test_pwsh_transport_sends_fixed_scripts_and_data_and_parses_recorded_output(
     pwsh_gateway: tuple[M365Gateway, Path, list[Any]],
 ) -> None:
     gateway, log, calls = pwsh_gateway
@@ -210,13 +229,27 @@ async def test_pwsh_transport_sends_the_line_and_parses_recorded_output(
     await gateway.set_mailbox("alice@contoso.com", "USA_mailboxes")
     await gateway.set_mailbox("alice@contoso.com", None)
 
-    scripts = log.read_text().splitlines()
-    assert scripts[0].startswith(
-        "$ErrorActionPreference = 'Stop'; Connect-ExchangeOnline -ShowBanner:$false -AppId 5f1c0a3e-app "
-    )
-    assert scripts[-1].endswith(
-        "Set-Mailbox -Identity alice@contoso.com -DataEncryptionPolicy $null | ConvertTo-Json -Depth 6 -Compress"
-    )
+    sent = [json.loads(entry) for entry in log.read_text().splitlines()]
+    assert [e["cmdlet"] for e in sent] == [
+        "New-DataEncryptionPolicy",
+        "Get-MailboxStatistics",
+        "Get-DataEncryptionPolicy",
+        "Get-DataEncryptionPolicy",
+        "Set-Mailbox",
+        "Set-Mailbox",
+    ]
+    assert all(e["script"] == PWSH_SCRIPTS[e["cmdlet"]] for e in sent)
+    first = json.loads(sent[0]["stdin"])
+    assert first["connect"] == {
+        "AppId": "5f1c0a3e-app",
+        "CertificateFilePath": str(log.parent / "ckey.pfx"),
+        "Organization": "contoso.onmicrosoft.com",
+    }
+    assert json.loads(sent[-1]["stdin"])["parameters"] == {
+        "Identity": "alice@contoso.com",
+        "DataEncryptionPolicy": None,
+    }
+    assert [c[0] for c in calls][-1] == "Set-Mailbox -Identity alice@contoso.com -DataEncryptionPolicy $null"
     assert [c[1] for c in calls] == ["ok"] * 6
 
 
@@ -254,3 +287,205 @@ def test_invoke_command_errors_are_read_as_exchange_writes_them() -> None:
     )
     assert _error_text({"error": {"code": "Throttled", "message": "slow down"}}, "") == ("slow down", "Throttled")
     assert _error_text("not json", "fallback") == ("fallback", None)
+
+
+# The pwsh transport: fixed script text, parameters as data (issue 8) ------------------------------------------------
+
+INJECTION = "alice@contoso.com\u201d; Remove-Mailbox bob@contoso.com -Confirm:0 #"
+HOSTILE_PIECES = [
+    *"\u201c\u201d\u201e\u201f\u2018\u2019\u201a\u201b\u00ab\u00bb\uff02\uff07",  # quotes of every script
+    *"\u2013\u2014\u2015\u2212\u2010",  # dashes of every kind
+    "`",
+    "$(",
+    "${",
+    "$",
+    "@",
+    "@(",
+    "-",
+    "--%",
+    '"',
+    "'",
+    ";",
+    "#",
+    "|",
+    "&",
+    "\n",
+    "\r\n",
+    "\0",
+    "\t",
+    "2026-12-01T00:00:00Z",
+    "Remove-Mailbox bob@contoso.com -Confirm:0",
+]
+LONG = os.environ.get("CKEY_HYPOTHESIS_LONG") == "1"
+hostile_text = st.lists(st.one_of(st.sampled_from(HOSTILE_PIECES), st.text()), max_size=8).map("".join)
+plain_values = st.one_of(hostile_text, st.none(), st.booleans(), st.integers(-(2**53), 2**53))
+values = st.one_of(plain_values, st.lists(hostile_text, max_size=4), st.just(NULL), st.just(SWITCH))
+parameter_names = st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,30}", fullmatch=True)
+parameter_maps = st.dictionaries(parameter_names, values, max_size=6).filter(
+    lambda d: len({k.lower() for k in d}) == len(d)
+)
+
+
+@functools.cache
+def _base_settings() -> Settings:
+    return load_settings(_env_file=None).model_copy(update={"m365_transport": M365Transport.PWSH})
+
+
+def _as_data(value: Any) -> Any:
+    """What a parameter value must arrive as: independent of ckey's own conversion."""
+    return True if value is SWITCH else None if value is NULL else value
+
+
+def _hostile_cmdlet(name: str, params: dict[str, Any], positional: str | None) -> tuple[Cmdlet, dict[str, Any]]:
+    if positional is not None:
+        params = {k: v for k, v in params.items() if k.lower() != "identity"}
+    expected = {"Identity": positional} if positional is not None else {}
+    expected |= {k: _as_data(v) for k, v in params.items()}
+    return Cmdlet(name, params, positional=positional, endpoint=ALLOWED_CMDLETS[name]), expected
+
+
+@settings(max_examples=2000 if LONG else 200, deadline=None)
+@given(
+    name=st.sampled_from(sorted(ALLOWED_CMDLETS)),
+    params=parameter_maps,
+    positional=st.none() | hostile_text,
+    app_id=hostile_text,
+    certificate=hostile_text,
+    organization=hostile_text,
+    spo_url=hostile_text,
+)
+def test_pwsh_script_never_depends_on_values_and_stdin_carries_them_exactly(
+    name: str,
+    params: dict[str, Any],
+    positional: str | None,
+    app_id: str,
+    certificate: str,
+    organization: str,
+    spo_url: str,
+) -> None:
+    hostile = _base_settings().model_copy(
+        update={
+            "m365_app_id": app_id or "x",
+            "m365_certificate_path": Path(certificate or "x"),
+            "m365_organization": organization,
+            "m365_spo_admin_url": spo_url,
+        }
+    )
+    transport = PwshTransport(hostile)
+    cmdlet, expected = _hostile_cmdlet(name, params, positional)
+    bare = Cmdlet(name, endpoint=ALLOWED_CMDLETS[name])
+
+    script = transport.script(cmdlet)
+    # The same bytes for any parameters and any settings: the script of a bare call with default settings.
+    assert script.encode() == PwshTransport(_base_settings()).script(bare).encode() == PWSH_SCRIPTS[name].encode()
+    payload = transport.stdin(cmdlet)
+    assert payload.isascii() and b"\0" not in payload and b"\n" not in payload
+    request = json.loads(payload)
+    assert request["parameters"] == expected
+    assert list(request["parameters"]) == list(expected)
+    if ALLOWED_CMDLETS[name] is Endpoint.SHAREPOINT:
+        assert request["connect"] == {
+            "Url": spo_url,
+            "ClientId": app_id or "x",
+            "CertificatePath": str(Path(certificate or "x")),
+        }
+    else:
+        assert request["connect"] == {
+            "AppId": app_id or "x",
+            "CertificateFilePath": str(Path(certificate or "x")),
+            "Organization": organization,
+        }
+
+
+@settings(max_examples=200 if LONG else 25, deadline=None)
+@given(name=st.sampled_from(sorted(ALLOWED_CMDLETS)), params=parameter_maps, positional=st.none() | hostile_text)
+async def test_pwsh_parameters_cross_the_pipe_to_the_stand_in_intact(
+    name: str, params: dict[str, Any], positional: str | None
+) -> None:
+    cmdlet, expected = _hostile_cmdlet(name, params, positional)
+    transport = PwshTransport(_base_settings().model_copy(update={"pwsh_path": str(PWSH)}))
+    with mock.patch.dict(os.environ, {"PWSH_ECHO": "1"}):
+        (echoed,) = await transport.invoke(cmdlet)
+    # The stand-in checked the script against its own copy of the fixed script, then echoed what it decoded.
+    base = _base_settings()
+    connect = {"Url": base.m365_spo_admin_url} if ALLOWED_CMDLETS[name] is Endpoint.SHAREPOINT else {}
+    assert echoed == {"Cmdlet": name, "Connect": connect, "Parameters": expected}
+
+
+async def test_an_injected_identity_reaches_pwsh_only_as_data(
+    pwsh_gateway: tuple[M365Gateway, Path, list[Any]],
+) -> None:
+    gateway, log, calls = pwsh_gateway
+    with pytest.raises(CmdletError) as refused:
+        await gateway.get_mailbox_statistics(INJECTION)
+    assert refused.value.code == "ManagementObjectNotFoundException"
+    (sent,) = [json.loads(entry) for entry in log.read_text().splitlines()]
+    assert sent["script"] == PWSH_SCRIPTS["Get-MailboxStatistics"]
+    assert "Remove-Mailbox" not in sent["script"] and "alice" not in sent["script"]
+    assert json.loads(sent["stdin"])["parameters"] == {"Identity": INJECTION}
+    # The audit line shows the value quoted, the typographic quote escaped; it is never run.
+    assert (
+        calls[-1][0]
+        == 'Get-MailboxStatistics -Identity "alice@contoso.com`\u201d; Remove-Mailbox bob@contoso.com -Confirm:0 #"'
+    )
+
+
+async def test_a_cmdlet_off_the_allow_list_is_refused_before_any_process(
+    pwsh_gateway: tuple[M365Gateway, Path, list[Any]],
+) -> None:
+    gateway, log, calls = pwsh_gateway
+    with mock.patch("asyncio.create_subprocess_exec", side_effect=AssertionError("a process was started")):
+        for cmdlet in (
+            Cmdlet("Remove-Mailbox", {"Identity": "bob@contoso.com"}),
+            Cmdlet("Invoke-Expression", {"Command": "whoami"}),
+            Cmdlet("Set-Mailbox; Remove-Mailbox", {}),
+            Cmdlet("Register-SPODataEncryptionPolicy", {}),  # an SPO cmdlet sent to Exchange
+            Cmdlet("Set-Mailbox", {"Identity; x": "a"}),  # not a parameter name
+        ):
+            with pytest.raises(CmdletNotAllowed) as refused:
+                await gateway.invoke(cmdlet)
+            assert isinstance(refused.value, CmdletError) and refused.value.code == "cmdlet-not-allowed"
+    assert not log.exists()
+    assert [c[1] for c in calls] == ["refused"] * 5
+
+
+def test_the_stand_in_fails_loudly_on_anything_but_the_fixed_script_and_data() -> None:
+    def run(script: str, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
+        argv = [sys.executable, str(PWSH), "-NoLogo", "-NoProfile", "-NonInteractive", "-Command", script]
+        return subprocess.run(argv, input=stdin, capture_output=True, check=False, timeout=30)
+
+    good = json.dumps({"connect": {}, "parameters": {"Identity": "alice@contoso.com"}}).encode()
+    assert run(PWSH_SCRIPTS["Get-MailboxStatistics"], good).returncode == 0
+    old_style = (
+        "$ErrorActionPreference = 'Stop'; Connect-ExchangeOnline -ShowBanner:$false; "
+        "Get-MailboxStatistics -Identity alice@contoso.com | ConvertTo-Json -Depth 6 -Compress"
+    )
+    for script, stdin in (
+        (old_style, good),
+        (PWSH_SCRIPTS["Get-MailboxStatistics"].replace("@parameters", "-Identity alice@contoso.com"), good),
+        (PWSH_SCRIPTS["Get-MailboxStatistics"], b"-Identity alice@contoso.com"),
+        (
+            PWSH_SCRIPTS["Get-MailboxStatistics"],
+            json.dumps({"parameters": {"Identity; x": "a"}, "connect": {}}).encode(),
+        ),
+        (
+            PWSH_SCRIPTS["Get-MailboxStatistics"],
+            json.dumps({"parameters": {"Identity": {"a": 1}}, "connect": {}}).encode(),
+        ),
+    ):
+        done = run(script, stdin)
+        assert done.returncode == 90 and b"PWSH STAND-IN CONTRACT VIOLATION" in done.stderr, (script, stdin)
+
+
+def test_rendered_line_is_displayed_faithfully() -> None:
+    line = Cmdlet("Set-Mailbox", {"Identity": "-Confirm", "DataEncryptionPolicy": "@evil"}).render()
+    assert line == 'Set-Mailbox -Identity "-Confirm" -DataEncryptionPolicy "@evil"'
+    assert Cmdlet("Get-Mailbox", {"Identity": "a\nb\0c\u201ed\u201c"}).render() == (
+        'Get-Mailbox -Identity "a`nb`0c`\u201ed`\u201c"'
+    )
+
+
+def test_the_pwsh_script_branches_on_the_powershell_version_for_string_dates() -> None:
+    script = PWSH_SCRIPTS["Set-Mailbox"]
+    assert "-AsHashtable -DateKind String" in script and "$PSVersionTable.PSVersion" in script
+    assert script.rstrip().endswith("Set-Mailbox @parameters | ConvertTo-Json -Depth 6 -Compress")
