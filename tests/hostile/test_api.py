@@ -21,6 +21,7 @@ from ckey.api.app import create_app
 from ckey.config import load_settings
 from tests.hostile.conftest import LONG, HostileStack
 
+
 def _document() -> dict[str, Any]:
     # The document the served API answers at /openapi.json, built in-process so that the operations are known when
     # the tests are collected (schemathesis' from_fixture does not work with this pytest).
@@ -52,7 +53,7 @@ def sandboxes_before(hostile_stack: HostileStack) -> dict[str, list[tuple[object
     derandomize=not LONG,
 )
 def test_no_request_breaks_the_api(
-    case: schemathesis.Case,
+    case: schemathesis.Case[Any],
     hostile_stack: HostileStack,
     session: requests.Session,
     sandboxes_before: dict[str, list[tuple[object, ...]]],
