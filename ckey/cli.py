@@ -343,22 +343,27 @@ _AUDIT_PAGE = 5000
 
 
 def _download_audit() -> tuple[tuple[int, str], list[dict[str, Any]], list[Any]]:
-    """The chain head, then the entries and checkpoints up to it (so none of them outruns the other)."""
+    """The checkpoints, then the chain head, then the entries up to the head.
+
+    In that order every checkpoint names an entry committed before the head was read, so appends running meanwhile
+    cannot make a checkpoint outrun the entries. The checkpoints are never cut at the head: a rewound head with
+    checkpoints past it is exactly the truncation they reveal.
+    """
     from ckey.audit import Checkpoint
 
+    checkpoints = [Checkpoint.model_validate(item) for item in _pages("/api/audit/checkpoints")]
     head_body = _call("GET", "/api/audit/head")
     head = (int(head_body["seq"]), str(head_body["hash"]))
-    checkpoints = [Checkpoint.model_validate(item) for item in _pages("/api/audit/checkpoints", head[0])]
     return head, list(_pages("/api/audit", head[0])), checkpoints
 
 
-def _pages(path: str, last: int) -> Iterator[dict[str, Any]]:
-    """Every item of a paged audit listing up to sequence number ``last``."""
+def _pages(path: str, last: int | None = None) -> Iterator[dict[str, Any]]:
+    """Every item of a paged audit listing (up to sequence number ``last``, if given)."""
     after = 0
     while True:
         page: list[dict[str, Any]] = _call("GET", path, params={"after": after, "limit": _AUDIT_PAGE})
-        yield from (item for item in page if item["seq"] <= last)
-        if len(page) < _AUDIT_PAGE or page[-1]["seq"] >= last:
+        yield from (item for item in page if last is None or item["seq"] <= last)
+        if len(page) < _AUDIT_PAGE or (last is not None and page[-1]["seq"] >= last):
             return
         after = page[-1]["seq"]
 

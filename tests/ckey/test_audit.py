@@ -62,7 +62,9 @@ async def tamper(store: Store, how: str) -> None:
         for rec in records[2:]:
             event = AuditEvent.model_validate(rec.model_dump(exclude={"seq", "prev_hash", "hash", "malformed"}))
             digest = audit_hash(prev, rec.seq, event)
-            await _sql(store, "UPDATE audit_events SET prev_hash = :p, hash = :h WHERE seq = :s", p=prev, h=digest, s=rec.seq)
+            await _sql(
+                store, "UPDATE audit_events SET prev_hash = :p, hash = :h WHERE seq = :s", p=prev, h=digest, s=rec.seq
+            )
             prev = digest
         await _sql(store, "UPDATE audit_head SET hash = :h WHERE id = 1", h=prev)
     else:
@@ -276,7 +278,7 @@ async def test_postgresql_app_role_appends_but_cannot_rewrite(postgres: object, 
             "INSERT INTO audit_head (id, seq, hash) VALUES (2, 0, 'x')",
             "DROP TRIGGER audit_events_append_only ON audit_events",
         ):
-            with pytest.raises(DBAPIError, match="permission denied|must be owner"):
+            with pytest.raises(DBAPIError, match=r"permission denied|must be owner"):
                 await _sql(app, statement)
         await _sql(app, "UPDATE audit_head SET seq = seq WHERE id = 1")  # the head alone is updatable
         # The owner is refused by the triggers (it would have to drop them, which the checkpoints then reveal).
