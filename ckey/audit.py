@@ -15,8 +15,11 @@ trail it downloaded, and the offline check of an export (``ckey audit verify --f
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
+import os
+import secrets
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ValidationError
 
+from ckey.config import ensure_private_dir
 from ckey.operations import AuditEvent
 
 GENESIS_HASH = "0" * 64
@@ -116,15 +120,21 @@ class CheckpointSigner:
     def from_file(cls, path: Path) -> CheckpointSigner:
         """The signer whose key is at ``path``, created there (mode 0600, folder 0700) on first use.
 
+        The API and the worker may both start first: the key is written to a temporary file and linked into place,
+        so each process ends up with the same, complete key.
+
         Raises:
             AuditKeyError: the file holds something other than an Ed25519 private key.
         """
-        from ckey.auth import AuthError, load_or_create_signing_key
-
+        if not path.exists():
+            _create_key(path)
         try:
-            return cls(load_or_create_signing_key(path))
-        except (AuthError, ValueError, TypeError) as exc:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError) as exc:
             raise AuditKeyError(f"audit checkpoint key {path}: {exc}") from None
+        if not isinstance(key, Ed25519PrivateKey):
+            raise AuditKeyError(f"audit checkpoint key {path}: not an Ed25519 private key")
+        return cls(key)
 
     def sign(self, seq: int, chain_hash: str, at: datetime) -> Checkpoint:
         """A checkpoint for the chain's ``chain_hash`` at entry ``seq``."""
@@ -133,6 +143,25 @@ class CheckpointSigner:
         return Checkpoint(
             seq=seq, hash=chain_hash, at=at, key_id=self.key_id, signature=base64.b64encode(signature).decode()
         )
+
+
+def _create_key(path: Path) -> None:
+    ensure_private_dir(path.parent)
+    pem = Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    staging = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+            out.flush()
+            os.fsync(out.fileno())
+        # Atomic, and refused if another process linked its key first: that one is then used.
+        with contextlib.suppress(FileExistsError):
+            os.link(staging, path)
+    finally:
+        os.unlink(staging)
 
 
 def checkpoint_problem(checkpoint: Checkpoint, public_key: Ed25519PublicKey) -> str | None:

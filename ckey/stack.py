@@ -588,6 +588,9 @@ def prepare_shared_files(settings: Settings) -> None:
         from ckey.auth import load_or_create_signing_key
 
         load_or_create_signing_key(settings.signing_key_path)
+    from ckey.audit import CheckpointSigner
+
+    CheckpointSigner.from_file(settings.audit_checkpoint_key_path)
     if settings.sandbox:
         from sandbox.identity import load_or_create_issuer_key
         from sandbox.tls import ensure_ca

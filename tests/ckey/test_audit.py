@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import stat
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from ckey.audit import (
+    AuditKeyError,
     ChainChecker,
     Checkpoint,
     CheckpointSigner,
@@ -123,6 +125,17 @@ def test_checkpoint_signature_covers_seq_hash_and_time(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
     # The same file gives the same key again.
     assert CheckpointSigner.from_file(key_file).key_id == signer.key_id
+
+
+def test_processes_starting_together_share_one_checkpoint_key(tmp_path: Path) -> None:
+    path = tmp_path / "data" / "keys" / "audit-checkpoint.pem"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        ids = set(pool.map(lambda _: CheckpointSigner.from_file(path).key_id, range(16)))
+    assert len(ids) == 1
+    assert [p.name for p in path.parent.iterdir()] == ["audit-checkpoint.pem"]  # no staging file left behind
+    path.write_text("not a key")
+    with pytest.raises(AuditKeyError):
+        CheckpointSigner.from_file(path)
 
 
 @BOTH
@@ -319,3 +332,18 @@ async def test_sqlite_files_and_folder_are_private(tmp_path: Path) -> None:
 def test_checkpoint_model_round_trips_through_json(tmp_path: Path) -> None:
     checkpoint = CheckpointSigner.from_file(tmp_path / "k.pem").sign(1, "0" * 64, T0)
     assert Checkpoint.model_validate_json(checkpoint.model_dump_json()) == checkpoint
+
+
+def test_ckey_up_creates_the_checkpoint_key_before_any_child_starts(tmp_path: Path) -> None:
+    from ckey.config import load_settings
+    from ckey.stack import prepare_shared_files
+
+    settings = load_settings(data_dir=tmp_path / "data", _env_file=None)
+    prepare_shared_files(settings)
+    key = settings.audit_checkpoint_key_path
+    assert key == tmp_path / "data" / "keys" / "audit-checkpoint.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "data").stat().st_mode) == 0o700
+    signer = CheckpointSigner.from_file(key)
+    prepare_shared_files(settings)  # a second `ckey up` keeps it
+    assert CheckpointSigner.from_file(key).key_id == signer.key_id
