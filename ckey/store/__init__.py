@@ -213,6 +213,8 @@ class Store:
         With a signer, the same transaction stores a signed checkpoint of the new head every
         ``checkpoint_every`` entries and at each operation's end, so an entry and its checkpoint land together.
         """
+        # Stored in UTC: SQLite keeps a time's wall clock without its offset, and the hash is over the UTC time.
+        event = event.model_copy(update={"at": utc(event.at)})
         async with self._writing(), self._sessions() as session:
             # The UPDATE comes first so that it takes the write lock (SQLite) or the row lock (PostgreSQL) on the
             # chain head before anything is read: appends from many workers are serialized here.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import stat
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -347,3 +347,29 @@ def test_ckey_up_creates_the_checkpoint_key_before_any_child_starts(tmp_path: Pa
     signer = CheckpointSigner.from_file(key)
     prepare_shared_files(settings)  # a second `ckey up` keeps it
     assert CheckpointSigner.from_file(key).key_id == signer.key_id
+
+
+@BOTH
+async def test_migration_0004_downgrades_and_upgrades_again(signed_store: Store) -> None:
+    from alembic import command
+    from sqlalchemy import Connection
+
+    from ckey.store.migrate import alembic_config
+
+    def migrate(revision: str) -> Callable[[Connection], None]:
+        def run(conn: Connection) -> None:
+            if revision == "head":
+                command.upgrade(alembic_config(conn), revision)
+            else:
+                command.downgrade(alembic_config(conn), revision)
+
+        return run
+
+    await _trail(signed_store, 2)
+    async with signed_store.engine.begin() as conn:
+        await conn.run_sync(migrate("0003"))
+    await _sql(signed_store, "UPDATE audit_events SET actor = 'x' WHERE seq = 1")  # no trigger below 0004
+    async with signed_store.engine.begin() as conn:
+        await conn.run_sync(migrate("head"))
+    with pytest.raises(DBAPIError, match="append-only"):
+        await _sql(signed_store, "DELETE FROM audit_events")

@@ -54,7 +54,7 @@ async def audit_head(_: Viewer, store: StoreDep) -> ChainHead:
     """The chain head; an export reads it first and stops there, so its checkpoints never outrun its entries."""
     head = await store.audit_head()
     if head is None:
-        raise Problem(500, "audit-head-missing", "the audit chain head is missing: the trail was tampered with")
+        raise Problem(409, "audit-head-missing", "the audit chain head is missing: the trail was tampered with")
     return ChainHead(seq=head[0], hash=head[1])
 
 
