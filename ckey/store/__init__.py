@@ -262,6 +262,8 @@ class Store:
 
     async def list_checkpoints(self, *, after_seq: int = 0, limit: int = 1000) -> list[Checkpoint]:
         """Signed checkpoints of the audit chain in order of the entry they name."""
+        if after_seq >= _MAX_SEQ:
+            return []
         query = (
             select(
                 AuditCheckpointRow.seq,
