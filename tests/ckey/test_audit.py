@@ -184,6 +184,15 @@ async def test_truncation_and_recomputation_pass_without_checkpoints(signed_stor
     assert anchored.finish(await signed_store.audit_head()).broken_at == 5
 
 
+async def test_a_rewound_head_with_the_rows_left_in_place_is_reported(signed_store: Store) -> None:
+    await _trail(signed_store, 4)
+    row2 = (await signed_store.list_audit(after_seq=1, limit=1))[0]
+    await _sql(signed_store, "UPDATE audit_head SET seq = 2, hash = :h WHERE id = 1", h=row2.hash)
+    verdict = await signed_store.verify_audit_chain()
+    assert (verdict.ok, verdict.broken_at) == (False, 3)
+    assert "the head was rewound" in (verdict.reason or "")
+
+
 async def test_a_forged_checkpoint_is_reported(signed_store: Store) -> None:
     await _trail(signed_store, 3)
     await drop_append_only_guards(signed_store)
