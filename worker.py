@@ -47,7 +47,7 @@ async def run_worker(settings: Settings) -> None:
             log.info("registered search attributes %s", ", ".join(added))
     except Exception as exc:  # a cloud namespace may refuse operator calls; attributes are then managed there
         log.warning("could not check search attributes: %s", exc)
-    store = Store.from_url(settings.resolved_database_url)
+    store = Store.from_settings(settings)
     azure = AzureConnection(settings)
     keyvault = KeyVaultGateway(azure)
     gateways = Gateways(

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -331,6 +332,125 @@ def mailbox_verify(
 def mailbox_show(identity: str) -> None:
     """A mailbox's DEP (name and GUID) and whether it is encrypted."""
     console.print_json(json.dumps(_call("GET", f"/api/mailboxes/{identity}")))
+
+
+# Audit trail, through the API --------------------------------------------------------------------------------------
+
+audit_app = typer.Typer(help="The audit trail: verify its chain and checkpoints, export it.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+_AUDIT_PAGE = 5000
+
+
+def _download_audit() -> tuple[tuple[int, str], list[dict[str, Any]], list[Any]]:
+    """The checkpoints, then the chain head, then the entries up to the head.
+
+    In that order every checkpoint names an entry committed before the head was read, so appends running meanwhile
+    cannot make a checkpoint outrun the entries. The checkpoints are never cut at the head: a rewound head with
+    checkpoints past it is exactly the truncation they reveal.
+    """
+    from ckey.audit import Checkpoint
+
+    checkpoints = [Checkpoint.model_validate(item) for item in _pages("/api/audit/checkpoints")]
+    head_body = _call("GET", "/api/audit/head")
+    head = (int(head_body["seq"]), str(head_body["hash"]))
+    return head, list(_pages("/api/audit", head[0])), checkpoints
+
+
+def _pages(path: str, last: int | None = None) -> Iterator[dict[str, Any]]:
+    """Every item of a paged audit listing (up to sequence number ``last``, if given)."""
+    after = 0
+    while True:
+        page: list[dict[str, Any]] = _call("GET", path, params={"after": after, "limit": _AUDIT_PAGE})
+        yield from (item for item in page if last is None or item["seq"] <= last)
+        if len(page) < _AUDIT_PAGE or (last is not None and page[-1]["seq"] >= last):
+            return
+        after = page[-1]["seq"]
+
+
+def _public_key(path: Path) -> Any:
+    from ckey.audit import AuditKeyError, load_public_key
+
+    try:
+        return load_public_key(path.read_bytes())
+    except (OSError, AuditKeyError) as exc:
+        err_console.print(f"[red]cannot read the public key {path}: {exc}[/red]")
+        raise typer.Exit(2) from None
+
+
+def _report(verdict: Any) -> None:
+    signed = "signatures verified" if verdict.signatures_checked else "signatures NOT verified (no public key)"
+    if verdict.ok:
+        console.print(
+            f"audit trail intact: {verdict.events} entries, {verdict.checkpoints} checkpoints matched "
+            f"(last at row {verdict.last_checkpoint}), {signed}"
+        )
+        return
+    err_console.print(f"[red]audit trail BROKEN at row {verdict.broken_at}: {verdict.reason}[/red]")
+    err_console.print(f"{verdict.events} entries verified before it; {signed}")
+    raise typer.Exit(1)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    public_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--public-key",
+            help="The checkpoint public key (PEM) you hold: verify locally with it instead of asking the API.",
+        ),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Verify this export (`ckey audit export`) offline; needs --public-key."),
+    ] = None,
+) -> None:
+    """Verify the audit trail's hash chain and signed checkpoints; exit 1 naming the first broken row."""
+    from ckey.audit import ChainChecker, ChainVerification, ExportError, verify_export
+
+    if file is not None:
+        if public_key is None:
+            err_console.print("[red]--file needs --public-key: an export is verified with the public key alone[/red]")
+            raise typer.Exit(2)
+        try:
+            _report(verify_export(file, _public_key(public_key)))
+        except (OSError, ExportError) as exc:
+            err_console.print(f"[red]cannot verify {file}: {exc}[/red]")
+            raise typer.Exit(2) from None
+        return
+    if public_key is None:
+        _report(ChainVerification.model_validate(_call("GET", "/api/audit/verify")))
+        return
+    key = _public_key(public_key)
+    head, events, checkpoints = _download_audit()
+    checker = ChainChecker(checkpoints, key)
+    for event in events:
+        if not checker.feed(event):
+            break
+    _report(checker.finish(head))
+
+
+@audit_app.command("export")
+def audit_export(
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here instead of standard output.")
+    ] = None,
+) -> None:
+    """Export the audit trail as JSON Lines: a header with the chain head, every entry, every checkpoint."""
+    from datetime import UTC, datetime
+
+    from ckey.audit import export_lines
+
+    head, events, checkpoints = _download_audit()
+    lines = export_lines(head, events, checkpoints, datetime.now(UTC))
+    if output is None:
+        for line in lines:
+            typer.echo(line)
+        return
+    with output.open("w", encoding="utf-8") as out:
+        for line in lines:
+            out.write(line + "\n")
+    err_console.print(f"exported {len(events)} entries and {len(checkpoints)} checkpoints to {output}")
 
 
 def main() -> None:

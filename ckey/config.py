@@ -7,6 +7,7 @@ starts; production overrides them (see ``docker-compose.yml``).
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -146,6 +147,17 @@ class Settings(BaseSettings):
     """Claim naming the caller; ``sub`` is used when it is absent."""
     token_ttl_minutes: Annotated[int, Field(ge=1, le=60 * 24 * 30)] = 60 * 12
 
+    # Audit trail
+    audit_checkpoint_key: Path | None = None
+    """Ed25519 private key (PEM) that signs the audit trail's checkpoints; default
+    ``<data_dir>/keys/audit-checkpoint.pem``, created (mode 0600) on first use. Keep it out of the database's reach:
+    whoever can write the database must not be able to read this file."""
+    audit_checkpoint_every: Annotated[int, Field(ge=1, le=1_000_000)] = 100
+    """Sign a checkpoint every this many audit events (and at the end of every operation)."""
+    db_app_role: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "ckey_app"
+    """PostgreSQL role the API and the worker connect as: the migrations grant it rights (append-only on the audit
+    trail) and create it ``NOLOGIN`` if it does not exist."""
+
     @model_validator(mode="after")
     def _oidc_needs_issuer_and_jwks(self) -> Settings:
         if self.auth_mode is AuthMode.OIDC and not (self.oidc_issuer and self.oidc_jwks_url):
@@ -178,9 +190,34 @@ class Settings(BaseSettings):
         return self.data_dir / "keys" / "sandbox-identity.pem"
 
     @property
+    def audit_checkpoint_key_path(self) -> Path:
+        """The key that signs audit checkpoints (Ed25519, PEM)."""
+        return self.audit_checkpoint_key or self.data_dir / "keys" / "audit-checkpoint.pem"
+
+    @property
     def signing_key_path(self) -> Path:
         """The local stack's token-signing key (Ed25519, PEM)."""
         return self.data_dir / "keys" / "token-signing.pem"
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` and its missing parents with mode 0700 (``Path.mkdir(parents=True)`` would not).
+
+    Folders that exist already keep their mode: they may be shared ones such as a temporary directory.
+    """
+    missing: list[Path] = []
+    current = path
+    while not current.exists():
+        missing.append(current)
+        current = current.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # created meanwhile by another process
+        # mkdir's mode is filtered by the umask; 0700 is what is meant whatever the umask.
+        os.chmod(folder, 0o700)
+    return path
 
 
 def load_settings(**overrides: object) -> Settings:

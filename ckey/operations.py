@@ -168,6 +168,8 @@ class AuditRecord(AuditEvent):
     seq: int
     prev_hash: str
     hash: str
+    malformed: str | None = None
+    """Set when the stored row does not parse: why. The entry is then a marker (``audit.malformed``)."""
 
 
 @dataclass(frozen=True)

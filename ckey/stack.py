@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import ckey
-from ckey.config import AuthMode, Settings
+from ckey.config import AuthMode, Settings, ensure_private_dir
 from ckey.temporal import dev_server_search_attribute_args
 
 TEMPORAL_READY_TIMEOUT = 60.0
@@ -358,8 +358,8 @@ class Stack:
             StartupError: a child exited or did not become ready in time.
             _Interrupted: SIGINT or SIGTERM arrived meanwhile.
         """
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.logs.mkdir(parents=True, exist_ok=True)
+        # The data dir holds keys, logs and the databases: it is the owner's alone (0700).
+        ensure_private_dir(self.logs)
 
         self._start(self.temporal)
         elapsed = self._wait_required(self.temporal, self._temporal_ready, TEMPORAL_READY_TIMEOUT)
@@ -588,6 +588,9 @@ def prepare_shared_files(settings: Settings) -> None:
         from ckey.auth import load_or_create_signing_key
 
         load_or_create_signing_key(settings.signing_key_path)
+    from ckey.audit import CheckpointSigner
+
+    CheckpointSigner.from_file(settings.audit_checkpoint_key_path)
     if settings.sandbox:
         from sandbox.identity import load_or_create_issuer_key
         from sandbox.tls import ensure_ca

@@ -5,35 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import FastAPI
 from temporalio.client import Client
 
 from ckey.api import openapi, problems
-from ckey.api.deps import StoreDep, Viewer
 from ckey.api.guard import BodyLimits, RequestGuard
-from ckey.api.routes import exchange, operations, uploads, vaults
+from ckey.api.routes import audit, exchange, operations, uploads, vaults
 from ckey.auth import TokenVerifier
 from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.m365 import M365Gateway, build_transport
-from ckey.operations import AuditRecord
-from ckey.store import ChainVerification, Store
+from ckey.store import Store
 from ckey.temporal import connect
-
-audit_router = APIRouter(prefix="/api/audit", tags=["audit"])
-
-
-@audit_router.get("/verify", response_model=ChainVerification)
-async def verify_audit(_: Viewer, store: StoreDep) -> ChainVerification:
-    """Recompute the audit trail's hash chain and report the first entry that was changed or removed."""
-    return await store.verify_audit_chain()
-
-
-@audit_router.get("", response_model=list[AuditRecord])
-async def list_audit(_: Viewer, store: StoreDep, after: int = 0, limit: int = 1000) -> list[AuditRecord]:
-    """The whole audit trail in chain order."""
-    return await store.list_audit(after_seq=after, limit=min(limit, 5000))
 
 
 def create_app(
@@ -56,7 +40,7 @@ def create_app(
         if client is None:
             app.state.client = await connect(settings)
         if store is None:
-            app.state.store = Store.from_url(settings.resolved_database_url)
+            app.state.store = Store.from_settings(settings)
         azure = AzureConnection(settings) if keyvault is None or m365 is None else None
         if azure is not None:
             app.state.keyvault = keyvault or KeyVaultGateway(azure)
@@ -94,7 +78,7 @@ def create_app(
         return {"status": "ok"}
 
     app.include_router(operations.router)
-    app.include_router(audit_router)
+    app.include_router(audit.router)
     app.include_router(vaults.router)
     app.include_router(uploads.router)
     app.include_router(exchange.router)

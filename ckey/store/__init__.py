@@ -8,17 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
-from collections.abc import AsyncIterator, Sequence
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-from sqlalchemy import event, select, update
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import ValidationError
+from sqlalchemy import String, event, select, type_coerce, update
+from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from ckey.audit import (
+    END_ACTIONS,
+    GENESIS_HASH,
+    ChainChecker,
+    ChainVerification,
+    Checkpoint,
+    CheckpointSigner,
+    audit_hash,
+    utc,
+)
+from ckey.config import ensure_private_dir
 from ckey.operations import (
     AuditEvent,
     AuditRecord,
@@ -27,38 +41,24 @@ from ckey.operations import (
     OperationUpdate,
     Outcome,
 )
-from ckey.store.schema import AuditEventRow, AuditHeadRow, OperationRow
+from ckey.store.schema import AuditCheckpointRow, AuditEventRow, AuditHeadRow, OperationRow
 
-GENESIS_HASH = "0" * 64
+if TYPE_CHECKING:
+    from ckey.config import Settings
+
 RESERVED_PHASE = "starting"
 """The phase of a record the API reserved and whose workflow has not reported yet."""
 
-
-class ChainVerification(BaseModel):
-    """Result of checking the audit trail's hash chain."""
-
-    ok: bool
-    events: int
-    broken_at: int | None = None
-    """The first sequence number whose hash or link does not match."""
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes and PostgreSQL answers in the session's time zone; ckey keeps UTC.
-    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-
-
-def audit_hash(prev_hash: str, seq: int, event: AuditEvent) -> str:
-    """The chain hash of one audit entry: SHA-256 over the previous hash and the entry's canonical JSON."""
-    body = event.model_dump(mode="json")
-    body["at"] = _utc(event.at).isoformat()
-    canonical = json.dumps({"seq": seq, "prev": prev_hash, **body}, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MAX_SEQ = 2**63 - 1
+_utc = utc
 
 
 def create_engine(url: str) -> AsyncEngine:
     """An async engine for ``url``, with SQLite tuned for several writers (WAL, a busy timeout)."""
     is_sqlite = url.startswith("sqlite")
+    if is_sqlite:
+        _prepare_sqlite_file(url)
     engine = create_async_engine(
         url,
         connect_args={"timeout": 30} if is_sqlite else {},
@@ -76,11 +76,31 @@ def create_engine(url: str) -> AsyncEngine:
     return engine
 
 
+def _prepare_sqlite_file(url: str) -> None:
+    """Create a SQLite database's folder (0700) and its empty file (0600) before SQLite opens it.
+
+    SQLite would create the file with the umask's mode (often world-readable); its ``-wal`` and ``-shm`` files take
+    the database file's mode, so creating the file first covers them too.
+    """
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    ensure_private_dir(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class Store:
     """Async access to ckey's tables."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, signer: CheckpointSigner | None = None, checkpoint_every: int = 100
+    ) -> None:
         self.engine = engine
+        self.signer = signer
+        """Signs the audit chain's checkpoints; without one (tests of other parts) none are written."""
+        self.checkpoint_every = checkpoint_every
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         # SQLite allows one writer and makes the others poll with sleeps; queueing this process's writers in
         # order is much faster. Other processes are still serialized by SQLite's lock (and PostgreSQL's row lock).
@@ -98,6 +118,15 @@ class Store:
     def from_url(cls, url: str) -> Store:
         """A store on a new engine for ``url``."""
         return cls(create_engine(url))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        """The store of ``settings``: its database, and the audit checkpoint key (created on first use)."""
+        return cls(
+            create_engine(settings.resolved_database_url),
+            signer=CheckpointSigner.from_file(settings.audit_checkpoint_key_path),
+            checkpoint_every=settings.audit_checkpoint_every,
+        )
 
     async def close(self) -> None:
         """Dispose of the engine's connections."""
@@ -213,7 +242,13 @@ class Store:
     # Audit trail ---------------------------------------------------------------------------------------------
 
     async def append_audit(self, event: AuditEvent) -> AuditRecord:
-        """Append one audit entry, chained to the previous one. A repeated key returns the entry already stored."""
+        """Append one audit entry, chained to the previous one. A repeated key returns the entry already stored.
+
+        With a signer, the same transaction stores a signed checkpoint of the new head every
+        ``checkpoint_every`` entries and at each operation's end, so an entry and its checkpoint land together.
+        """
+        # Stored in UTC: SQLite keeps a time's wall clock without its offset, and the hash is over the UTC time.
+        event = event.model_copy(update={"at": utc(event.at)})
         async with self._writing(), self._sessions() as session:
             # The UPDATE comes first so that it takes the write lock (SQLite) or the row lock (PostgreSQL) on the
             # chain head before anything is read: appends from many workers are serialized here.
@@ -227,7 +262,7 @@ class Store:
             ).one_or_none()
             if head is None:
                 raise RuntimeError("audit chain head missing: run the migrations (ckey db upgrade)")
-            existing = await session.scalar(select(AuditEventRow).where(AuditEventRow.key == event.key))
+            existing = (await session.execute(_audit_select().where(AuditEventRow.key == event.key))).mappings().first()
             if existing is not None:
                 stored = _to_audit(existing)
                 await session.rollback()
@@ -236,38 +271,88 @@ class Store:
             digest = audit_hash(prev_hash, seq, event)
             session.add(AuditEventRow(seq=seq, prev_hash=prev_hash, hash=digest, **event.model_dump()))
             await session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(hash=digest))
+            if self.signer is not None and (seq % self.checkpoint_every == 0 or event.action in END_ACTIONS):
+                checkpoint = self.signer.sign(seq, digest, datetime.now(UTC))
+                session.add(AuditCheckpointRow(**checkpoint.model_dump()))
             await session.commit()
         return AuditRecord(seq=seq, prev_hash=prev_hash, hash=digest, **event.model_dump())
 
     async def list_audit(
         self, *, operation_id: str | None = None, after_seq: int = 0, limit: int = 1000
     ) -> list[AuditRecord]:
-        """Audit entries in chain order, for one operation or all."""
-        query = select(AuditEventRow).where(AuditEventRow.seq > after_seq).order_by(AuditEventRow.seq).limit(limit)
+        """Audit entries in chain order, for one operation or all.
+
+        A row that does not parse (an outcome outside the enum, a detail that is not a JSON object, a bad time)
+        never fails the listing: it comes back as a marker, ``action="audit.malformed"``, ``outcome="failed"``,
+        ``malformed`` saying why, its readable columns (seq, key, hashes, actor, operation) kept.
+        """
+        if after_seq >= _MAX_SEQ:
+            return []  # nothing is stored past a signed 64-bit integer, and SQLite cannot even compare with it
+        query = _audit_select().where(AuditEventRow.seq > after_seq).order_by(AuditEventRow.seq).limit(limit)
         if operation_id is not None:
             query = query.where(AuditEventRow.operation_id == operation_id)
         async with self._sessions() as session:
-            return [_to_audit(row) for row in (await session.scalars(query)).all()]
+            return [_to_audit(row) for row in (await session.execute(query)).mappings().all()]
 
-    async def verify_audit_chain(self, batch: int = 5000) -> ChainVerification:
-        """Recompute the whole chain; report the first entry that was changed, removed or inserted."""
-        prev, count, after = GENESIS_HASH, 0, 0
-        expected_seq = 1
-        while True:
-            records = await self.list_audit(after_seq=after, limit=batch)
-            if not records:
-                break
-            for rec in records:
-                event = AuditEvent.model_validate(rec.model_dump(exclude={"seq", "prev_hash", "hash"}))
-                if rec.seq != expected_seq or rec.prev_hash != prev or rec.hash != audit_hash(prev, rec.seq, event):
-                    return ChainVerification(ok=False, events=count, broken_at=expected_seq)
-                prev, count, expected_seq = rec.hash, count + 1, expected_seq + 1
-            after = records[-1].seq
+    async def list_checkpoints(self, *, after_seq: int = 0, limit: int = 1000) -> list[Checkpoint]:
+        """Signed checkpoints of the audit chain in order of the entry they name."""
+        if after_seq >= _MAX_SEQ:
+            return []
+        query = (
+            select(
+                AuditCheckpointRow.seq,
+                AuditCheckpointRow.hash,
+                type_coerce(AuditCheckpointRow.at, String).label("at"),
+                AuditCheckpointRow.key_id,
+                AuditCheckpointRow.signature,
+            )
+            .where(AuditCheckpointRow.seq > after_seq)
+            .order_by(AuditCheckpointRow.seq)
+            .limit(limit)
+        )
+        async with self._sessions() as session:
+            return [_to_checkpoint(row) for row in (await session.execute(query)).mappings().all()]
+
+    async def audit_head(self) -> tuple[int, str] | None:
+        """The chain head: the last entry's sequence number and hash (``None`` if the head row is missing)."""
         async with self._sessions() as session:
             head = await session.get(AuditHeadRow, 1)
-        if head is not None and (head.seq != count or head.hash != prev):
-            return ChainVerification(ok=False, events=count, broken_at=count + 1)
-        return ChainVerification(ok=True, events=count)
+            return (head.seq, head.hash) if head is not None else None
+
+    async def verify_audit_chain(
+        self, batch: int = 5000, public_key: Ed25519PublicKey | None = None
+    ) -> ChainVerification:
+        """Recompute the whole chain and match it against the signed checkpoints.
+
+        Reports the first entry that was changed, removed, inserted or is malformed, and truncation or
+        recomputation that a checkpoint reveals.
+
+        Args:
+            batch: entries read per query.
+            public_key: the checkpoint key to verify signatures with; default the signer's own.
+        """
+        key = public_key or (self.signer.public_key if self.signer is not None else None)
+        # Checkpoints first: each names an entry that was committed before it, so every one is within the walk.
+        checkpoints: list[Checkpoint] = []
+        while page := await self.list_checkpoints(after_seq=checkpoints[-1].seq if checkpoints else 0, limit=batch):
+            checkpoints.extend(page)
+        checker = ChainChecker(checkpoints, key)
+
+        async def walk() -> bool:
+            while records := await self.list_audit(after_seq=checker.count, limit=batch):
+                for record in records:
+                    if not checker.feed(record.model_dump()):
+                        return False
+            return True
+
+        head = None
+        if await walk():
+            # Appends that ran during the walk moved the head past it: follow them a few times.
+            for _ in range(5):
+                head = await self.audit_head()
+                if head is None or head[0] <= checker.count or not await walk():
+                    break
+        return checker.finish(head)
 
 
 def _row_values(record: OperationRecord) -> dict[str, Any]:
@@ -302,20 +387,82 @@ def _to_record(row: OperationRow) -> OperationRecord:
     )
 
 
-def _to_audit(row: AuditEventRow) -> AuditRecord:
-    return AuditRecord(
-        seq=row.seq,
-        key=row.key,
-        operation_id=row.operation_id,
-        at=_utc(row.at),
-        actor=row.actor,
-        action=row.action,
-        target=row.target,
-        outcome=Outcome(row.outcome),
-        detail=row.detail or {},
-        prev_hash=row.prev_hash,
-        hash=row.hash,
+def _audit_select() -> Any:
+    # The time and the detail come back as stored (no type processing), so that a malformed value cannot fail
+    # the whole query: _to_audit parses them one row at a time.
+    return select(
+        AuditEventRow.seq,
+        AuditEventRow.key,
+        AuditEventRow.operation_id,
+        type_coerce(AuditEventRow.at, String).label("at"),
+        AuditEventRow.actor,
+        AuditEventRow.action,
+        AuditEventRow.target,
+        AuditEventRow.outcome,
+        type_coerce(AuditEventRow.detail, String).label("detail"),
+        AuditEventRow.prev_hash,
+        AuditEventRow.hash,
     )
 
 
-__all__: Sequence[str] = ("ChainVerification", "Store", "audit_hash", "create_engine")
+def _parse_at(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return utc(value)
+    return utc(datetime.fromisoformat(str(value)))
+
+
+def _to_audit(row: RowMapping | Mapping[str, Any]) -> AuditRecord:
+    problems: list[str] = []
+    values = dict(row)
+    try:
+        values["at"] = _parse_at(row["at"])
+    except (TypeError, ValueError):
+        problems.append(f"at: {row['at']!r} is not a time")
+        values["at"] = _EPOCH
+    detail = row["detail"]
+    if isinstance(detail, str | bytes):
+        try:
+            detail = json.loads(detail)
+        except ValueError:
+            problems.append("detail: not JSON")
+            detail = {}
+    if detail is None:
+        detail = {}
+    if not isinstance(detail, dict):
+        problems.append("detail: not a JSON object")
+        detail = {}
+    values["detail"] = detail
+    if not problems:
+        try:
+            return AuditRecord.model_validate(values)
+        except ValidationError as exc:
+            problems.extend(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    reason = "; ".join(problems)
+    # A marker in the row's place: its readable columns, and none of its content passed off as valid.
+    return AuditRecord(
+        seq=row["seq"],
+        key=str(row["key"]),
+        operation_id=None if row["operation_id"] is None else str(row["operation_id"]),
+        at=values["at"] if isinstance(values["at"], datetime) else _EPOCH,
+        actor=str(row["actor"]),
+        action="audit.malformed",
+        target=None,
+        outcome=Outcome.FAILED,
+        detail={"reason": reason},
+        prev_hash=str(row["prev_hash"]),
+        hash=str(row["hash"]),
+        malformed=reason,
+    )
+
+
+def _to_checkpoint(row: RowMapping | Mapping[str, Any]) -> Checkpoint:
+    try:
+        at = _parse_at(row["at"])
+    except (TypeError, ValueError):
+        at = _EPOCH  # the signature over the real time then fails, which reports the checkpoint
+    return Checkpoint(
+        seq=row["seq"], hash=str(row["hash"]), at=at, key_id=str(row["key_id"]), signature=str(row["signature"])
+    )
+
+
+__all__: Sequence[str] = ("GENESIS_HASH", "ChainVerification", "Checkpoint", "Store", "audit_hash", "create_engine")

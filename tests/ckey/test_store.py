@@ -3,7 +3,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import text, update
 
 from ckey.operations import (
     AuditEvent,
@@ -17,6 +17,18 @@ from ckey.store import Store
 from ckey.store.schema import AuditEventRow
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+async def drop_append_only_guards(store: Store) -> None:
+    """What an attacker with the owner's rights does first: drop the triggers that make the trail append-only."""
+    async with store.engine.begin() as conn:
+        for table in ("audit_events", "audit_checkpoints"):
+            if store.engine.url.get_backend_name() == "sqlite":
+                for verb in ("update", "delete"):
+                    await conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_{verb}"))
+            else:
+                await conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_append_only ON {table}"))
+                await conn.execute(text(f"DROP TRIGGER IF EXISTS {table}_no_truncate ON {table}"))
 
 
 def _record(op_id: str, kind: str = "test.steps", at: datetime = T0) -> OperationRecord:
@@ -97,6 +109,7 @@ async def test_concurrent_appends_keep_one_chain(any_store: Store) -> None:
 async def test_tampering_is_detected(any_store: Store) -> None:
     for i in range(5):
         await any_store.append_audit(_event(f"op-1/{i}", action=f"step.{i}"))
+    await drop_append_only_guards(any_store)
     async with any_store.session() as session:
         await session.execute(update(AuditEventRow).where(AuditEventRow.seq == 3).values(outcome=Outcome.FAILED.value))
         await session.commit()
@@ -107,6 +120,7 @@ async def test_tampering_is_detected(any_store: Store) -> None:
 async def test_removed_last_entry_is_detected(any_store: Store) -> None:
     for i in range(3):
         await any_store.append_audit(_event(f"op-1/{i}"))
+    await drop_append_only_guards(any_store)
     async with any_store.session() as session:
         await session.delete(await session.get(AuditEventRow, 3))
         await session.commit()
