@@ -64,7 +64,8 @@ def mint_local_token(settings: Settings, user: str, roles: list[Role], ttl: time
         "aud": settings.audience,
         "sub": user,
         settings.user_claim: user,
-        settings.roles_claim: [role.value for role in roles],
+        # The first configured claim value of each role, so the stack's own verifier grants it back.
+        settings.roles_claim: [next(iter(settings.role_names.get(role, [])), role.value) for role in roles],
         "iat": now,
         "nbf": now,
         "exp": now + (ttl or timedelta(minutes=settings.token_ttl_minutes)),
@@ -80,6 +81,7 @@ class TokenVerifier:
         self.settings = settings
         self._local_key: Ed25519PublicKey | None = None
         self._jwks: jwt.PyJWKClient | None = None
+        self._role_of = {name: role for role, names in settings.role_names.items() for name in names}
         if settings.auth_mode is AuthMode.LOCAL:
             self._local_key = load_or_create_signing_key(settings.signing_key_path).public_key()
         else:
@@ -126,10 +128,6 @@ class TokenVerifier:
     def _roles(self, claims: dict[str, Any]) -> frozenset[Role]:
         raw = claims.get(self.settings.roles_claim, [])
         names = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list) else []
-        roles = set()
-        for name in names:
-            # Entra app roles are often namespaced ("ckey.operator"); the last segment is the role.
-            candidate = str(name).rsplit(".", 1)[-1].lower()
-            if candidate in Role._value2member_map_:
-                roles.add(Role(candidate))
-        return frozenset(roles)
+        # Exact, case-sensitive matches only: a suffix rule ("anything.admin") would let any app that can put a
+        # role into the token (another app's "Evil.Admin") become admin.
+        return frozenset(self._role_of[name] for name in names if isinstance(name, str) and name in self._role_of)

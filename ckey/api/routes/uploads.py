@@ -8,9 +8,11 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from pydantic_core import PydanticCustomError
 
 from ckey.api.deps import Operator, StoreDep
 from ckey.api.problems import Problem
+from ckey.models import check_identity, located
 from ckey.store.targets import TargetSet, TargetStore
 
 router = APIRouter(prefix="/api/uploads", tags=["uploads"])
@@ -20,15 +22,36 @@ IDENTITY_COLUMNS = ("identity", "userprincipalname", "primarysmtpaddress", "mail
 
 
 def parse_mailbox_csv(text: str) -> list[str]:
-    """Identities from a CSV: the ``Identity`` (or UPN, SMTP address) column when there is a header, else column 1."""
-    rows = [row for row in csv.reader(io.StringIO(text)) if any(cell.strip() for cell in row)]
+    """Identities from a CSV: the ``Identity`` (or UPN, SMTP address) column when there is a header, else column 1.
+
+    Blank cells are skipped; every other cell must be a valid identity (:func:`ckey.models.check_identity`).
+
+    Raises:
+        csv.Error: the text is not CSV.
+        PydanticCustomError: a cell breaks the identity rule; its type is the rule id (``mailbox-identity-length``,
+            ``no-control-characters``) and its message names the row (``row 3: ...``, rows counted from 1 as a
+            spreadsheet shows them, the header included). Answer it with ``Problem(422, exc.type, exc.message())``.
+    """
+    rows = [(number, row) for number, row in enumerate(csv.reader(io.StringIO(text)), start=1)]
+    rows = [(number, row) for number, row in rows if any(cell.strip() for cell in row)]
     if not rows:
         return []
-    header = [cell.strip().lower() for cell in rows[0]]
+    header = [cell.strip().lower() for cell in rows[0][1]]
     column = next((header.index(name) for name in IDENTITY_COLUMNS if name in header), None)
-    if column is None:
-        return [row[0].strip() for row in rows if row and row[0].strip()]
-    return [row[column].strip() for row in rows[1:] if len(row) > column and row[column].strip()]
+    cells = (
+        [(n, row[0]) for n, row in rows]
+        if column is None
+        else [(n, row[column]) for n, row in rows[1:] if len(row) > column]
+    )
+    identities = []
+    for number, cell in cells:
+        if not cell.strip():
+            continue
+        try:
+            identities.append(check_identity(cell))
+        except PydanticCustomError as exc:
+            raise located(exc, f"row {number}") from None
+    return identities
 
 
 @router.post("/mailboxes", status_code=201, response_model=TargetSet)
