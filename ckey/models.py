@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, GetPydanticSchema
+from pydantic import AfterValidator, BeforeValidator, GetPydanticSchema, WithJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 
 
@@ -130,7 +130,11 @@ def _check_recipient_identity(value: str) -> str:
     return check_identity(value)
 
 
-RecipientIdentity = Annotated[str, AfterValidator(_check_recipient_identity)]
+RecipientIdentity = Annotated[
+    str,
+    AfterValidator(_check_recipient_identity),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": IDENTITY_MAX}),
+]
 """A mailbox or mail user identity (UPN, SMTP address, alias): stripped, 1-320 characters, no control characters."""
 
 DESCRIPTION_MAX = 1024
@@ -150,7 +154,9 @@ def _check_description(value: str) -> str:
     return value
 
 
-Description = Annotated[str, AfterValidator(_check_description)]
+Description = Annotated[
+    str, AfterValidator(_check_description), WithJsonSchema({"type": "string", "maxLength": DESCRIPTION_MAX})
+]
 """Free text shown next to an object (a DEP's description): at most 1024 characters, one line, no control characters."""
 
 
@@ -170,7 +176,11 @@ def _check_dep_name(value: str) -> str:
     return value
 
 
-DepName = Annotated[str, AfterValidator(_check_dep_name)]
+DepName = Annotated[
+    str,
+    AfterValidator(_check_dep_name),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": _DEP_NAME_MAX, "pattern": r"^\S+$"}),
+]
 """A DEP name: no spaces (seed: "Names can't contain spaces")."""
 
 
@@ -182,6 +192,9 @@ AZURE_VAULT_SUFFIXES = (
     "vault.usgovcloudapi.net",
     "vault.microsoftazure.de",
 )
+KEY_URI_MAX = 256
+"""Longest key URI: ``https://`` + a 24-character vault + the longest suffix + ``/keys/`` + 127 + ``/`` + 32 is 223."""
+
 # The sandbox is addressed under Azure's own names (NOTES.md): no other host form and no port is a key URI, since
 # the SDK's challenge check refuses any host outside the vault's resource and an operation would retry forever.
 _VAULT_NAME = re.compile(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]\Z")
@@ -225,6 +238,10 @@ class KeyUri:
                 ``key-vault-name``, ``key-name``, ``key-version``).
         """
         stripped = text.strip()
+        if len(stripped) > KEY_URI_MAX:
+            raise rule_error(
+                "key-uri-format", f"a key URI is at most {KEY_URI_MAX} characters, got {{length}}", length=len(stripped)
+            )
         _refuse_control_characters("a key URI", stripped)
         m = _URI.match(stripped)
         if not m:
@@ -264,7 +281,13 @@ def _check_vault_name(value: str) -> str:
     return value
 
 
-VaultName = Annotated[str, AfterValidator(_check_vault_name)]
+VaultName = Annotated[
+    str,
+    AfterValidator(_check_vault_name),
+    WithJsonSchema(
+        {"type": "string", "minLength": 3, "maxLength": 24, "pattern": "^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$"}
+    ),
+]
 """An Azure Key Vault name."""
 
 _UPN = re.compile(r"[^@\s/\\?%]+@[^@\s/\\?%]+\.[^@\s/\\?%]+\Z")
@@ -293,7 +316,11 @@ def _check_user_principal_name(value: str) -> str:
     return value
 
 
-UserPrincipalName = Annotated[str, AfterValidator(_check_user_principal_name)]
+UserPrincipalName = Annotated[
+    str,
+    AfterValidator(_check_user_principal_name),
+    WithJsonSchema({"type": "string", "minLength": 3, "maxLength": IDENTITY_MAX}),
+]
 """A person's UPN; never one of the Microsoft 365 service principals."""
 
 
@@ -310,7 +337,7 @@ KeyUriField = Annotated[
     GetPydanticSchema(
         lambda _t, _h: core_schema.no_info_plain_validator_function(
             _parse_key_uri,
-            json_schema_input_schema=core_schema.str_schema(),
+            json_schema_input_schema=core_schema.str_schema(max_length=KEY_URI_MAX),
             serialization=core_schema.to_string_ser_schema(),
         )
     ),
@@ -362,5 +389,12 @@ def _two_keys(value: list[KeyUri]) -> list[KeyUri]:
     return list(check_two_keys(value))
 
 
-TwoKeyUris = Annotated[list[KeyUriField], BeforeValidator(_split_uris), AfterValidator(_two_keys)]
+TwoKeyUris = Annotated[
+    list[KeyUriField],
+    BeforeValidator(_split_uris),
+    AfterValidator(_two_keys),
+    WithJsonSchema(
+        {"type": "array", "items": {"type": "string", "maxLength": KEY_URI_MAX}, "minItems": 2, "maxItems": 2}
+    ),
+]
 """A DEP's ``AzureKeyIDs``: two key URIs in two different vaults (regions are checked against the vaults)."""

@@ -279,13 +279,14 @@ def test_two_keys_messages_print_the_value() -> None:
     k1 = KeyUri.parse("https://contosowestus1.vault.azure.net/keys/k1")
     k2 = KeyUri.parse("https://contosocentralus1.vault.azure.net/keys/k2")
     same = KeyUri.parse("https://contosowestus1.vault.azure.net/keys/k2")
-    for call, shown in [
-        (lambda: check_two_keys([k1, same]), "'contosowestus1'"),
-        (lambda: check_two_keys([k1, k2], {"contosowestus1": "eastus", "contosocentralus1": "eastus"}), "'eastus'"),
-        (lambda: check_two_keys([k1]), "got 1"),
-    ]:
+    cases: list[tuple[list[KeyUri], dict[str, str] | None, str]] = [
+        ([k1, same], None, "'contosowestus1'"),
+        ([k1, k2], {"contosowestus1": "eastus", "contosocentralus1": "eastus"}, "'eastus'"),
+        ([k1], None, "got 1"),
+    ]
+    for uris, regions, shown in cases:
         with pytest.raises(PydanticCustomError) as exc:
-            call()
+            check_two_keys(uris, regions)
         assert shown in exc.value.message() and "{" not in exc.value.message()
 
 
