@@ -40,13 +40,23 @@ class Principal:
 
 
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
-    """The local stack's token-signing key, created (mode 0600) on first use."""
+    """The local stack's token-signing key, created (mode 0600, in a 0700 directory) on first use.
+
+    Raises:
+        AuthError: the key is not Ed25519, or others than its owner may read or change it (anyone who can read it
+            can mint an admin token: it is refused, as ``ssh`` refuses such a private key).
+    """
     if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise AuthError(f"{path} is open to others (mode {mode:04o}); chmod 600 it, or remove it to make a new one")
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise AuthError(f"{path} is not an Ed25519 private key")
         return key
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+        path.parent.chmod(0o700)  # mkdir's mode is filtered by the umask
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -84,8 +94,11 @@ class TokenVerifier:
         self._role_of = {name: role for role, names in settings.role_names.items() for name in names}
         if settings.auth_mode is AuthMode.LOCAL:
             self._local_key = load_or_create_signing_key(settings.signing_key_path).public_key()
+        elif settings.oidc_jwks_url is None:
+            raise AuthError("auth_mode=oidc needs CKEY_OIDC_JWKS_URL")
         else:
-            assert settings.oidc_jwks_url is not None
+            # PyJWKClient refetches the key set for an unknown kid at most once per cooldown (30 s), so tokens
+            # with made-up kids do not turn the API into a load generator against the identity provider.
             self._jwks = jwt.PyJWKClient(settings.oidc_jwks_url, cache_keys=True)
 
     def verify(self, token: str) -> Principal:
@@ -104,8 +117,9 @@ class TokenVerifier:
                     issuer=self.settings.local_issuer,
                     options={"require": ["exp", "iss", "aud", "sub"]},
                 )
+            elif self._jwks is None:
+                raise AuthError("no key to check tokens with")
             else:
-                assert self._jwks is not None
                 signing_key = self._jwks.get_signing_key_from_jwt(token)
                 claims = jwt.decode(
                     token,

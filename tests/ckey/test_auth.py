@@ -179,3 +179,22 @@ def test_role_names_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_pa
 def test_invalid_role_names_are_refused(tmp_path: Any, names: dict[str, list[str]], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings(data_dir=tmp_path, role_names=names, _env_file=None)
+
+
+# Files of the signing key (issue 8, finding 10) --------------------------------------------------------------------
+
+
+def test_the_signing_key_lives_in_a_private_directory(settings: Settings) -> None:
+    mint_local_token(settings, "alice", [Role.OPERATOR])
+    assert (settings.signing_key_path.stat().st_mode & 0o777) == 0o600
+    assert (settings.signing_key_path.parent.stat().st_mode & 0o777) == 0o700
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_signing_key_open_to_others_is_refused(settings: Settings, mode: int) -> None:
+    mint_local_token(settings, "alice", [Role.OPERATOR])
+    settings.signing_key_path.chmod(mode)
+    with pytest.raises(AuthError, match="open to others"):
+        TokenVerifier(settings)
+    with pytest.raises(AuthError, match="chmod 600"):
+        mint_local_token(settings, "mallory", [Role.ADMIN])
