@@ -74,7 +74,9 @@ def rule_error(rule: str, message: str, **context: Any) -> PydanticCustomError:
 
 IDENTITY_MAX = 320
 """Longest mailbox identity accepted: an SMTP address is at most 320 characters (RFC 3696)."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+CONTROL_CLASS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+"""The refused characters as the body of a regex character class (Python and ECMA-262 read it alike)."""
+_CONTROL = re.compile(f"[{CONTROL_CLASS}]")
 """NUL, C0 and C1 control characters, the Unicode line and paragraph separators, and the bidirectional embedding,
 override and isolate controls (which make an audit line read differently from what it holds)."""
 
@@ -133,7 +135,14 @@ def _check_recipient_identity(value: str) -> str:
 RecipientIdentity = Annotated[
     str,
     AfterValidator(_check_recipient_identity),
-    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": IDENTITY_MAX}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": IDENTITY_MAX,
+            "pattern": f"^[^{CONTROL_CLASS}]*[^\\s{CONTROL_CLASS}][^{CONTROL_CLASS}]*$",
+        }
+    ),
 ]
 """A mailbox or mail user identity (UPN, SMTP address, alias): stripped, 1-320 characters, no control characters."""
 
@@ -155,7 +164,9 @@ def _check_description(value: str) -> str:
 
 
 Description = Annotated[
-    str, AfterValidator(_check_description), WithJsonSchema({"type": "string", "maxLength": DESCRIPTION_MAX})
+    str,
+    AfterValidator(_check_description),
+    WithJsonSchema({"type": "string", "maxLength": DESCRIPTION_MAX, "pattern": f"^[^{CONTROL_CLASS}]*$"}),
 ]
 """Free text shown next to an object (a DEP's description): at most 1024 characters, one line, no control characters."""
 
@@ -179,7 +190,9 @@ def _check_dep_name(value: str) -> str:
 DepName = Annotated[
     str,
     AfterValidator(_check_dep_name),
-    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": _DEP_NAME_MAX, "pattern": r"^\S+$"}),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": _DEP_NAME_MAX, "pattern": f"^[^\\s{CONTROL_CLASS}]+$"}
+    ),
 ]
 """A DEP name: no spaces (seed: "Names can't contain spaces")."""
 
@@ -285,12 +298,18 @@ VaultName = Annotated[
     str,
     AfterValidator(_check_vault_name),
     WithJsonSchema(
-        {"type": "string", "minLength": 3, "maxLength": 24, "pattern": "^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$"}
+        {
+            "type": "string",
+            "minLength": 3,
+            "maxLength": 24,
+            "pattern": "^(?!.*--)[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$",
+        }
     ),
 ]
 """An Azure Key Vault name."""
 
-_UPN = re.compile(r"[^@\s/\\?%]+@[^@\s/\\?%]+\.[^@\s/\\?%]+\Z")
+_UPN_PART = r"[^@\s/\\?%" + CONTROL_CLASS + "]+"
+_UPN = re.compile(rf"{_UPN_PART}@{_UPN_PART}\.{_UPN_PART}\Z")
 """One ``@``, a dot in the domain, and none of the characters that would leave a URL path segment (``/ \\ ? %``):
 Entra refuses them in UPNs, and a UPN becomes one path segment of a Graph URL."""
 
@@ -319,7 +338,14 @@ def _check_user_principal_name(value: str) -> str:
 UserPrincipalName = Annotated[
     str,
     AfterValidator(_check_user_principal_name),
-    WithJsonSchema({"type": "string", "minLength": 3, "maxLength": IDENTITY_MAX}),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 3,
+            "maxLength": IDENTITY_MAX,
+            "pattern": f"^{_UPN_PART}@{_UPN_PART}\\.{_UPN_PART}$",
+        }
+    ),
 ]
 """A person's UPN; never one of the Microsoft 365 service principals."""
 

@@ -504,3 +504,28 @@ def test_the_checks_fail_a_careless_model() -> None:
     assert accepts_unknown_fields(_CarelessParams)
     with pytest.raises(AssertionError, match="accepted control characters"):
         check_params(CARELESS, {"dep": "USA\x00mailboxes"})
+
+
+SCHEMA_TYPES: dict[str, Any] = {
+    "RecipientIdentity": RecipientIdentity,
+    "DepName": DepName,
+    "VaultName": VaultName,
+    "UserPrincipalName": UserPrincipalName,
+    "Description": Description,
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEMA_TYPES))
+@EXAMPLES
+@given(data=st.data())
+def test_values_conforming_to_the_published_schema_are_accepted(name: str, data: st.DataObject) -> None:
+    """Schema-driven fuzzing (schemathesis) sends schema-conforming values as valid ones: they must be accepted."""
+    schema = TypeAdapter(SCHEMA_TYPES[name]).json_schema()
+    # JSON Schema patterns are ECMA-262, where "$" is the end of the string; in Python it also matches before a
+    # final newline, so the pattern is given to the generator with "\Z".
+    pattern = schema["pattern"].removesuffix("$") + r"\Z"
+    low, high = schema.get("minLength", 0), schema["maxLength"]
+    value = data.draw(st.from_regex(pattern).filter(lambda v: low <= len(v) <= high))
+    assert TypeAdapter(SCHEMA_TYPES[name]).validate_python(value) == (
+        value.strip() if name == "RecipientIdentity" else value
+    )
