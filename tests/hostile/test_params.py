@@ -271,8 +271,8 @@ def unbounded(schema: dict[str, Any], defs: dict[str, Any], where: str, seen: fr
         return found
     if kind == "string" and "maxLength" not in schema:
         found.append(f"{where}: string without maxLength")
-    if kind == "integer" and not ("maximum" in schema and "minimum" in schema):
-        found.append(f"{where}: integer without minimum and maximum")
+    if kind in ("integer", "number") and not ("maximum" in schema and "minimum" in schema):
+        found.append(f"{where}: {kind} without minimum and maximum")
     if kind == "array":
         if "maxItems" not in schema:
             found.append(f"{where}: array without maxItems")
