@@ -40,8 +40,16 @@ class Principal:
 
 
 def load_or_create_signing_key(path: Path) -> Ed25519PrivateKey:
-    """The local stack's token-signing key, created (mode 0600) on first use."""
+    """The local stack's token-signing key, created (mode 0600, in a 0700 directory) on first use.
+
+    Raises:
+        AuthError: the key is not Ed25519, or others than its owner may read or change it (anyone who can read it
+            can mint an admin token: it is refused, as ``ssh`` refuses such a private key).
+    """
     if path.exists():
+        mode = path.stat().st_mode & 0o777
+        if mode & 0o077:
+            raise AuthError(f"{path} is open to others (mode {mode:04o}); chmod 600 it, or remove it to make a new one")
         key = serialization.load_pem_private_key(path.read_bytes(), password=None)
         if not isinstance(key, Ed25519PrivateKey):
             raise AuthError(f"{path} is not an Ed25519 private key")
@@ -64,7 +72,8 @@ def mint_local_token(settings: Settings, user: str, roles: list[Role], ttl: time
         "aud": settings.audience,
         "sub": user,
         settings.user_claim: user,
-        settings.roles_claim: [role.value for role in roles],
+        # The first configured claim value of each role, so the stack's own verifier grants it back.
+        settings.roles_claim: [next(iter(settings.role_names.get(role, [])), role.value) for role in roles],
         "iat": now,
         "nbf": now,
         "exp": now + (ttl or timedelta(minutes=settings.token_ttl_minutes)),
@@ -80,10 +89,14 @@ class TokenVerifier:
         self.settings = settings
         self._local_key: Ed25519PublicKey | None = None
         self._jwks: jwt.PyJWKClient | None = None
+        self._role_of = {name: role for role, names in settings.role_names.items() for name in names}
         if settings.auth_mode is AuthMode.LOCAL:
             self._local_key = load_or_create_signing_key(settings.signing_key_path).public_key()
+        elif settings.oidc_jwks_url is None:
+            raise AuthError("auth_mode=oidc needs CKEY_OIDC_JWKS_URL")
         else:
-            assert settings.oidc_jwks_url is not None
+            # PyJWKClient refetches the key set for an unknown kid at most once per cooldown (30 s), so tokens
+            # with made-up kids do not turn the API into a load generator against the identity provider.
             self._jwks = jwt.PyJWKClient(settings.oidc_jwks_url, cache_keys=True)
 
     def verify(self, token: str) -> Principal:
@@ -102,8 +115,9 @@ class TokenVerifier:
                     issuer=self.settings.local_issuer,
                     options={"require": ["exp", "iss", "aud", "sub"]},
                 )
+            elif self._jwks is None:
+                raise AuthError("no key to check tokens with")
             else:
-                assert self._jwks is not None
                 signing_key = self._jwks.get_signing_key_from_jwt(token)
                 claims = jwt.decode(
                     token,
@@ -126,10 +140,6 @@ class TokenVerifier:
     def _roles(self, claims: dict[str, Any]) -> frozenset[Role]:
         raw = claims.get(self.settings.roles_claim, [])
         names = [raw] if isinstance(raw, str) else list(raw) if isinstance(raw, list) else []
-        roles = set()
-        for name in names:
-            # Entra app roles are often namespaced ("ckey.operator"); the last segment is the role.
-            candidate = str(name).rsplit(".", 1)[-1].lower()
-            if candidate in Role._value2member_map_:
-                roles.add(Role(candidate))
-        return frozenset(roles)
+        # Exact, case-sensitive matches only: a suffix rule ("anything.admin") would let any app that can put a
+        # role into the token (another app's "Evil.Admin") become admin.
+        return frozenset(self._role_of[name] for name in names if isinstance(name, str) and name in self._role_of)

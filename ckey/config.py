@@ -13,10 +13,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ckey.models import Workload
+from ckey.models import Role, Workload
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -37,6 +37,11 @@ class M365Transport(StrEnum):
     """The Exchange Online admin REST endpoint (``InvokeCommand``) that ExchangeOnlineManagement v3 uses."""
     PWSH = "pwsh"
     """PowerShell: the exact cmdlet line, its output through ``ConvertTo-Json``."""
+
+
+def default_role_names() -> dict[Role, list[str]]:
+    """Each role's default claim values: ``operator``, ``ckey.operator`` and ``ckey.Operator`` for ``operator``."""
+    return {role: [role.value, f"ckey.{role.value}", f"ckey.{role.value.capitalize()}"] for role in Role}
 
 
 class SettingsError(Exception):
@@ -146,6 +151,23 @@ class Settings(BaseSettings):
     user_claim: str = "preferred_username"
     """Claim naming the caller; ``sub`` is used when it is absent."""
     token_ttl_minutes: Annotated[int, Field(ge=1, le=60 * 24 * 30)] = 60 * 12
+    role_names: dict[Role, list[str]] = Field(default_factory=lambda: default_role_names())
+    """Role → the exact values of the roles claim that grant it (JSON; case-sensitive, as Entra app role values
+    are). A role left out keeps its defaults (its plain name, ``ckey.<role>`` and ``ckey.<Role>``); ``[]`` grants
+    it to no one. Nothing else grants a role: ``Evil.Admin`` is not ``admin``."""
+
+    @field_validator("role_names", mode="after")
+    @classmethod
+    def _role_names_complete_and_distinct(cls, value: dict[Role, list[str]]) -> dict[Role, list[str]]:
+        merged = default_role_names() | value
+        owner: dict[str, Role] = {}
+        for role, names in merged.items():
+            for name in names:
+                if not name or name != name.strip():
+                    raise ValueError(f"role names are non-empty and unpadded: {name!r} ({role.value})")
+                if owner.setdefault(name, role) is not role:
+                    raise ValueError(f"{name!r} names two roles: {owner[name].value} and {role.value}")
+        return merged
 
     # Audit trail
     audit_checkpoint_key: Path | None = None

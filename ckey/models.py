@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, GetPydanticSchema
+from pydantic import AfterValidator, BeforeValidator, GetPydanticSchema, WithJsonSchema
 from pydantic_core import PydanticCustomError, core_schema
 
 
@@ -74,8 +74,11 @@ def rule_error(rule: str, message: str, **context: Any) -> PydanticCustomError:
 
 IDENTITY_MAX = 320
 """Longest mailbox identity accepted: an SMTP address is at most 320 characters (RFC 3696)."""
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-"""NUL, C0 and C1 control characters, and the Unicode line and paragraph separators."""
+CONTROL_CLASS = r"\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+"""The refused characters as the body of a regex character class (Python and ECMA-262 read it alike)."""
+_CONTROL = re.compile(f"[{CONTROL_CLASS}]")
+"""NUL, C0 and C1 control characters, the Unicode line and paragraph separators, and the bidirectional embedding,
+override and isolate controls (which make an audit line read differently from what it holds)."""
 
 
 def has_control_characters(value: str) -> bool:
@@ -83,23 +86,89 @@ def has_control_characters(value: str) -> bool:
     return _CONTROL.search(value) is not None
 
 
-def _check_recipient_identity(value: str) -> str:
-    value = value.strip()
-    if not value:
-        raise rule_error("mailbox-identity", "a mailbox identity can't be empty")
-    if len(value) > IDENTITY_MAX:
-        raise rule_error("mailbox-identity-length", f"a mailbox identity is at most {IDENTITY_MAX} characters")
+def _refuse_control_characters(what: str, value: str) -> None:
+    """Raise ``no-control-characters`` when ``value`` holds one (``what`` names the field in the message)."""
     if has_control_characters(value):
         raise rule_error(
             "no-control-characters",
-            "a mailbox identity can't contain NUL, control characters or line breaks: {value}",
+            f"{what} can't contain NUL, control characters or line breaks: {{value}}",
             value=repr(value),
+        )
+
+
+def check_identity(value: str, *, rule: str = "mailbox-identity", what: str = "a mailbox identity") -> str:
+    """The identity rule: stripped, not empty, at most :data:`IDENTITY_MAX` characters, no control characters.
+
+    Args:
+        value: the identity as given.
+        rule: the rule id of an empty identity; ``<rule>-length`` is the id of a too long one.
+        what: how the message names the value.
+
+    Returns:
+        The stripped identity.
+
+    Raises:
+        PydanticCustomError: ``<rule>``, ``<rule>-length`` or ``no-control-characters``.
+    """
+    value = value.strip()
+    if not value:
+        raise rule_error(rule, f"{what} can't be empty")
+    if len(value) > IDENTITY_MAX:
+        raise rule_error(
+            f"{rule}-length", f"{what} is at most {IDENTITY_MAX} characters, got {{length}}", length=len(value)
+        )
+    _refuse_control_characters(what, value)
+    return value
+
+
+def located(error: PydanticCustomError, where: str) -> PydanticCustomError:
+    """The same rule error, its message prefixed with where the value was (``row 3``, ``mailbox 12``)."""
+    # One context key only: pydantic-core substitutes keys one after the other, so a second key's placeholder
+    # written inside the first value (user text) would be substituted too.
+    return PydanticCustomError(error.type, f"{where}: {{detail}}", {"detail": error.message()})
+
+
+def _check_recipient_identity(value: str) -> str:
+    return check_identity(value)
+
+
+RecipientIdentity = Annotated[
+    str,
+    AfterValidator(_check_recipient_identity),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": IDENTITY_MAX,
+            "pattern": f"^[^{CONTROL_CLASS}]*[^\\s{CONTROL_CLASS}][^{CONTROL_CLASS}]*$",
+        }
+    ),
+]
+"""A mailbox or mail user identity (UPN, SMTP address, alias): stripped, 1-320 characters, no control characters."""
+
+DESCRIPTION_MAX = 1024
+"""Longest description (New-DataEncryptionPolicy's -Description)."""
+
+
+def _check_description(value: str) -> str:
+    # PowerShell and Exchange take tabs and line breaks in a description, but the audit trail renders the cmdlet on
+    # one line and a line break there could forge a second line: every control character is refused, tab included.
+    _refuse_control_characters("a description", value)
+    if len(value) > DESCRIPTION_MAX:
+        raise rule_error(
+            "description-length",
+            f"a description is at most {DESCRIPTION_MAX} characters, got {{length}}",
+            length=len(value),
         )
     return value
 
 
-RecipientIdentity = Annotated[str, AfterValidator(_check_recipient_identity)]
-"""A mailbox or mail user identity (UPN, SMTP address, alias): stripped, 1-320 characters, no control characters."""
+Description = Annotated[
+    str,
+    AfterValidator(_check_description),
+    WithJsonSchema({"type": "string", "maxLength": DESCRIPTION_MAX, "pattern": f"^[^{CONTROL_CLASS}]*$"}),
+]
+"""Free text shown next to an object (a DEP's description): at most 1024 characters, one line, no control characters."""
 
 
 # DEP names -------------------------------------------------------------------------------------------------------
@@ -110,14 +179,21 @@ _DEP_NAME_MAX = 64
 def _check_dep_name(value: str) -> str:
     if not value:
         raise rule_error("dep-name-required", "a DEP needs a name")
+    _refuse_control_characters("a DEP name", value)
     if re.search(r"\s", value):
-        raise rule_error("dep-name-no-spaces", "DEP names can't contain spaces: {name!r}", name=value)
+        raise rule_error("dep-name-no-spaces", "DEP names can't contain spaces: {name}", name=repr(value))
     if len(value) > _DEP_NAME_MAX:
         raise rule_error("dep-name-length", f"DEP names are at most {_DEP_NAME_MAX} characters")
     return value
 
 
-DepName = Annotated[str, AfterValidator(_check_dep_name)]
+DepName = Annotated[
+    str,
+    AfterValidator(_check_dep_name),
+    WithJsonSchema(
+        {"type": "string", "minLength": 1, "maxLength": _DEP_NAME_MAX, "pattern": f"^[^\\s{CONTROL_CLASS}]+$"}
+    ),
+]
 """A DEP name: no spaces (seed: "Names can't contain spaces")."""
 
 
@@ -129,13 +205,16 @@ AZURE_VAULT_SUFFIXES = (
     "vault.usgovcloudapi.net",
     "vault.microsoftazure.de",
 )
-SANDBOX_VAULT_SUFFIX = "vault.ckey.test"
-"""Host form of the sandbox when it is not addressed under Azure's names (``.test`` is reserved, RFC 2606)."""
+KEY_URI_MAX = 256
+"""Longest key URI: ``https://`` + a 24-character vault + the longest suffix + ``/keys/`` + 127 + ``/`` + 32 is 223."""
 
-_VAULT_NAME = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
-_KEY_NAME = re.compile(r"^[A-Za-z0-9-]{1,127}$")
-_KEY_VERSION = re.compile(r"^[A-Za-z0-9]{32}$")
-_URI = re.compile(r"^https://(?P<host>[^/:]+)(?::(?P<port>\d{1,5}))?/keys/(?P<name>[^/]+)(?:/(?P<version>[^/]*))?/?$")
+# The sandbox is addressed under Azure's own names (NOTES.md): no other host form and no port is a key URI, since
+# the SDK's challenge check refuses any host outside the vault's resource and an operation would retry forever.
+_VAULT_NAME = re.compile(r"[A-Za-z](?!.*--)[A-Za-z0-9-]{1,22}[A-Za-z0-9]\Z")
+_KEY_NAME = re.compile(r"[A-Za-z0-9-]{1,127}\Z")
+_KEY_VERSION = re.compile(r"[A-Za-z0-9]{32}\Z")
+_URI = re.compile(r"https://(?P<host>[^/:\s]+)/keys/(?P<name>[^/\s]+)(?:/(?P<version>[^/\s]*))?/?\Z")
+# ``re.match`` anchors at the start; every pattern ends with ``\Z`` because ``$`` also matches before a final "\n".
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +227,7 @@ class KeyUri:
     name: str
     version: str | None = None
     port: int | None = None
+    """Never set by :meth:`parse` (key URIs carry no port); kept for callers that build a ``KeyUri`` themselves."""
 
     @property
     def vault_url(self) -> str:
@@ -164,54 +244,84 @@ class KeyUri:
 
     @classmethod
     def parse(cls, text: str) -> KeyUri:
-        """Parse ``https://<vault>.vault.azure.net/keys/<name>[/<version>]`` (or the sandbox host form).
+        """Parse ``https://<vault>.vault.azure.net/keys/<name>[/<version>]`` (or another Azure cloud's suffix).
 
         Raises:
-            PydanticCustomError: the text breaks the ``key-uri-format`` rule.
+            PydanticCustomError: the text breaks the ``key-uri-format`` rule (or ``no-control-characters``,
+                ``key-vault-name``, ``key-name``, ``key-version``).
         """
-        m = _URI.match(text.strip())
+        stripped = text.strip()
+        if len(stripped) > KEY_URI_MAX:
+            raise rule_error(
+                "key-uri-format", f"a key URI is at most {KEY_URI_MAX} characters, got {{length}}", length=len(stripped)
+            )
+        _refuse_control_characters("a key URI", stripped)
+        m = _URI.match(stripped)
         if not m:
             raise rule_error(
                 "key-uri-format",
-                "a key URI looks like https://<vault>.vault.azure.net/keys/<name>[/<version>]: {uri!r}",
-                uri=text,
+                "a key URI looks like https://<vault>.vault.azure.net/keys/<name>[/<version>]: {uri}",
+                uri=repr(text),
             )
         host = m["host"].lower()
         vault, _, suffix = host.partition(".")
-        if suffix not in (*AZURE_VAULT_SUFFIXES, SANDBOX_VAULT_SUFFIX):
+        if suffix not in AZURE_VAULT_SUFFIXES:
             raise rule_error(
                 "key-uri-format",
-                "the host of a key URI is <vault>.vault.azure.net (or another Azure cloud's vault suffix): {uri!r}",
-                uri=text,
+                "the host of a key URI is <vault>.vault.azure.net (or another Azure cloud's vault suffix): {uri}",
+                uri=repr(text),
             )
-        if m["port"] and suffix != SANDBOX_VAULT_SUFFIX:
-            raise rule_error("key-uri-format", "Azure key URIs carry no port: {uri!r}", uri=text)
         _check_vault_name(vault)
         if not _KEY_NAME.match(m["name"]):
-            raise rule_error("key-name", "key names are 1-127 letters, digits and hyphens: {name!r}", name=m["name"])
+            raise rule_error(
+                "key-name", "key names are 1-127 letters, digits and hyphens: {name}", name=repr(m["name"])
+            )
         version = m["version"] or None
         if version is not None and not _KEY_VERSION.match(version):
-            raise rule_error("key-version", "a key version is 32 hexadecimal characters: {version!r}", version=version)
-        return cls(vault=vault, host=host, name=m["name"], version=version, port=int(m["port"]) if m["port"] else None)
+            raise rule_error(
+                "key-version", "a key version is 32 hexadecimal characters: {version}", version=repr(version)
+            )
+        return cls(vault=vault, host=host, name=m["name"], version=version)
 
 
 def _check_vault_name(value: str) -> str:
     if not _VAULT_NAME.match(value):
         raise rule_error(
             "key-vault-name",
-            "vault names are 3-24 letters, digits and single hyphens, starting with a letter: {vault!r}",
-            vault=value,
+            "vault names are 3-24 letters, digits and single hyphens, starting with a letter: {vault}",
+            vault=repr(value),
         )
     return value
 
 
-VaultName = Annotated[str, AfterValidator(_check_vault_name)]
+VaultName = Annotated[
+    str,
+    AfterValidator(_check_vault_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 3,
+            "maxLength": 24,
+            "pattern": "^(?!.*--)[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$",
+        }
+    ),
+]
 """An Azure Key Vault name."""
 
-_UPN = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+_UPN_PART = r"[^@\s/\\?%" + CONTROL_CLASS + "]+"
+_UPN = re.compile(rf"{_UPN_PART}@{_UPN_PART}\.{_UPN_PART}\Z")
+"""One ``@``, a dot in the domain, and none of the characters that would leave a URL path segment (``/ \\ ? %``):
+Entra refuses them in UPNs, and a UPN becomes one path segment of a Graph URL."""
 
 
 def _check_user_principal_name(value: str) -> str:
+    if len(value) > IDENTITY_MAX:
+        raise rule_error(
+            "user-principal-name-length",
+            f"a user principal name is at most {IDENTITY_MAX} characters, got {{length}}",
+            length=len(value),
+        )
+    _refuse_control_characters("a user principal name", value)
     if value.lower() in {sp.value for sp in ServicePrincipal}:
         raise rule_error(
             "m365-principal-protected",
@@ -220,12 +330,23 @@ def _check_user_principal_name(value: str) -> str:
         )
     if not _UPN.match(value):
         raise rule_error(
-            "user-principal-name", "a user principal name looks like alice@contoso.com: {upn!r}", upn=value
+            "user-principal-name", "a user principal name looks like alice@contoso.com: {upn}", upn=repr(value)
         )
     return value
 
 
-UserPrincipalName = Annotated[str, AfterValidator(_check_user_principal_name)]
+UserPrincipalName = Annotated[
+    str,
+    AfterValidator(_check_user_principal_name),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "minLength": 3,
+            "maxLength": IDENTITY_MAX,
+            "pattern": f"^{_UPN_PART}@{_UPN_PART}\\.{_UPN_PART}$",
+        }
+    ),
+]
 """A person's UPN; never one of the Microsoft 365 service principals."""
 
 
@@ -242,7 +363,7 @@ KeyUriField = Annotated[
     GetPydanticSchema(
         lambda _t, _h: core_schema.no_info_plain_validator_function(
             _parse_key_uri,
-            json_schema_input_schema=core_schema.str_schema(),
+            json_schema_input_schema=core_schema.str_schema(max_length=KEY_URI_MAX),
             serialization=core_schema.to_string_ser_schema(),
         )
     ),
@@ -266,16 +387,16 @@ def check_two_keys(uris: Sequence[KeyUri], regions: Mapping[str, str] | None = N
     if first.vault.lower() == second.vault.lower():
         raise rule_error(
             "two-keys-two-vaults",
-            "the two keys must be in two different vaults; both are in {vault!r}",
-            vault=first.vault,
+            "the two keys must be in two different vaults; both are in {vault}",
+            vault=repr(first.vault),
         )
     if regions:
         r1, r2 = regions.get(first.vault.lower()), regions.get(second.vault.lower())
         if r1 and r2 and r1.lower() == r2.lower():
             raise rule_error(
                 "two-keys-two-regions",
-                "the two vaults must be in two different Azure regions; both are in {region!r}",
-                region=r1,
+                "the two vaults must be in two different Azure regions; both are in {region}",
+                region=repr(r1),
             )
     return first, second
 
@@ -283,7 +404,10 @@ def check_two_keys(uris: Sequence[KeyUri], regions: Mapping[str, str] | None = N
 def _split_uris(value: Any) -> Any:
     # The seed writes the two URIs as one argument separated by a comma and a space.
     if isinstance(value, str):
-        return [part.strip() for part in value.split(",") if part.strip()]
+        value = [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list) and len(value) > 2:
+        # Counted before each URI is parsed, so a list of a million URIs costs nothing.
+        raise rule_error("two-keys", "a DEP names exactly two keys, got {count}", count=len(value))
     return value
 
 
@@ -291,5 +415,12 @@ def _two_keys(value: list[KeyUri]) -> list[KeyUri]:
     return list(check_two_keys(value))
 
 
-TwoKeyUris = Annotated[list[KeyUriField], BeforeValidator(_split_uris), AfterValidator(_two_keys)]
+TwoKeyUris = Annotated[
+    list[KeyUriField],
+    BeforeValidator(_split_uris),
+    AfterValidator(_two_keys),
+    WithJsonSchema(
+        {"type": "array", "items": {"type": "string", "maxLength": KEY_URI_MAX}, "minItems": 2, "maxItems": 2}
+    ),
+]
 """A DEP's ``AzureKeyIDs``: two key URIs in two different vaults (regions are checked against the vaults)."""

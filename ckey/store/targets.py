@@ -11,9 +11,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
+from pydantic_core import PydanticCustomError
 from sqlalchemy import func, insert, select, update
 
-from ckey.models import rule_error
+from ckey.models import check_identity, located, rule_error
 from ckey.store import Store, _utc
 from ckey.store.schema import MailboxFollowRow, TargetItemRow, TargetSetRow
 
@@ -79,8 +80,25 @@ class TargetStore:
     async def create_set(
         self, kind: str, source: str, identities: Sequence[str], created_by: str, at: datetime
     ) -> TargetSet:
-        """Store ``identities`` (duplicates dropped, order kept) as a new set."""
-        unique = list(dict.fromkeys(i.strip() for i in identities if i.strip()))
+        """Store ``identities`` as a new set: blanks skipped, duplicates dropped, order and first spelling kept.
+
+        Exchange compares identities case-insensitively, so ``ALICE@contoso.com`` after ``alice@contoso.com`` is
+        the same mailbox and is dropped.
+
+        Raises:
+            PydanticCustomError: an identity breaks the identity rule (``mailbox-identity-length``,
+                ``no-control-characters``); the message names its position (``mailbox 12``, from 1).
+        """
+        first_spelling: dict[str, str] = {}
+        for position, raw in enumerate(identities, start=1):
+            if not raw.strip():
+                continue
+            try:
+                identity = check_identity(raw)
+            except PydanticCustomError as exc:
+                raise located(exc, f"mailbox {position}") from None
+            first_spelling.setdefault(identity.lower(), identity)
+        unique = list(first_spelling.values())
         target = TargetSet(
             id=f"ts-{uuid.uuid4()}", kind=kind, source=source, count=len(unique), created_by=created_by, created_at=at
         )
@@ -273,5 +291,5 @@ async def claim_check_mailboxes(params: BaseModel, targets: TargetStore, user: s
         stored = await targets.create_set("mailboxes", "inline", mailboxes, user, datetime.now(UTC))
         return params.model_copy(update={"mailboxes": [], "mailbox_file": stored.id})
     if file is not None and await targets.get_set(file) is None:
-        raise rule_error("mailbox-file-exists", "no uploaded mailbox list {file!r}", file=file)
+        raise rule_error("mailbox-file-exists", "no uploaded mailbox list {file}", file=repr(file))
     return params

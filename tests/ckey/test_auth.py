@@ -11,8 +11,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from ckey.auth import AuthError, TokenVerifier, mint_local_token
-from ckey.config import AuthMode, Settings, load_settings
+from ckey.auth import AuthError, TokenVerifier, load_or_create_signing_key, mint_local_token
+from ckey.config import AuthMode, Settings, SettingsError, load_settings
 from ckey.models import Role
 
 
@@ -95,3 +95,106 @@ def test_oidc_tokens_are_checked_against_issuer_audience_and_jwks(
     local = load_settings(data_dir=tmp_path / "local", _env_file=None)
     with pytest.raises(AuthError):
         verifier.verify(mint_local_token(local, "mallory", [Role.ADMIN]))
+
+
+# Roles match exactly (issue 8, finding 10) -------------------------------------------------------------------------
+
+
+def _local_token(settings: Settings, roles: object) -> str:
+    """A token signed with the local stack's key carrying any roles claim, as a hostile issuer could write it."""
+    now = datetime.now(UTC)
+    claims = {
+        "iss": settings.local_issuer,
+        "aud": settings.audience,
+        "sub": "mallory",
+        settings.roles_claim: roles,
+        "exp": now + timedelta(minutes=5),
+    }
+    return jwt.encode(claims, load_or_create_signing_key(settings.signing_key_path), algorithm="EdDSA")
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        ["Evil.Admin"],
+        ["foo.admin"],
+        ["other-app.ckey.admin"],
+        ["ADMIN"],
+        ["Admin"],
+        ["ckey.ADMIN"],
+        [" admin"],
+        ["admin\n"],
+        ["ckey.admin.x"],
+        "Evil.Admin",
+        [["admin"]],
+        [{"admin": True}],
+        {"admin": True},
+    ],
+)
+def test_only_exact_role_names_grant_a_role(settings: Settings, claim: object) -> None:
+    principal = TokenVerifier(settings).verify(_local_token(settings, claim))
+    assert principal.roles == frozenset()
+    assert not principal.has(Role.VIEWER) and not principal.has(Role.ADMIN)
+
+
+def test_default_role_names(settings: Settings) -> None:
+    verifier = TokenVerifier(settings)
+    for role in Role:
+        for name in (role.value, f"ckey.{role.value}", f"ckey.{role.value.capitalize()}"):
+            assert verifier.verify(_local_token(settings, [name])).roles == {role}, name
+    assert verifier.verify(_local_token(settings, "operator")).roles == {Role.OPERATOR}
+
+
+def test_configured_role_names_replace_the_defaults_of_their_role(tmp_path: Any) -> None:
+    settings = load_settings(
+        data_dir=tmp_path, role_names={"admin": ["CustomerKey.Administrators"], "viewer": []}, _env_file=None
+    )
+    verifier = TokenVerifier(settings)
+    assert verifier.verify(_local_token(settings, ["CustomerKey.Administrators"])).roles == {Role.ADMIN}
+    assert verifier.verify(_local_token(settings, ["customerkey.administrators"])).roles == frozenset()
+    assert verifier.verify(_local_token(settings, ["admin", "ckey.admin", "viewer"])).roles == frozenset()
+    # Roles left out keep their defaults.
+    assert verifier.verify(_local_token(settings, ["ckey.operator"])).roles == {Role.OPERATOR}
+    # The local stack mints the configured name, so its own tokens keep working.
+    minted = mint_local_token(settings, "root", [Role.ADMIN, Role.OPERATOR])
+    assert verifier.verify(minted).roles == {Role.ADMIN, Role.OPERATOR}
+
+
+def test_role_names_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    monkeypatch.setenv("CKEY_ROLE_NAMES", json.dumps({"approver": ["Purge.Signers"]}))
+    settings = load_settings(data_dir=tmp_path, _env_file=None)
+    assert settings.role_names[Role.APPROVER] == ["Purge.Signers"]
+    assert settings.role_names[Role.ADMIN] == ["admin", "ckey.admin", "ckey.Admin"]
+
+
+@pytest.mark.parametrize(
+    ("names", "message"),
+    [
+        ({"admin": ["operator"]}, "names two roles"),
+        ({"admin": [""]}, "non-empty"),
+        ({"admin": [" ckey.admin"]}, "unpadded"),
+        ({"root": ["x"]}, "CKEY_ROLE_NAMES"),
+    ],
+)
+def test_invalid_role_names_are_refused(tmp_path: Any, names: dict[str, list[str]], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        load_settings(data_dir=tmp_path, role_names=names, _env_file=None)
+
+
+# Files of the signing key (issue 8, finding 10) --------------------------------------------------------------------
+
+
+def test_the_signing_key_lives_in_a_private_directory(settings: Settings) -> None:
+    mint_local_token(settings, "alice", [Role.OPERATOR])
+    assert (settings.signing_key_path.stat().st_mode & 0o777) == 0o600
+    assert (settings.signing_key_path.parent.stat().st_mode & 0o777) == 0o700
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_a_signing_key_open_to_others_is_refused(settings: Settings, mode: int) -> None:
+    mint_local_token(settings, "alice", [Role.OPERATOR])
+    settings.signing_key_path.chmod(mode)
+    with pytest.raises(AuthError, match="open to others"):
+        TokenVerifier(settings)
+    with pytest.raises(AuthError, match="chmod 600"):
+        mint_local_token(settings, "mallory", [Role.ADMIN])

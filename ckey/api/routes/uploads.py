@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
+from pydantic_core import PydanticCustomError
 
 from ckey.api.deps import Operator, SettingsDep, StoreDep
 from ckey.api.limits import too_large
 from ckey.api.problems import Problem
+from ckey.models import check_identity, located
 from ckey.store.targets import TargetSet, TargetStore
 
 router = APIRouter(prefix="/api/uploads", tags=["uploads"])
@@ -24,18 +26,36 @@ IDENTITY_COLUMNS = ("identity", "userprincipalname", "primarysmtpaddress", "mail
 def parse_mailbox_csv(text: str | Iterable[str]) -> list[str]:
     """Identities from a CSV: the ``Identity`` (or UPN, SMTP address) column when there is a header, else column 1.
 
-    Args:
-        text: the whole file, or its lines as a stream (a text file object).
+    ``text`` is the whole file, or its lines as a stream (a text file object). Blank cells are skipped; every other
+    cell must be a valid identity (:func:`ckey.models.check_identity`).
+
+    Raises:
+        csv.Error: the text is not CSV.
+        PydanticCustomError: a cell breaks the identity rule; its type is the rule id (``mailbox-identity-length``,
+            ``no-control-characters``) and its message names the row (``row 3: ...``, rows counted from 1 as a
+            spreadsheet shows them, the header included). Answer it with ``Problem(422, exc.type, exc.message())``.
     """
     lines = io.StringIO(text) if isinstance(text, str) else text
-    rows = [row for row in csv.reader(lines) if any(cell.strip() for cell in row)]
+    rows = [(number, row) for number, row in enumerate(csv.reader(lines), start=1)]
+    rows = [(number, row) for number, row in rows if any(cell.strip() for cell in row)]
     if not rows:
         return []
-    header = [cell.strip().lower() for cell in rows[0]]
+    header = [cell.strip().lower() for cell in rows[0][1]]
     column = next((header.index(name) for name in IDENTITY_COLUMNS if name in header), None)
-    if column is None:
-        return [row[0].strip() for row in rows if row and row[0].strip()]
-    return [row[column].strip() for row in rows[1:] if len(row) > column and row[column].strip()]
+    cells = (
+        [(n, row[0]) for n, row in rows]
+        if column is None
+        else [(n, row[column]) for n, row in rows[1:] if len(row) > column]
+    )
+    identities = []
+    for number, cell in cells:
+        if not cell.strip():
+            continue
+        try:
+            identities.append(check_identity(cell))
+        except PydanticCustomError as exc:
+            raise located(exc, f"row {number}") from None
+    return identities
 
 
 UPLOAD_NAME = r"^[^\x00-\x1f\x7f-\x9f/\\]{1,200}$"
@@ -73,6 +93,11 @@ async def upload_mailboxes(
                 identities = parse_mailbox_csv(text)
         except (UnicodeDecodeError, csv.Error) as exc:
             raise Problem(422, "mailbox-file-format", f"the file is not a UTF-8 CSV of mailboxes: {exc}") from None
+        except PydanticCustomError as exc:
+            message = exc.message()
+            raise Problem(
+                422, exc.type, message, errors=[{"loc": ["body"], "rule": exc.type, "msg": message}]
+            ) from None
     if not identities:
         raise Problem(422, "mailbox-file-format", "the file names no mailboxes")
     return await TargetStore(store).create_set("mailboxes", name, identities, principal.user, datetime.now(UTC))
