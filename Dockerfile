@@ -24,7 +24,10 @@ RUN /opt/ckey/bin/pip install .
 # Runtime stage: the virtualenv and an unprivileged user, nothing else.
 FROM python:3.11-slim
 
-RUN useradd --system --user-group --uid 10001 --home-dir /var/lib/ckey --create-home --shell /usr/sbin/nologin ckey
+RUN useradd --system --user-group --uid 10001 --home-dir /var/lib/ckey --create-home --shell /usr/sbin/nologin ckey \
+ && chmod 0700 /var/lib/ckey \
+ # The audit checkpoint key's folder: a named volume mounted here takes this owner and mode on first use.
+ && install -d -m 0700 -o ckey -g ckey /var/lib/ckey/audit-key
 
 COPY --from=build /opt/ckey /opt/ckey
 
