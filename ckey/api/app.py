@@ -10,7 +10,7 @@ from temporalio.client import Client
 
 from ckey.api import problems
 from ckey.api.deps import StoreDep, Viewer
-from ckey.api.routes import exchange, operations, uploads, vaults
+from ckey.api.routes import exchange, key_backups, operations, uploads, vaults
 from ckey.auth import TokenVerifier
 from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
@@ -91,5 +91,6 @@ def create_app(
     app.include_router(audit_router)
     app.include_router(vaults.router)
     app.include_router(uploads.router)
+    app.include_router(key_backups.router)
     app.include_router(exchange.router)
     return app
