@@ -365,10 +365,10 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
     async def _assign(self, input: ExchangeDepAssignInput) -> MailboxFollowResult:
         state = input.follow_state
         if state is None:
-            mailbox_file_required(input.mailbox_file)
+            set_id = mailbox_file_required(input.mailbox_file)
             await self.set_phase(FollowPhase.VALIDATING)
             dep = await call(ExchangeActivities.check_dep_assignable, DepRef(dep=input.dep))
-            total = (await call(ExchangeActivities.count_targets, TargetsRef(set_id=input.mailbox_file))).count
+            total = (await call(ExchangeActivities.count_targets, TargetsRef(set_id=set_id))).count
             self.set_progress(0, total, "mailboxes encrypted")
             await self.set_phase(FollowPhase.ASSIGNING, {"dep_guid": dep.guid, "mailboxes": total})
             assigned = await self._assign_batches(input, total)

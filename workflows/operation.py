@@ -12,11 +12,11 @@ import dataclasses
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -144,6 +144,12 @@ class OperationWorkflow:
 
     kind: str = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        run = cls.__dict__.get("run")
+        if run is not None and hasattr(run, "__temporal_workflow_run"):
+            cls.run = _validating_run(run)  # type: ignore[attr-defined]
+
     def __init__(self) -> None:
         self._status = OperationStatus(kind=self.kind)
         self._audit_seq = 0
@@ -251,15 +257,29 @@ class OperationWorkflow:
         value = workflow.memo_value("started_by", default=SYSTEM_ACTOR)
         return str(value)
 
+    async def refuse_input(self, error: ValidationError) -> NoReturn:
+        """End the operation ``failed`` because its input breaks its model (the API's bounds), never retrying.
+
+        The record the API reserved, if any, shows it; else a record is made. The input itself is not recorded:
+        it was not checked, so it may be anything (the reason names the fields, never their values).
+        """
+        reason = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or 'input'}: {e['msg']}"
+            for e in error.errors(include_url=False, include_input=False, include_context=False)
+        )
+        self._start_record = self._start(None)
+        await self._finish(OperationState.FAILED, error=f"workflow-input-valid: {reason}")
+        raise ApplicationError(reason, type="workflow-input-valid", non_retryable=True)
+
     # Internals --------------------------------------------------------------------------------------------------
 
-    def _start(self, input: BaseModel) -> OperationRecord:
+    def _start(self, input: BaseModel | None) -> OperationRecord:
         return OperationRecord(
             id=self.operation_id,
             kind=self.kind,
             state=OperationState.RUNNING,
             phase=self._status.phase,
-            params=input.model_dump(mode="json"),
+            params={} if input is None else input.model_dump(mode="json"),
             started_by=self.started_by,
             started_at=workflow.info().start_time,
             updated_at=workflow.now(),
@@ -346,6 +366,36 @@ class OperationWorkflow:
             start_to_close_timeout=RECORD_TIMEOUT,
             retry_policy=RECORD_RETRY,
         )
+
+
+def _validating_run(run: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """``run`` taking its input raw and validating it itself, so that an input that breaks its model is recorded.
+
+    The data converter would validate the input before any line of the workflow runs: the workflow would fail
+    (``WORKFLOW_FAILURE_TYPES``) with the record the API reserved left ``running``. Here the payload is validated
+    by the same pydantic model, the same way (its JSON), and a failure ends the operation through
+    :meth:`OperationWorkflow.refuse_input`. The payload and the commands are unchanged: histories replay as they were.
+    """
+    try:
+        hints = get_type_hints(run)
+    except NameError:  # a type not defined yet: leave it to the data converter
+        return run
+    model = hints.get("input")
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        return run
+
+    async def validating_run(self: OperationWorkflow, input: RawValue) -> Any:
+        try:
+            checked = model.model_validate_json(input.payload.data)
+        except ValidationError as exc:
+            await self.refuse_input(exc)
+        return await run(self, checked)
+
+    validating_run.__annotations__ = {"input": RawValue, "return": hints.get("return", Any)}
+    for name in ("__module__", "__name__", "__qualname__", "__doc__"):
+        setattr(validating_run, name, getattr(run, name))
+    setattr(validating_run, "__temporal_workflow_run", True)
+    return validating_run
 
 
 async def _settled(task: asyncio.Task[None] | None, *, swallow: bool = False) -> None:

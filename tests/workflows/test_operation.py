@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -268,18 +269,37 @@ async def test_a_nondeterminism_error_stays_a_task_failure(
         await handle.terminate("test over")
 
 
-async def test_an_input_that_breaks_its_model_fails_the_workflow_not_its_task(
-    client: Client, store: Store, op_settings: Settings, test_kinds_worker: Worker
+@pytest.mark.parametrize("reserved", [True, False], ids=["record-reserved", "no-record"])
+async def test_an_input_that_breaks_its_model_fails_the_workflow_and_the_operation(
+    client: Client, store: Store, op_settings: Settings, test_kinds_worker: Worker, reserved: bool
 ) -> None:
-    # Started around the API, with what the API would refuse: the data converter's validation fails the workflow.
+    # Started around the API, with what the API would refuse (a note over its 20 characters).
     op_id = f"op-{uuid.uuid4()}"
+    if reserved:  # as the API does before it starts a workflow
+        now = datetime.now(UTC)
+        await store.create_operation(
+            OperationRecord(
+                id=op_id,
+                kind="test.faults",
+                state=OperationState.RUNNING,
+                phase="starting",
+                params={"mode": "workflow-value-error", "note": "x" * 500},
+                started_by="alice@contoso.com",
+                started_at=now,
+                updated_at=now,
+            )
+        )
     raw = {"mode": "workflow-value-error", "note": "x" * 500}
     handle = await client.start_workflow("FaultWorkflow", raw, id=op_id, task_queue=op_settings.temporal_task_queue)
     with pytest.raises(WorkflowFailureError) as failure:
         await asyncio.wait_for(handle.result(), timeout=60)
     cause = failure.value.cause
-    assert isinstance(cause, ApplicationError) and cause.type == "ValidationError"
-    assert "note" in cause.message and "at most 20 characters" in cause.message
+    assert isinstance(cause, ApplicationError) and cause.type == "workflow-input-valid"
+    assert cause.message == "note: String should have at most 20 characters"
     assert not await _task_failures(handle)
-    # No line of the workflow ran: no record was written, and none is left running.
-    assert await store.get_operation(op_id) is None
+    record = await _ended(store, op_id)
+    assert record.state is OperationState.FAILED
+    assert record.error == "workflow-input-valid: note: String should have at most 20 characters"
+    actions = [e.action for e in await store.list_audit(operation_id=op_id)]
+    assert actions == ["operation.failed"]
+    assert "x" * 21 not in json.dumps([e.model_dump(mode="json") for e in await store.list_audit(operation_id=op_id)])
