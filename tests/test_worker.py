@@ -27,7 +27,9 @@ def test_every_registered_kind_has_its_workflow_in_the_worker() -> None:
     workflows = all_workflows()
     names = [_Definition.must_from_class(w).name for w in workflows]
     assert len(names) == len(set(names))
-    assert {kind.workflow for kind in registry if not kind.name.startswith("test.")} <= set(workflows)
+    # By name: the workflow sandbox re-imports the workflow modules, whose registrations then hold its copies.
+    registered = {_Definition.must_from_class(k.workflow).name for k in registry if not k.name.startswith("test.")}
+    assert registered <= set(names)
     assert {k.name for k in registry} >= {
         "keyvault.health",
         "keyvault.key.restore",
