@@ -34,6 +34,10 @@ with workflow.unsafe.imports_passed_through():
 # keyvault.health ---------------------------------------------------------------------------------------------------
 
 
+HEALTH_MAX_KEYS = 20
+"""Keys one health check names at most (a DEP has two; a check of every workload's keys, six)."""
+
+
 class HealthPhase(StrEnum):
     """Phases of ``keyvault.health``."""
 
@@ -42,11 +46,11 @@ class HealthPhase(StrEnum):
     REPORTED = "reported"
 
 
-class KeyVaultHealthInput(BaseModel):
+class KeyVaultHealthInput(Params):
     """Which keys to check (default: the workload's configured DEP keys) and for which workload's principal."""
 
     workload: Workload = Workload.EXCHANGE
-    keys: list[KeyUriField] = Field(default_factory=list)
+    keys: list[KeyUriField] = Field(default_factory=list, max_length=HEALTH_MAX_KEYS)
 
 
 class KeyVaultHealthResult(BaseModel):
@@ -220,7 +224,7 @@ class RevokePhase(StrEnum):
     DONE = "done"
 
 
-class KeyVaultAccessRevokeInput(BaseModel):
+class KeyVaultAccessRevokeInput(Params):
     """Whose access to remove from which vault."""
 
     vault: VaultName

@@ -145,6 +145,7 @@ class OperationWorkflow:
     kind: str = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Before @workflow.defn reads the class: its run then takes the raw input (see _validating_run).
         super().__init_subclass__(**kwargs)
         run = cls.__dict__.get("run")
         if run is not None and hasattr(run, "__temporal_workflow_run"):
