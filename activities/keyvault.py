@@ -7,6 +7,7 @@ service's error code or the rule; throttling and 5xx are raised as they are, so 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -241,6 +242,8 @@ class KeyVaultActivities:
                 f"no uploaded key backup {input.backup}", type="key-backup-exists", non_retryable=True
             )
         target = render("Restore-AzKeyVaultKey", VaultName=input.vault, InputFile=f"<{input.backup}>")
+        # The blob is named by its upload and its digest, never shown.
+        backup = {"backup": input.backup, "sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
         try:
             async with _refusals():
                 key = await self.gateway.restore(input.vault, blob)
@@ -249,10 +252,14 @@ class KeyVaultActivities:
             if restored is not None:
                 return restored
             await audit_call(
-                self.store, "keyvault.key.restore", target, Outcome.REFUSED, {"error": exc.message, "code": exc.type}
+                self.store,
+                "keyvault.key.restore",
+                target,
+                Outcome.REFUSED,
+                {"error": exc.message, "code": exc.type, **backup},
             )
             raise
-        await audit_call(self.store, "keyvault.key.restore", target, Outcome.OK, {"key": key.uri})
+        await audit_call(self.store, "keyvault.key.restore", target, Outcome.OK, {"key": key.uri, **backup})
         return key
 
     async def _restored_by_an_earlier_attempt(

@@ -176,6 +176,12 @@ async def test_restore_from_an_uploaded_backup_when_the_key_was_purged_and_the_b
     assert body["result"]["method"] == "restored"
     assert f"Restore-AzKeyVaultKey -VaultName {uri.vault} -InputFile <{backup['id']}>" in targets(events)
     assert (await keyvault.key(uri)) is not None
+    restore = next(e for e in events if e["action"] == "keyvault.key.restore")
+    assert {k: restore["detail"][k] for k in ("backup", "sha256", "size")} == {
+        "backup": backup["id"],
+        "sha256": backup["sha256"],
+        "size": backup["size"],
+    }
 
     # The blob, as base64 or as the raw bytes' hex, is in no parameters, no audit event and no history.
     secrets = (base64.b64encode(blob).decode(), blob.hex())
