@@ -22,6 +22,8 @@ class FaultMode(StrEnum):
     ACTIVITY_VALUE_ERROR = "activity-value-error"
     WORKFLOW_VALUE_ERROR = "workflow-value-error"
     NONDETERMINISM = "nondeterminism"
+    VALUE_ERROR_OUTSIDE = "value-error-outside"
+    """Raised by ``run`` itself, outside ``operate``: only the worker's failure types fail the workflow then."""
 
 
 class FaultInput(BaseModel):
@@ -58,6 +60,8 @@ class FaultWorkflow(OperationWorkflow):
 
     @workflow.run
     async def run(self, input: FaultInput) -> FaultResult:
+        if input.mode is FaultMode.VALUE_ERROR_OUTSIDE:
+            raise ValueError("raised before the operation began")
         return await self.operate(input, lambda: self._fault(input))
 
     async def _fault(self, input: FaultInput) -> FaultResult:

@@ -236,6 +236,22 @@ async def test_a_listed_error_in_workflow_code_fails_the_operation_not_its_task(
     assert not await _task_failures(handle)
 
 
+async def test_the_worker_fails_a_workflow_on_a_listed_error_outside_any_operation(
+    client: Client, op_settings: Settings, test_kinds_worker: Worker
+) -> None:
+    handle = await client.start_workflow(
+        FaultWorkflow.run,
+        FaultInput(mode=FaultMode.VALUE_ERROR_OUTSIDE),
+        id=f"op-{uuid.uuid4()}",
+        task_queue=op_settings.temporal_task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await asyncio.wait_for(handle.result(), timeout=60)
+    assert isinstance(failure.value.cause, ApplicationError) and failure.value.cause.type == "ValueError"
+    assert failure.value.cause.message == "raised before the operation began"
+    assert not await _task_failures(handle)
+
+
 async def _task_failures(handle: WorkflowHandle[Any, Any]) -> list[str]:
     history = await handle.fetch_history()
     return [
