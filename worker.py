@@ -22,6 +22,9 @@ from ckey.store import Store
 from ckey.support import HttpSupportDesk
 from ckey.temporal import connect, ensure_search_attributes
 from workflows import all_workflows
+from workflows.operation import WORKFLOW_FAILURE_TYPES
+
+__all__ = ["WORKFLOW_FAILURE_TYPES", "build_worker", "main", "run_worker"]
 
 log = logging.getLogger("ckey.worker")
 
@@ -35,6 +38,10 @@ def build_worker(client: Client, settings: Settings, gateways: Gateways, task_qu
         activities=build_activities(gateways),
         # Sync activities (none yet) would run here; async ones run on the event loop.
         activity_executor=ThreadPoolExecutor(max_workers=16),
+        # These fail the workflow, not its task, which would be retried without end: a bad input (the data
+        # converter's validation of a workflow's input) or a programming error. A nondeterminism error is none of
+        # them and stays a task failure, so that rolling a bad deploy back lets week-long runs go on.
+        workflow_failure_exception_types=WORKFLOW_FAILURE_TYPES,
     )
 
 

@@ -7,8 +7,7 @@ service's error code or the rule; throttling and 5xx are raised as they are, so 
 
 from __future__ import annotations
 
-import base64
-import binascii
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,6 +31,7 @@ from ckey.keyvault import (
 from ckey.models import KeyUri, ServicePrincipal, Workload
 from ckey.operations import Outcome
 from ckey.store import Store
+from ckey.store.backups import KeyBackupId, KeyBackupStore
 
 
 class HealthLine(BaseModel):
@@ -85,10 +85,10 @@ class KeyState(BaseModel):
 
 
 class RestoreKeyBackupInput(BaseModel):
-    """A backup blob to restore into a vault."""
+    """An uploaded backup to restore into a vault, by its id (the bytes are read from the store, never carried)."""
 
     vault: str
-    backup_b64: str
+    backup: KeyBackupId
     name: str | None = None
     """The key the backup holds, so that a retried restore can see it went through."""
 
@@ -235,14 +235,15 @@ class KeyVaultActivities:
 
     @activity.defn
     async def restore_key_backup(self, input: RestoreKeyBackupInput) -> KeyInfo:
-        """Restore a key from its backup blob; the service's 409 when a key of that name exists."""
-        try:
-            blob = base64.b64decode(input.backup_b64, validate=True)
-        except binascii.Error:
+        """Restore a key from an uploaded backup; the service's 409 when a key of that name exists."""
+        blob = await KeyBackupStore(self.store).read(input.backup)
+        if blob is None:
             raise ApplicationError(
-                "the backup is not valid base64", type="backup-blob-format", non_retryable=True
-            ) from None
-        target = render("Restore-AzKeyVaultKey", VaultName=input.vault, InputFile="<backup blob>")
+                f"no uploaded key backup {input.backup}", type="key-backup-exists", non_retryable=True
+            )
+        target = render("Restore-AzKeyVaultKey", VaultName=input.vault, InputFile=f"<{input.backup}>")
+        # The blob is named by its upload and its digest, never shown.
+        backup = {"backup": input.backup, "sha256": hashlib.sha256(blob).hexdigest(), "size": len(blob)}
         try:
             async with _refusals():
                 key = await self.gateway.restore(input.vault, blob)
@@ -251,10 +252,14 @@ class KeyVaultActivities:
             if restored is not None:
                 return restored
             await audit_call(
-                self.store, "keyvault.key.restore", target, Outcome.REFUSED, {"error": exc.message, "code": exc.type}
+                self.store,
+                "keyvault.key.restore",
+                target,
+                Outcome.REFUSED,
+                {"error": exc.message, "code": exc.type, **backup},
             )
             raise
-        await audit_call(self.store, "keyvault.key.restore", target, Outcome.OK, {"key": key.uri})
+        await audit_call(self.store, "keyvault.key.restore", target, Outcome.OK, {"key": key.uri, **backup})
         return key
 
     async def _restored_by_an_earlier_attempt(
@@ -278,7 +283,11 @@ class KeyVaultActivities:
         except ApplicationError as exc:
             await audit_call(self.store, "keyvault.key.verify", target, Outcome.FAILED, {"error": exc.message})
             raise
-        assert key is not None
+        if key is None:  # deleted between the round trip and the read
+            await audit_call(self.store, "keyvault.key.verify", target, Outcome.FAILED, {"error": "key not found"})
+            raise ApplicationError(
+                f"{uri} is gone: it answered, then was deleted", type="key-exists", non_retryable=True
+            )
         await audit_call(self.store, "keyvault.key.verify", target, Outcome.OK, {"key": key.uri})
         return key
 

@@ -128,6 +128,10 @@ class Settings(BaseSettings):
     database_url: str | None = None
     """SQLAlchemy URL; default a SQLite file in the data dir. PostgreSQL: ``postgresql+psycopg://...``."""
 
+    key_backup_max_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
+    """Largest key backup (``Backup-AzKeyVaultKey``'s blob) that ``POST /api/uploads/key-backups`` accepts; real
+    backups are a few KiB to about 100 KiB."""
+
     # API
     api_host: str = "127.0.0.1"
     api_port: Port = 8080

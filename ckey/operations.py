@@ -17,6 +17,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
+from temporalio import workflow
 
 from ckey.models import Role
 
@@ -215,6 +216,10 @@ class OperationRegistry:
 
     def register(self, kind: OperationKind) -> OperationKind:
         """Add a kind; a second registration of the same name replaces the first."""
+        if workflow.unsafe.in_sandbox():
+            # The workflow sandbox re-imports the workflow modules: their copies of the classes must not replace
+            # the registered ones.
+            return kind
         self._kinds[kind.name] = kind
         return kind
 

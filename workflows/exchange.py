@@ -365,10 +365,10 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
     async def _assign(self, input: ExchangeDepAssignInput) -> MailboxFollowResult:
         state = input.follow_state
         if state is None:
-            assert input.mailbox_file is not None
+            set_id = mailbox_file_required(input.mailbox_file)
             await self.set_phase(FollowPhase.VALIDATING)
             dep = await call(ExchangeActivities.check_dep_assignable, DepRef(dep=input.dep))
-            total = (await call(ExchangeActivities.count_targets, TargetsRef(set_id=input.mailbox_file))).count
+            total = (await call(ExchangeActivities.count_targets, TargetsRef(set_id=set_id))).count
             self.set_progress(0, total, "mailboxes encrypted")
             await self.set_phase(FollowPhase.ASSIGNING, {"dep_guid": dep.guid, "mailboxes": total})
             assigned = await self._assign_batches(input, total)
@@ -377,7 +377,7 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
         return await self.follow(state, input)
 
     async def _assign_batches(self, input: ExchangeDepAssignInput, total: int) -> AssignBatchResult:
-        assert input.mailbox_file is not None
+        set_id = mailbox_file_required(input.mailbox_file)
         offsets = list(range(0, total, input.batch_size))
         summary = AssignBatchResult()
         for wave in range(0, len(offsets), ASSIGN_PARALLEL_BATCHES):
@@ -387,7 +387,7 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
                         ExchangeActivities.assign_dep_batch,
                         AssignBatchInput(
                             operation_id=self.operation_id,
-                            set_id=input.mailbox_file,
+                            set_id=set_id,
                             offset=offset,
                             limit=input.batch_size,
                             dep=input.dep,
@@ -485,3 +485,12 @@ for _kind, _workflow_class, _input, _description in (
     )
 
 del _kind, _workflow_class, _input, _description
+
+
+def mailbox_file_required(mailbox_file: str | None) -> str:
+    """The claim-checked set of mailboxes; a start without one is refused (the API always makes one)."""
+    if mailbox_file is None:
+        raise ApplicationError(
+            "no mailboxes to assign (mailbox_file)", type="mailbox-file-required", non_retryable=True
+        )
+    return mailbox_file

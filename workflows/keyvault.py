@@ -26,11 +26,16 @@ with workflow.unsafe.imports_passed_through():
         VaultRef,
     )
     from ckey.models import KeyUriField, Role, UserPrincipalName, VaultName, Workload
-    from ckey.operations import OperationKind, registry
+    from ckey.operations import OperationKind, Params, registry
+    from ckey.store.backups import KeyBackupId, claim_check_key_backup
     from workflows.operation import OperationWorkflow, call
 
 
 # keyvault.health ---------------------------------------------------------------------------------------------------
+
+
+HEALTH_MAX_KEYS = 20
+"""Keys one health check names at most (a DEP has two; a check of every workload's keys, six)."""
 
 
 class HealthPhase(StrEnum):
@@ -41,11 +46,11 @@ class HealthPhase(StrEnum):
     REPORTED = "reported"
 
 
-class KeyVaultHealthInput(BaseModel):
+class KeyVaultHealthInput(Params):
     """Which keys to check (default: the workload's configured DEP keys) and for which workload's principal."""
 
     workload: Workload = Workload.EXCHANGE
-    keys: list[KeyUriField] = Field(default_factory=list)
+    keys: list[KeyUriField] = Field(default_factory=list, max_length=HEALTH_MAX_KEYS)
 
 
 class KeyVaultHealthResult(BaseModel):
@@ -139,11 +144,17 @@ class RestorePhase(StrEnum):
     DONE = "done"
 
 
-class KeyVaultKeyRestoreInput(BaseModel):
-    """The key to bring back and, for when soft-delete recovery is impossible, its backup blob (base64)."""
+class KeyVaultKeyRestoreInput(Params):
+    """The key to bring back and, for when soft-delete recovery is impossible, its uploaded backup.
+
+    The backup is named by the id ``POST /api/uploads/key-backups`` answered: its bytes never travel in the
+    parameters, the workflow's history or the audit trail.
+    """
 
     key_uri: KeyUriField
-    backup_b64: str | None = Field(default=None, repr=False)
+    backup: KeyBackupId | None = Field(
+        default=None, description="An uploaded key backup's id (`kb-<uuid>`), for a key that was purged."
+    )
 
 
 class KeyVaultKeyRestoreResult(BaseModel):
@@ -175,12 +186,12 @@ class KeyVaultKeyRestoreWorkflow(OperationWorkflow):
             )
             await call(KeyVaultActivities.recover_deleted_key, ref)
             method = "recovered"
-        elif input.backup_b64 is not None:
+        elif input.backup is not None:
             # Also when a key of that name is active: the service answers 409 Conflict and ckey reports it.
-            await self.set_phase(RestorePhase.RESTORING)
+            await self.set_phase(RestorePhase.RESTORING, {"backup": input.backup})
             await call(
                 KeyVaultActivities.restore_key_backup,
-                RestoreKeyBackupInput(vault=input.key_uri.vault, backup_b64=input.backup_b64, name=input.key_uri.name),
+                RestoreKeyBackupInput(vault=input.key_uri.vault, backup=input.backup, name=input.key_uri.name),
             )
             method = "restored"
         elif state.active is not None:
@@ -192,7 +203,7 @@ class KeyVaultKeyRestoreWorkflow(OperationWorkflow):
         else:
             raise ApplicationError(
                 f"{input.key_uri.versionless} is not in soft delete (purged or never created): restoring it needs "
-                "its backup blob (backup_b64)",
+                "its backup (upload it: POST /api/uploads/key-backups, and name its id as backup)",
                 type="backup-required",
                 non_retryable=True,
             )
@@ -213,7 +224,7 @@ class RevokePhase(StrEnum):
     DONE = "done"
 
 
-class KeyVaultAccessRevokeInput(BaseModel):
+class KeyVaultAccessRevokeInput(Params):
     """Whose access to remove from which vault."""
 
     vault: VaultName
@@ -276,7 +287,9 @@ registry.register(
         workflow=KeyVaultKeyRestoreWorkflow,
         input_model=KeyVaultKeyRestoreInput,
         role=Role.OPERATOR,
-        description="Bring back a lost key: recover from soft delete, else restore its backup; then verify it.",
+        description="Bring back a lost key: recover from soft delete, else restore its uploaded backup "
+        "(POST /api/uploads/key-backups); then verify it.",
+        claim_check=claim_check_key_backup,
     )
 )
 registry.register(

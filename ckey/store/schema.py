@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -127,3 +127,20 @@ class MailboxFollowRow(Base):
     dep_guid: Mapped[str | None] = mapped_column(String(64), default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     escalated_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class KeyBackupRow(Base):
+    """A key's backup blob (``Backup-AzKeyVaultKey``), uploaded once and passed to workflows by its id.
+
+    The blob is stored as uploaded: it is encrypted by Key Vault (usable only in a vault of the same geography and
+    subscription), and this database is the trust zone of the target sets. Only its SHA-256 and size are shown.
+    """
+
+    __tablename__ = "key_backups"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(Integer)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_by: Mapped[str] = mapped_column(String(256))
+    created_at: Mapped[datetime]

@@ -25,6 +25,7 @@ from ckey.support import HttpSupportDesk
 from sandbox.keyvault import SandboxKeyVaultControl, SandboxKeyVaultServer
 from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
 from tests.conftest import free_port
+from worker import WORKFLOW_FAILURE_TYPES
 from workflows import all_workflows
 
 
@@ -122,6 +123,7 @@ async def product_worker(
         task_queue=op_settings.temporal_task_queue,
         workflows=all_workflows(),
         activities=build_activities(gateways),
+        workflow_failure_exception_types=WORKFLOW_FAILURE_TYPES,
     ) as worker:
         yield worker
 

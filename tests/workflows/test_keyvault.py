@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable
+import hashlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import httpx
+from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Worker
 
+from ckey.config import Settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.models import KeyUri, Role, ServicePrincipal
+from ckey.store import Store
 from sandbox.keyvault import SandboxKeyVaultControl
 from tests.workflows.conftest import unique
 
@@ -125,12 +131,12 @@ async def test_restore_recovers_from_soft_delete_first(
 ) -> None:
     uri = await _fresh_key(kv_control, purge_protection=True)
     client = keyvault.key_client(uri.vault_url)
-    backup = base64.b64encode(await client.backup_key(uri.name)).decode()
+    backup = await upload_backup(api, auth(Role.OPERATOR), await client.backup_key(uri.name))
     await client.delete_key(uri.name)
 
     # Even with a backup at hand, a soft-deleted key is recovered, not restored.
     body, events = await run_operation(
-        api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri), "backup_b64": backup}
+        api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri), "backup": backup["id"]}
     )
     assert body["state"] == "succeeded", body["error"]
     assert body["result"]["method"] == "recovered"
@@ -138,33 +144,60 @@ async def test_restore_recovers_from_soft_delete_first(
     assert f"Undo-AzKeyVaultKeyRemoval -VaultName {uri.vault} -Name exo-key" in targets(events)
     assert not any(t.startswith("Restore-AzKeyVaultKey") for t in targets(events))
     assert any(e["action"] == "keyvault.key.verify" and e["outcome"] == "ok" for e in events)
-    assert "backup_b64" in body["params"]  # the request is kept, so a retry can be compared
+    assert body["params"]["backup"] == backup["id"]  # the request is kept, so a retry can be compared
 
 
-async def test_restore_from_backup_when_the_key_was_purged(
+async def test_restore_from_an_uploaded_backup_when_the_key_was_purged_and_the_blob_is_seen_nowhere(
     api: httpx.AsyncClient,
     product_worker: Worker,
     auth: Auth,
     kv_control: SandboxKeyVaultControl,
     keyvault: KeyVaultGateway,
+    client: Client,
+    store: Store,
 ) -> None:
     uri = await _fresh_key(kv_control)
-    client = keyvault.key_client(uri.vault_url)
-    backup = base64.b64encode(await client.backup_key(uri.name)).decode()
-    await client.delete_key(uri.name)
-    await client.purge_deleted_key(uri.name)
+    client_ = keyvault.key_client(uri.vault_url)
+    blob = await client_.backup_key(uri.name)
+    backup = await upload_backup(api, auth(Role.OPERATOR), blob)
+    assert backup["sha256"] == hashlib.sha256(blob).hexdigest() and backup["size"] == len(blob)
+    assert set(backup) == {"id", "sha256", "size", "created_by", "created_at"}
+    await client_.delete_key(uri.name)
+    await client_.purge_deleted_key(uri.name)
 
     without, _ = await run_operation(api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri)})
     assert without["state"] == "failed" and without["error"].startswith("backup-required")
     assert await keyvault.key(uri) is None  # nothing changed
 
     body, events = await run_operation(
-        api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri), "backup_b64": backup}
+        api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri), "backup": backup["id"]}
     )
     assert body["state"] == "succeeded", body["error"]
     assert body["result"]["method"] == "restored"
-    assert f"Restore-AzKeyVaultKey -VaultName {uri.vault} -InputFile '<backup blob>'" in targets(events)
+    assert f"Restore-AzKeyVaultKey -VaultName {uri.vault} -InputFile <{backup['id']}>" in targets(events)
     assert (await keyvault.key(uri)) is not None
+    restore = next(e for e in events if e["action"] == "keyvault.key.restore")
+    assert {k: restore["detail"][k] for k in ("backup", "sha256", "size")} == {
+        "backup": backup["id"],
+        "sha256": backup["sha256"],
+        "size": backup["size"],
+    }
+
+    # The blob, as base64 or as the raw bytes' hex, is in no parameters, no audit event and no history.
+    secrets = (base64.b64encode(blob).decode(), blob.hex())
+    stored = await store.get_operation(body["id"])
+    assert stored is not None and stored.params == {"key_uri": str(uri), "backup": backup["id"]}
+    trail = [e.model_dump_json() for e in await store.list_audit(limit=100_000)]
+    history = await client.get_workflow_handle(body["id"]).fetch_history()
+    for secret in secrets:
+        assert not any(secret in event for event in trail)
+        assert secret not in json.dumps(body) and secret not in json.dumps(events)
+        assert secret not in history_text(history)
+    assert blob not in b"".join(history_payloads(history))
+    uploaded = [e for e in await store.list_audit(limit=100_000) if e.action == "keyvault.key_backup.uploaded"]
+    assert [e.detail for e in uploaded if e.detail["id"] == backup["id"]] == [
+        {"id": backup["id"], "sha256": backup["sha256"], "size": backup["size"]}
+    ]
 
 
 async def test_restore_over_an_existing_key_is_the_services_conflict(
@@ -176,9 +209,11 @@ async def test_restore_over_an_existing_key_is_the_services_conflict(
 ) -> None:
     uri = await _fresh_key(kv_control)
     before = await keyvault.key(uri)
-    backup = base64.b64encode(await keyvault.key_client(uri.vault_url).backup_key(uri.name)).decode()
+    backup = await upload_backup(
+        api, auth(Role.OPERATOR), await keyvault.key_client(uri.vault_url).backup_key(uri.name)
+    )
     body, events = await run_operation(
-        api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri), "backup_b64": backup}
+        api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri), "backup": backup["id"]}
     )
     assert body["state"] == "failed"
     # The service's 409: code Conflict, inner code ObjectAlreadyExists, and its own message.
@@ -189,6 +224,86 @@ async def test_restore_over_an_existing_key_is_the_services_conflict(
 
     nothing, _ = await run_operation(api, auth(Role.OPERATOR), "keyvault.key.restore", {"key_uri": str(uri)})
     assert nothing["error"].startswith("restore-needs-lost-key")
+
+
+async def upload_backup(api: httpx.AsyncClient, headers: dict[str, str], blob: bytes) -> dict[str, Any]:
+    """Upload a key backup as ``ckey`` users do; its description."""
+    answer = await api.post(
+        "/api/uploads/key-backups", content=blob, headers={**headers, "Content-Type": "application/octet-stream"}
+    )
+    assert answer.status_code == 201, answer.text
+    described: dict[str, Any] = answer.json()
+    return described
+
+
+def history_payloads(history: WorkflowHistory) -> list[bytes]:
+    """Every payload's bytes in a history (inputs, results, memos, failures' details), decoded."""
+    found: list[bytes] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if isinstance(node.get("data"), str) and "metadata" in node:
+                found.append(base64.b64decode(node["data"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(json.loads(history.to_json()))
+    return found
+
+
+def history_text(history: WorkflowHistory) -> str:
+    """A history's JSON with its payloads decoded, to search."""
+    return history.to_json() + "\n".join(p.decode("utf-8", "replace") for p in history_payloads(history))
+
+
+async def test_a_key_backup_upload_is_bounded_and_needs_an_operator(
+    api: httpx.AsyncClient, auth: Auth, op_settings: Settings, store: Store
+) -> None:
+    limit = op_settings.key_backup_max_bytes
+    assert limit == 1024 * 1024
+    url, octets = "/api/uploads/key-backups", {"Content-Type": "application/octet-stream"}
+    declared = await api.post(url, content=b"\x01" * (limit + 1), headers={**auth(Role.OPERATOR), **octets})
+
+    async def stream() -> AsyncIterator[bytes]:  # no Content-Length: the limit is counted as the body streams
+        for _ in range(limit // 65536 + 1):
+            yield b"\x02" * 65536
+
+    streamed = await api.post(url, content=stream(), headers={**auth(Role.OPERATOR), **octets})
+    for answer in (declared, streamed):
+        assert answer.status_code == 413
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert answer.json()["rule"] == "body-size"
+    assert (await api.post(url, content=b"", headers={**auth(Role.OPERATOR), **octets})).status_code == 422
+    viewer = await api.post(url, content=b"\x03" * 10, headers={**auth(Role.VIEWER), **octets})
+    assert viewer.status_code == 403
+    assert [e for e in await store.list_audit() if e.action == "keyvault.key_backup.uploaded"] == []
+
+    fits = await upload_backup(api, auth(Role.OPERATOR), b"\x04" * limit)
+    shown = await api.get(f"{url}/{fits['id']}", headers=auth(Role.VIEWER))
+    assert shown.json() == fits
+    assert (await api.get(f"{url}/kb-{uuid.uuid4()}", headers=auth(Role.VIEWER))).status_code == 404
+
+
+async def test_a_restore_names_an_uploaded_backup_never_a_blob(
+    api: httpx.AsyncClient, auth: Auth, store: Store
+) -> None:
+    key_uri = "https://contoso-eastus-kv1.vault.azure.net/keys/exo-key-01"
+
+    async def start(params: dict[str, Any]) -> httpx.Response:
+        return await api.post(
+            "/api/operations", json={"kind": "keyvault.key.restore", "params": params}, headers=auth(Role.OPERATOR)
+        )
+
+    unknown = await start({"key_uri": key_uri, "backup": f"kb-{uuid.uuid4()}"})
+    assert (unknown.status_code, unknown.json()["rule"]) == (422, "key-backup-exists")
+    malformed = await start({"key_uri": key_uri, "backup": "../../etc/passwd"})
+    assert (malformed.status_code, malformed.json()["rule"]) == (422, "key-backup-id")
+    inline = await start({"key_uri": key_uri, "backup_b64": base64.b64encode(b"blob").decode()})
+    assert (inline.status_code, inline.json()["rule"]) == (422, "extra-forbidden")
+    assert await store.list_operations() == []
 
 
 # keyvault.access.revoke ---------------------------------------------------------------------------------------------
