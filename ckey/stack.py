@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import ckey
-from ckey.config import AuthMode, Settings
+from ckey.config import SEED_ESCALATION, AuthMode, Settings
 from ckey.temporal import dev_server_search_attribute_args
 
 TEMPORAL_READY_TIMEOUT = 60.0
@@ -174,6 +174,29 @@ def _http_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def demo_timings(settings: Settings) -> dict[str, str]:
+    """The deadlines of ckey itself, scaled to the sandbox clock, for the children of a sandbox stack.
+
+    A week's escalation becomes a week of sandbox time (under three minutes at 3600x), which needs the admin
+    setting that allows an escalation under the seed's week; the poll cadence scales too (never under 1 s). A
+    value the operator set (environment or ``.env``) is kept; outside the sandbox nothing changes.
+    """
+    if not settings.sandbox:
+        return {}
+    speed = settings.sandbox_m365_speed or SANDBOX_M365_DEMO_SPEED
+    chosen = settings.model_fields_set
+    timings: dict[str, str] = {}
+    if "exchange_escalate_after" not in chosen:
+        timings["CKEY_EXCHANGE_ESCALATE_AFTER"] = (
+            f"{max(SEED_ESCALATION / speed, timedelta(seconds=1)).total_seconds():g}"
+        )
+        timings["CKEY_ALLOW_SHORT_ESCALATION"] = "true"
+    if "exchange_poll_interval" not in chosen:
+        poll = max(timedelta(minutes=15) / speed, timedelta(seconds=1))
+        timings["CKEY_EXCHANGE_POLL_INTERVAL"] = f"{poll.total_seconds():g}"
+    return timings
+
+
 def child_environment(settings: Settings, data_dir: Path) -> dict[str, str]:
     """The environment of every child: ours plus the settings the stack decides, so all processes agree."""
     env = dict(os.environ)
@@ -193,6 +216,7 @@ def child_environment(settings: Settings, data_dir: Path) -> dict[str, str]:
         # Log lines reach the log files as they happen (the worker's readiness is read from its log).
         PYTHONUNBUFFERED="1",
     )
+    env.update(demo_timings(settings))
     env.pop("CKEY_TEMPORAL_API_KEY", None)
     # From a source checkout (not an installed package) ``-m worker`` and ``-m ckey.api`` only resolve when
     # the checkout is on the path; add it so that ``ckey up`` works from any directory.
@@ -554,6 +578,15 @@ def _print_ready(stack: Stack, console: Console) -> None:
         ("logs", str(stack.logs)),
         ("mode", mode),
     ]
+    timings = demo_timings(settings)
+    if timings:
+        escalation = timings.get("CKEY_EXCHANGE_ESCALATE_AFTER")
+        poll = timings.get("CKEY_EXCHANGE_POLL_INTERVAL")
+        demo = [
+            f"mailbox escalation after {escalation} s (the seed's week on the sandbox clock)" if escalation else "",
+            f"encryption checked every {poll} s" if poll else "",
+        ]
+        lines.append(("demo timings", "; ".join(d for d in demo if d) + " (CKEY_EXCHANGE_* to change)"))
     console.print()
     for label, value in lines:
         console.print(f"  [bold]{label:<16}[/bold] {value}", soft_wrap=True, highlight=False)

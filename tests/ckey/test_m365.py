@@ -217,7 +217,8 @@ async def test_pwsh_transport_sends_the_line_and_parses_recorded_output(
     assert scripts[-1].endswith(
         "Set-Mailbox -Identity alice@contoso.com -DataEncryptionPolicy $null | ConvertTo-Json -Depth 6 -Compress"
     )
-    assert [c[1] for c in calls] == ["ok"] * 6
+    # Each state-changing call is announced before it is sent (New-DataEncryptionPolicy, Set-Mailbox twice).
+    assert [c[1] for c in calls] == ["intent", "ok", "ok", "ok", "ok", "intent", "ok", "intent", "ok"]
 
 
 async def test_pwsh_refusal_is_a_cmdlet_error_with_its_text(pwsh_gateway: tuple[M365Gateway, Path, list[Any]]) -> None:
