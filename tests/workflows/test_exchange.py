@@ -9,12 +9,15 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +48,18 @@ DEMO_KEYS = [
     "https://contoso-eastus-kv1.vault.azure.net/keys/exo-key-01",
     "https://contoso-westus-kv1.vault.azure.net/keys/exo-key-02",
 ]
+
+
+@pytest.fixture
+def op_settings(stack_settings: Settings, task_queue: str) -> Settings:
+    """The workflow tests' settings with a fast poll: the cadence is the deployment's, never a caller's."""
+    return stack_settings.model_copy(
+        update={
+            "temporal_task_queue": task_queue,
+            "exchange_poll_interval": timedelta(seconds=1),
+            "allow_short_escalation": True,
+        }
+    )
 
 
 async def recipients(m365: M365Gateway) -> list[str]:
@@ -184,7 +199,16 @@ async def test_dep_rules_checked_against_the_vaults(
 # exchange.dep.assign -----------------------------------------------------------------------------------------------
 
 
+async def workflow_input(client: Client, op_id: str) -> dict[str, Any]:
+    """The input a workflow was started with, as JSON."""
+    history = await client.get_workflow_handle(op_id).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    decoded: dict[str, Any] = json.loads(started.input.payloads[0].data)
+    return decoded
+
+
 async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
+    client: Client,
     api: httpx.AsyncClient,
     product_worker: Worker,
     auth: Auth,
@@ -211,7 +235,7 @@ async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
         "/api/operations",
         json={
             "kind": "exchange.dep.assign",
-            "params": {"dep": name, "mailbox_file": upload.json()["id"], "poll_interval": 0.5},
+            "params": {"dep": name, "mailbox_file": upload.json()["id"]},
         },
         headers=operator,
     )
@@ -237,6 +261,10 @@ async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
     assert percents == sorted(percents) and percents[-1] == 100.0
     assert body["escalations"] == []
     await record_history(op_id, "exchange_dep_assign")
+    # The timings came from the settings, and the operation records them (its input, in the started event).
+    started_input = await workflow_input(client, op_id)
+    assert (started_input["poll_interval"], started_input["escalate_after"]) == ("PT1S", "P7D")
+    assert started_input["batch_size"] == 200 and started_input["follow_state"] is None
 
     for identity in (everyone[0], everyone[-1], everyone[500]):
         shown = (await api.get(f"/api/mailboxes/{identity}", headers=auth(Role.VIEWER))).json()
@@ -404,6 +432,7 @@ async def test_killing_the_worker_mid_assignment_assigns_every_mailbox_once(
         )
 
     before = {i: (await tenant_control.mailbox(i))["assignments"] for i in everyone}
+    seq_before = max((c["seq"] for c in await tenant_control.calls(limit=100_000)), default=0)
     first = start_worker("worker-1.log")
     handle = await client.start_workflow(
         ExchangeDepAssignWorkflow.run,
@@ -416,9 +445,11 @@ async def test_killing_the_worker_mid_assignment_assigns_every_mailbox_once(
         if (await targets.counts(handle.id)).assigned >= 150:
             break
         await asyncio.sleep(0.05)
-    assigned_at_kill = (await targets.counts(handle.id)).assigned
     first.send_signal(signal.SIGKILL)
     first.wait()
+    # Nothing runs the operation's activities now: what is in flight stays so until the second worker looks.
+    assigned_at_kill = (await targets.counts(handle.id)).assigned
+    in_flight = len(await targets.in_flight(handle.id))
     assert 150 <= assigned_at_kill < 600, (tmp_path / "worker-1.log").read_text()[-2000:]
 
     second = start_worker("worker-2.log")
@@ -444,10 +475,44 @@ async def test_killing_the_worker_mid_assignment_assigns_every_mailbox_once(
     # The tenant saw one assignment per mailbox: a re-sent Set-Mailbox to the same DEP changes nothing.
     twice = [i for i in everyone if (await tenant_control.mailbox(i))["assignments"] != before[i] + 1]
     assert twice == []
-    # ckey's audit trail shows the assignment of every mailbox (a call in flight at the kill may show twice).
-    assigned = {
-        (event.target or "").split()[2]
-        for event in await store.list_audit(operation_id=handle.id, limit=100_000)
-        if event.action in ("m365.Set-Mailbox", "m365.Set-MailUser") and event.outcome.value == "ok"
-    }
-    assert assigned == set(everyone)
+    # From the tenant's own call log: every call it received has its intent in ckey's audit trail, written before
+    # it was sent, and only a call in flight at the kill was sent again.
+    calls = [c for c in await tenant_control.calls(after=seq_before, limit=100_000) if c["identity"] in everyone]
+    events = [
+        (e.action, e.target or "", e.outcome.value)
+        for e in await store.list_audit(operation_id=handle.id, limit=100_000)
+    ]
+    check = check_calls(calls, events)
+    assert check.unaudited == [], check
+    assert check.repeated <= in_flight, (check, in_flight)
+    assert check.assigned == set(everyone), set(everyone) - check.assigned
+
+
+@dataclass
+class CallCheck:
+    """The tenant's state-changing calls held against ckey's audit trail."""
+
+    calls: int
+    unaudited: list[tuple[str, str]]
+    """(cmdlet, identity) of calls the tenant received beyond the intents ckey recorded for them."""
+    repeated: int
+    """Calls beyond the first of the same cmdlet to the same mailbox."""
+    assigned: set[str]
+    """Mailboxes the tenant answered an assignment for (status 200)."""
+
+
+def check_calls(calls: list[dict[str, Any]], events: list[tuple[str, str, str]]) -> CallCheck:
+    """Hold the tenant's call log (``GET /sandbox/calls``) against audit ``(action, target, outcome)`` triples."""
+    received = Counter((c["cmdlet"], c["identity"]) for c in calls)
+    intents = Counter(
+        (action.removeprefix("m365."), target.split()[2])
+        for action, target, outcome in events
+        if outcome == "intent" and action in ("m365.Set-Mailbox", "m365.Set-MailUser")
+    )
+    unaudited = sorted((received - intents).elements())
+    return CallCheck(
+        calls=len(calls),
+        unaudited=unaudited,
+        repeated=sum(n - 1 for n in received.values()),
+        assigned={c["identity"] for c in calls if c["status"] == 200},
+    )
