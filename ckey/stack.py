@@ -174,26 +174,33 @@ def _http_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def demo_timings(settings: Settings) -> dict[str, str]:
-    """The deadlines of ckey itself, scaled to the sandbox clock, for the children of a sandbox stack.
+def demo_durations(settings: Settings) -> tuple[timedelta | None, timedelta | None]:
+    """The escalation delay and poll cadence that ``ckey up`` sets on a sandbox stack (``None``: left alone).
 
-    A week's escalation becomes a week of sandbox time (under three minutes at 3600x), which needs the admin
-    setting that allows an escalation under the seed's week; the poll cadence scales too (never under 1 s). A
-    value the operator set (environment or ``.env``) is kept; outside the sandbox nothing changes.
+    A week's escalation becomes a week of sandbox time (under three minutes at 3600x); the poll cadence scales too,
+    never under 1 s. A value the operator set (environment or ``.env``) is kept; outside the sandbox nothing changes.
     """
     if not settings.sandbox:
-        return {}
+        return None, None
     speed = settings.sandbox_m365_speed or SANDBOX_M365_DEMO_SPEED
     chosen = settings.model_fields_set
+    escalation = None if "exchange_escalate_after" in chosen else max(SEED_ESCALATION / speed, timedelta(seconds=1))
+    poll = None if "exchange_poll_interval" in chosen else max(timedelta(minutes=15) / speed, timedelta(seconds=1))
+    return escalation, poll
+
+
+def demo_timings(settings: Settings) -> dict[str, str]:
+    """The environment that gives the children of a sandbox stack :func:`demo_durations`.
+
+    An escalation under the seed's week needs the admin setting ``CKEY_ALLOW_SHORT_ESCALATION``, set with it.
+    """
+    escalation, poll = demo_durations(settings)
     timings: dict[str, str] = {}
-    if "exchange_escalate_after" not in chosen:
-        timings["CKEY_EXCHANGE_ESCALATE_AFTER"] = (
-            f"{max(SEED_ESCALATION / speed, timedelta(seconds=1)).total_seconds():g}"
-        )
+    if escalation is not None:
+        timings["CKEY_EXCHANGE_ESCALATE_AFTER"] = f"PT{escalation.total_seconds():g}S"
         timings["CKEY_ALLOW_SHORT_ESCALATION"] = "true"
-    if "exchange_poll_interval" not in chosen:
-        poll = max(timedelta(minutes=15) / speed, timedelta(seconds=1))
-        timings["CKEY_EXCHANGE_POLL_INTERVAL"] = f"{poll.total_seconds():g}"
+    if poll is not None:
+        timings["CKEY_EXCHANGE_POLL_INTERVAL"] = f"PT{poll.total_seconds():g}S"
     return timings
 
 
@@ -578,13 +585,13 @@ def _print_ready(stack: Stack, console: Console) -> None:
         ("logs", str(stack.logs)),
         ("mode", mode),
     ]
-    timings = demo_timings(settings)
-    if timings:
-        escalation = timings.get("CKEY_EXCHANGE_ESCALATE_AFTER")
-        poll = timings.get("CKEY_EXCHANGE_POLL_INTERVAL")
+    escalation, poll = demo_durations(settings)
+    if escalation is not None or poll is not None:
         demo = [
-            f"mailbox escalation after {escalation} s (the seed's week on the sandbox clock)" if escalation else "",
-            f"encryption checked every {poll} s" if poll else "",
+            f"mailbox escalation after {escalation.total_seconds():g} s (the seed's week on the sandbox clock)"
+            if escalation is not None
+            else "",
+            f"encryption checked every {poll.total_seconds():g} s" if poll is not None else "",
         ]
         lines.append(("demo timings", "; ".join(d for d in demo if d) + " (CKEY_EXCHANGE_* to change)"))
     console.print()

@@ -53,7 +53,7 @@ FAILED_LISTED = 100
 FAILED_IN_MESSAGE = 5
 ASSIGN_PARALLEL_BATCHES = 4
 FOLLOW_ROUND_TIMEOUT = timedelta(minutes=30)
-HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """A batch or a status round whose worker died is retried elsewhere after this long, not after its whole timeout."""
 ONE_SOURCE = "name the mailboxes either inline (mailboxes) or as an upload (mailbox_file)"
 MAILBOX_FILE = r"^ts-[0-9a-f-]{36}$"

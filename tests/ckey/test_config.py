@@ -63,7 +63,7 @@ def test_escalation_is_never_under_the_seeds_week_without_the_admin_setting(monk
         load_settings(_env_file=None)
     monkeypatch.setenv("CKEY_ALLOW_SHORT_ESCALATION", "true")
     assert load_settings(_env_file=None).exchange_escalate_after == timedelta(seconds=1)
-    monkeypatch.setenv("CKEY_EXCHANGE_ESCALATE_AFTER", "0")
+    monkeypatch.setenv("CKEY_EXCHANGE_ESCALATE_AFTER", "PT0S")
     with pytest.raises(SettingsError, match="CKEY_EXCHANGE_ESCALATE_AFTER"):
         load_settings(_env_file=None)
     monkeypatch.setenv("CKEY_EXCHANGE_ESCALATE_AFTER", "P8D")
@@ -74,7 +74,7 @@ def test_escalation_is_never_under_the_seeds_week_without_the_admin_setting(monk
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
-        ("CKEY_EXCHANGE_POLL_INTERVAL", "0.000001"),
+        ("CKEY_EXCHANGE_POLL_INTERVAL", "PT0.000001S"),
         ("CKEY_EXCHANGE_POLL_INTERVAL", "P2D"),
         ("CKEY_EXCHANGE_ASSIGN_BATCH_SIZE", "0"),
         ("CKEY_EXCHANGE_ASSIGN_BATCH_SIZE", "5000"),
