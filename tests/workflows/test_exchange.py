@@ -202,6 +202,71 @@ async def test_dep_rules_checked_against_the_vaults(
     assert await m365.get_data_encryption_policy() == before
 
 
+# Calls in flight at a crash (finding 8) ----------------------------------------------------------------------------
+
+
+async def test_no_state_changing_call_is_sent_when_its_intent_cannot_be_recorded(
+    m365: M365Gateway, tenant_control: SandboxM365Control
+) -> None:
+    mailbox = (await user_mailboxes(m365, 3))[0]
+    seen: list[str] = []
+
+    async def audit_down(cmdlet: Cmdlet, outcome: str, error: str | None) -> None:
+        seen.append(f"{cmdlet.name}:{outcome}")
+        if outcome == "intent":
+            raise RuntimeError("the audit trail is unavailable")
+
+    seq = max((c["seq"] for c in await tenant_control.calls(limit=100_000)), default=0)
+    with pytest.raises(RuntimeError):
+        await m365.with_on_call(audit_down).set_mailbox(mailbox, "USA_mailboxes")
+    assert seen == ["Set-Mailbox:intent"]
+    assert await tenant_control.calls(after=seq) == []
+    # Reads are not announced: they change nothing.
+    await m365.with_on_call(audit_down).get_mailbox(mailbox)
+    assert seen[-1] == "Get-Mailbox:ok"
+
+
+async def test_a_call_in_flight_at_a_crash_is_looked_up_in_the_tenant_before_it_is_sent_again(
+    m365: M365Gateway, tenant_control: SandboxM365Control, store: Store
+) -> None:
+    name = f"FLIGHT_{uuid.uuid4().hex[:8]}"
+    dep = await m365.new_data_encryption_policy(name, DEMO_KEYS, "in flight at a crash")
+    landed, lost, fresh = await user_mailboxes(m365, 3)
+    # Runs before the tests that complete the tenant's migrations (which turn its mail users into mailboxes).
+    mail_user = sorted(b.identity for b in await m365.get_mail_user(result_size="Unlimited"))[-1]
+    # The crashed attempt had sent four calls: two reached the tenant, one never did; one mailbox it never began.
+    await m365.set_mailbox(landed, name)
+    await m365.set_mail_user(mail_user, name)
+    targets = TargetStore(store)
+    boxes = [landed, lost, mail_user, fresh]
+    target = await targets.create_set("mailboxes", "inline", boxes, "alice@contoso.com", time_env_now())
+    op_id = f"op-{uuid.uuid4()}"
+    await targets.register(op_id, boxes, 0)
+    for identity in (landed, lost, mail_user):
+        await targets.mark_sent(op_id, identity, time_env_now())
+    assert await targets.in_flight(op_id) == [landed, lost, mail_user]
+    seq = max((c["seq"] for c in await tenant_control.calls(limit=100_000)), default=0)
+
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=op_id, attempt=2)
+    activities = ExchangeActivities(m365, store, cast(SupportDesk, None))
+    result = await env.run(
+        activities.assign_dep_batch,
+        AssignBatchInput(operation_id=op_id, set_id=target.id, offset=0, limit=10, dep=name, dep_guid=dep.guid),
+    )
+
+    assert (result.assigned, result.confirmed, result.failed) == (4, 2, 0)
+    calls = [(c["cmdlet"], c["identity"]) for c in await tenant_control.calls(after=seq)]
+    assert sorted(calls) == sorted([("Set-Mailbox", lost), ("Set-Mailbox", fresh)])
+    assert await targets.in_flight(op_id) == []
+    assert (await targets.counts(op_id)).assigned == 4
+    audit = [(e.action, e.target, e.outcome.value) for e in await store.list_audit(operation_id=op_id)]
+    assert ("exchange.assignment.confirmed", landed, "info") in audit
+    assert ("exchange.assignment.confirmed", mail_user, "info") in audit
+    line = f"Set-Mailbox -Identity {lost} -DataEncryptionPolicy {name}"
+    assert [o for a, t, o in audit if t == line] == ["intent", "ok"]
+
+
 # exchange.dep.assign -----------------------------------------------------------------------------------------------
 
 
@@ -442,70 +507,6 @@ async def test_an_assignment_names_the_mailboxes_it_could_not_assign(
     assert body["progress"]["percent"] == 50.0
     record = await store.get_operation(body["id"])
     assert record is not None and record.result is not None and record.result["failed"] == 2
-
-
-# Calls in flight at a crash (finding 8) ----------------------------------------------------------------------------
-
-
-async def test_no_state_changing_call_is_sent_when_its_intent_cannot_be_recorded(
-    m365: M365Gateway, tenant_control: SandboxM365Control
-) -> None:
-    mailbox = (await user_mailboxes(m365, 3))[0]
-    seen: list[str] = []
-
-    async def audit_down(cmdlet: Cmdlet, outcome: str, error: str | None) -> None:
-        seen.append(f"{cmdlet.name}:{outcome}")
-        if outcome == "intent":
-            raise RuntimeError("the audit trail is unavailable")
-
-    seq = max((c["seq"] for c in await tenant_control.calls(limit=100_000)), default=0)
-    with pytest.raises(RuntimeError):
-        await m365.with_on_call(audit_down).set_mailbox(mailbox, "USA_mailboxes")
-    assert seen == ["Set-Mailbox:intent"]
-    assert await tenant_control.calls(after=seq) == []
-    # Reads are not announced: they change nothing.
-    await m365.with_on_call(audit_down).get_mailbox(mailbox)
-    assert seen[-1] == "Get-Mailbox:ok"
-
-
-async def test_a_call_in_flight_at_a_crash_is_looked_up_in_the_tenant_before_it_is_sent_again(
-    m365: M365Gateway, tenant_control: SandboxM365Control, store: Store
-) -> None:
-    name = f"FLIGHT_{uuid.uuid4().hex[:8]}"
-    dep = await m365.new_data_encryption_policy(name, DEMO_KEYS, "in flight at a crash")
-    landed, lost, fresh = await user_mailboxes(m365, 3)
-    mail_user = sorted(b.identity for b in await m365.get_mail_user(result_size="Unlimited"))[-1]
-    # The crashed attempt had sent four calls: two reached the tenant, one never did; one mailbox it never began.
-    await m365.set_mailbox(landed, name)
-    await m365.set_mail_user(mail_user, name)
-    targets = TargetStore(store)
-    boxes = [landed, lost, mail_user, fresh]
-    target = await targets.create_set("mailboxes", "inline", boxes, "alice@contoso.com", time_env_now())
-    op_id = f"op-{uuid.uuid4()}"
-    await targets.register(op_id, boxes, 0)
-    for identity in (landed, lost, mail_user):
-        await targets.mark_sent(op_id, identity, time_env_now())
-    assert await targets.in_flight(op_id) == [landed, lost, mail_user]
-    seq = max((c["seq"] for c in await tenant_control.calls(limit=100_000)), default=0)
-
-    env = ActivityEnvironment()
-    env.info = dataclasses.replace(env.info, workflow_id=op_id, attempt=2)
-    activities = ExchangeActivities(m365, store, cast(SupportDesk, None))
-    result = await env.run(
-        activities.assign_dep_batch,
-        AssignBatchInput(operation_id=op_id, set_id=target.id, offset=0, limit=10, dep=name, dep_guid=dep.guid),
-    )
-
-    assert (result.assigned, result.confirmed, result.failed) == (4, 2, 0)
-    calls = [(c["cmdlet"], c["identity"]) for c in await tenant_control.calls(after=seq)]
-    assert sorted(calls) == sorted([("Set-Mailbox", lost), ("Set-Mailbox", fresh)])
-    assert await targets.in_flight(op_id) == []
-    assert (await targets.counts(op_id)).assigned == 4
-    audit = [(e.action, e.target, e.outcome.value) for e in await store.list_audit(operation_id=op_id)]
-    assert ("exchange.assignment.confirmed", landed, "info") in audit
-    assert ("exchange.assignment.confirmed", mail_user, "info") in audit
-    line = f"Set-Mailbox -Identity {lost} -DataEncryptionPolicy {name}"
-    assert [o for a, t, o in audit if t == line] == ["intent", "ok"]
 
 
 # Escalation on the time-skipping server ----------------------------------------------------------------------------
