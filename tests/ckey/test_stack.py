@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -545,3 +546,27 @@ def test_killing_the_worker_then_the_whole_stack_mid_assignment_leaves_no_call_u
     assert check.assigned == set(everyone), sorted(set(everyone) - check.assigned)[:10]
     assert record["state"] == "running" and record["phase"] in ("following", "escalated", "done"), record
     assert [e for e in events if e["action"] == "exchange.assigned"], "the assignment phase did not end"
+
+
+def test_up_scales_the_operations_timings_to_the_sandbox_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(data_dir=tmp_path, _env_file=None)
+    env = child_environment(settings, tmp_path)
+    assert (env["CKEY_EXCHANGE_ESCALATE_AFTER"], env["CKEY_ALLOW_SHORT_ESCALATION"]) == ("PT168S", "true")
+    assert env["CKEY_EXCHANGE_POLL_INTERVAL"] == "PT1S"
+    # The children read them: a week of sandbox time at 3600x, allowed by the admin setting that comes with it.
+    for name in ("CKEY_EXCHANGE_ESCALATE_AFTER", "CKEY_ALLOW_SHORT_ESCALATION", "CKEY_EXCHANGE_POLL_INTERVAL"):
+        monkeypatch.setenv(name, env[name])
+    child = load_settings(_env_file=None)
+    assert (child.exchange_escalate_after, child.exchange_poll_interval) == (
+        timedelta(seconds=168),
+        timedelta(seconds=1),
+    )
+
+    # What the operator chose is kept; outside the sandbox the seed's week stays.
+    monkeypatch.setenv("CKEY_EXCHANGE_ESCALATE_AFTER", "P8D")
+    monkeypatch.delenv("CKEY_ALLOW_SHORT_ESCALATION")
+    chosen = child_environment(load_settings(data_dir=tmp_path, _env_file=None), tmp_path)
+    assert (chosen["CKEY_EXCHANGE_ESCALATE_AFTER"], "CKEY_ALLOW_SHORT_ESCALATION" in chosen) == ("P8D", False)
+    monkeypatch.delenv("CKEY_EXCHANGE_ESCALATE_AFTER")
+    monkeypatch.delenv("CKEY_EXCHANGE_POLL_INTERVAL")
+    assert stack.demo_timings(load_settings(data_dir=tmp_path, sandbox=False, _env_file=None)) == {}
