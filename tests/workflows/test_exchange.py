@@ -693,6 +693,7 @@ async def test_killing_the_worker_mid_assignment_assigns_every_mailbox_once(
         for e in await store.list_audit(operation_id=handle.id, limit=100_000)
     ]
     check = check_calls(calls, events)
+    print(f"worker kill: {check.calls} Set-* calls, {check.repeated} repeated, {in_flight} in flight at the kill")
     assert check.unaudited == [], check
     assert check.repeated <= in_flight, (check, in_flight)
     assert check.assigned == set(everyone), set(everyone) - check.assigned
