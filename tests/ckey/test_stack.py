@@ -490,6 +490,7 @@ def test_killing_the_worker_then_the_whole_stack_mid_assignment_leaves_no_call_u
         return {r.identity: r.data_encryption_policy for r in shown}
 
     op_id, name = "", ""
+    create_events: list[dict[str, Any]] = []
     in_flight: list[set[str]] = []
     marks: dict[str, float] = {}
     first = Up(tmp_path, env)
@@ -507,6 +508,9 @@ def test_killing_the_worker_then_the_whole_stack_mid_assignment_leaves_no_call_u
         )
         assert created.status_code == 202, created.text
         assert _wait_for_operation(api, headers, created.json()["id"])["state"] == "succeeded"
+        create_events = httpx.get(
+            f"{api}/api/operations/{created.json()['id']}/events", headers=headers, timeout=30
+        ).json()
         everyone = asyncio.run(mailboxes())
         assert len(everyone) == KILL_MAILBOXES
         upload = httpx.post(
@@ -548,7 +552,8 @@ def test_killing_the_worker_then_the_whole_stack_mid_assignment_leaves_no_call_u
         headers = {"Authorization": f"Bearer {_operator_token(second)}"}
         _wait_assigned(data, op_id, KILL_MAILBOXES, second)
         marks["all assigned"] = time.monotonic() - started_at
-        calls = [c for c in asyncio.run(tenant_calls()) if c["cmdlet"] in ("Set-Mailbox", "Set-MailUser")]
+        every_call = asyncio.run(tenant_calls())
+        calls = [c for c in every_call if c["cmdlet"] in ("Set-Mailbox", "Set-MailUser")]
         marks["calls read"] = time.monotonic() - started_at
         events: list[dict[str, Any]] = []
         while page := httpx.get(
@@ -568,6 +573,11 @@ def test_killing_the_worker_then_the_whole_stack_mid_assignment_leaves_no_call_u
     marks["stopped"] = time.monotonic() - started_at
 
     check = check_calls(calls, [(e["action"], e["target"] or "", e["outcome"]) for e in events])
+    # The DEP's creation too: one call, its intent recorded before it and its outcome after.
+    assert [(c["cmdlet"], c["identity"]) for c in every_call if c["cmdlet"] not in ("Set-Mailbox", "Set-MailUser")] == [
+        ("New-DataEncryptionPolicy", name)
+    ]
+    assert [e["outcome"] for e in create_events if e["action"] == "m365.New-DataEncryptionPolicy"] == ["intent", "ok"]
     print(
         f"kill test: {check.calls} Set-* calls for {KILL_MAILBOXES} mailboxes, {len(check.unaudited)} unaudited, "
         f"{check.repeated} repeated, in flight at the kills {[len(f) for f in in_flight]}, "
