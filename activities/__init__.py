@@ -58,6 +58,7 @@ def build_activities(gateways: Gateways) -> list[Callable[..., Any]]:
             exchange.check_dep_assignable,
             exchange.count_targets,
             exchange.assign_dep_batch,
+            exchange.failed_mailboxes,
             exchange.register_dep_mailboxes,
             exchange.follow_encryption,
             exchange.escalate_unencrypted,

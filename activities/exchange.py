@@ -18,7 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.operation import audit_call
-from ckey.m365 import Cmdlet, CmdletError, DataEncryptionPolicy, M365Gateway
+from ckey.m365 import Cmdlet, CmdletError, DataEncryptionPolicy, M365Gateway, Mailbox
 from ckey.operations import Outcome
 from ckey.store import Store
 from ckey.store.targets import FollowCounts, FollowRow, StatusUpdate, TargetStore
@@ -28,6 +28,8 @@ STATUS_CONCURRENCY = 16
 """Get-MailboxStatistics calls in flight at once (Exchange Online throttles a tenant's admin sessions)."""
 ASSIGN_CONCURRENCY = 8
 STATUS_CHUNK = 250
+ERROR_MAX = 500
+"""Characters of a cmdlet's refusal kept per failed mailbox."""
 
 
 class DepRef(BaseModel):
@@ -80,15 +82,42 @@ class AssignBatchInput(BaseModel):
     offset: int
     limit: int
     dep: str
+    dep_guid: str | None = None
+    """The DEP's GUID, to recognise it on a mailbox whose assignment was in flight when a worker died."""
     mail_user: bool = False
 
 
 class AssignBatchResult(BaseModel):
-    """What the batch did."""
+    """What happened to the batch's mailboxes, counting what earlier attempts did."""
 
     assigned: int = 0
     already: int = 0
+    """Assigned by an earlier attempt."""
     failed: int = 0
+    """Refused (not found, invalid), by this attempt or an earlier one."""
+    confirmed: int = 0
+    """In flight when an earlier attempt died, found assigned in the tenant: not sent again."""
+
+
+class FailedMailboxesInput(BaseModel):
+    """The mailboxes of an operation that could not be assigned."""
+
+    operation_id: str
+    limit: int = 100
+
+
+class FailedMailbox(BaseModel):
+    """A mailbox that could not be assigned, and why (the cmdlet's text)."""
+
+    identity: str
+    error: str
+
+
+class FailedMailboxes(BaseModel):
+    """The first ``limit`` failed mailboxes and how many there are."""
+
+    count: int = 0
+    mailboxes: list[FailedMailbox] = Field(default_factory=list)
 
 
 class RegisterMailboxesInput(BaseModel):
@@ -164,7 +193,11 @@ class ExchangeActivities:
         self.support = support
 
     def _audited(self, step: str = "") -> M365Gateway:
-        """The gateway, recording each call's rendered line in the audit trail."""
+        """The gateway, recording each call's rendered line in the audit trail.
+
+        A state-changing cmdlet is recorded twice: its intent before it is sent (``intent``; the gateway sends
+        nothing if that write fails) and its outcome after; a read only with its outcome.
+        """
 
         async def on_call(cmdlet: Cmdlet, outcome: str, error: str | None) -> None:
             await audit_call(
@@ -173,7 +206,7 @@ class ExchangeActivities:
                 cmdlet.render(),
                 Outcome(outcome),
                 {"error": error} if error else None,
-                step=step,
+                step=f"{step}/intent" if outcome == Outcome.INTENT else step,
             )
 
         return self.m365.with_on_call(on_call)
@@ -229,22 +262,41 @@ class ExchangeActivities:
 
     @activity.defn
     async def assign_dep_batch(self, input: AssignBatchInput) -> AssignBatchResult:
-        """Set-Mailbox (or Set-MailUser) -DataEncryptionPolicy for one batch; mailboxes done before are skipped."""
+        """Set-Mailbox (or Set-MailUser) -DataEncryptionPolicy for one batch; mailboxes done before are skipped.
+
+        Each call's intent is on record before it is sent (``sent_at`` on the mailbox, then the audit line), its
+        outcome after. A mailbox whose call was in flight when an earlier attempt died (sent, no outcome) is looked
+        up in the tenant first (Get-Mailbox / Get-MailUser) and sent again only if it does not show the DEP.
+        """
         identities = await self.targets.items(input.set_id, input.offset, input.limit)
         await self.targets.register(input.operation_id, identities, input.offset)
-        todo = await self.targets.unassigned(input.operation_id, identities)
-        result = AssignBatchResult(already=len(identities) - len(todo))
+        progress = await self.targets.assignment(input.operation_id, identities)
+        states = list(progress.values())
+        result = AssignBatchResult(already=sum(p.assigned for p in states), failed=sum(p.failed for p in states))
+        todo = [i for i in identities if not (progress[i].assigned or progress[i].failed)]
         gate = asyncio.Semaphore(ASSIGN_CONCURRENCY)
 
         async def assign(identity: str) -> None:
             async with gate:
                 gateway = self._audited(step=f"/{identity}")
+                only: str | None = None
                 try:
-                    await _assign_recipient(gateway, identity, input.dep, mail_user_first=input.mail_user)
+                    if progress[identity].in_flight:
+                        found = await _recipient(gateway, identity, mail_user_first=input.mail_user)
+                        if found is not None:
+                            recipient, only = found
+                            if _shows_dep(recipient, input.dep, input.dep_guid):
+                                await self._confirmed(input, identity, only)
+                                result.confirmed += 1
+                                result.assigned += 1
+                                activity.heartbeat(result.assigned)
+                                return
+                    await self.targets.mark_sent(input.operation_id, identity, datetime.now(UTC))
+                    await _assign_recipient(gateway, identity, input.dep, mail_user_first=input.mail_user, only=only)
                 except CmdletError as exc:
                     if _refuses_the_dep(exc):
                         raise refusal(exc, "dep-purge-requested") from None
-                    await self.targets.mark_failed(input.operation_id, identity, exc.message)
+                    await self.targets.mark_failed(input.operation_id, identity, exc.message[:ERROR_MAX])
                     result.failed += 1
                     return
                 await self.targets.mark_assigned(input.operation_id, identity, datetime.now(UTC))
@@ -253,6 +305,26 @@ class ExchangeActivities:
 
         await asyncio.gather(*(assign(i) for i in todo))
         return result
+
+    async def _confirmed(self, input: AssignBatchInput, identity: str, kind: str) -> None:
+        await audit_call(
+            self.store,
+            "exchange.assignment.confirmed",
+            identity,
+            Outcome.INFO,
+            {"dep": input.dep, "recipient": kind, "why": "in flight when an earlier attempt died; not sent again"},
+            step=f"/{identity}",
+        )
+        await self.targets.mark_assigned(input.operation_id, identity, datetime.now(UTC))
+
+    @activity.defn
+    async def failed_mailboxes(self, input: FailedMailboxesInput) -> FailedMailboxes:
+        """The first ``limit`` mailboxes of an operation that could not be assigned, with the reason."""
+        rows = await self.targets.failed(input.operation_id, limit=input.limit)
+        count = (await self.targets.counts(input.operation_id)).failed
+        return FailedMailboxes(
+            count=count, mailboxes=[FailedMailbox(identity=r.identity, error=r.error or "") for r in rows]
+        )
 
     @activity.defn
     async def register_dep_mailboxes(self, input: RegisterMailboxesInput) -> TargetCount:
@@ -362,8 +434,19 @@ class ExchangeActivities:
         return EscalateResult(case=case, mailboxes=[r.identity for r in rows])
 
 
-async def _assign_recipient(gateway: M365Gateway, identity: str, dep: str, *, mail_user_first: bool) -> None:
-    """Set-Mailbox, or Set-MailUser for a mail user (hybrid, pre-migration): a mixed list needs both."""
+MAILBOX, MAIL_USER = "mailbox", "mail_user"
+
+
+async def _assign_recipient(
+    gateway: M365Gateway, identity: str, dep: str, *, mail_user_first: bool, only: str | None = None
+) -> None:
+    """Set-Mailbox, or Set-MailUser for a mail user (hybrid, pre-migration): a mixed list needs both.
+
+    ``only``: the recipient's kind when a lookup already told it, so that only the cmdlet that fits is sent.
+    """
+    if only is not None:
+        await (gateway.set_mail_user if only == MAIL_USER else gateway.set_mailbox)(identity, dep)
+        return
     first, second = (
         (gateway.set_mail_user, gateway.set_mailbox)
         if mail_user_first
@@ -375,6 +458,26 @@ async def _assign_recipient(gateway: M365Gateway, identity: str, dep: str, *, ma
         if not _not_found(exc):
             raise
         await second(identity, dep)
+
+
+async def _recipient(gateway: M365Gateway, identity: str, *, mail_user_first: bool) -> tuple[Mailbox, str] | None:
+    """The recipient as Get-Mailbox or Get-MailUser shows it, and which it is; ``None`` when neither finds it."""
+    lookups = [(gateway.get_mailbox, MAILBOX), (gateway.get_mail_user, MAIL_USER)]
+    for get, kind in reversed(lookups) if mail_user_first else lookups:
+        try:
+            found = await get(identity)
+        except CmdletError as exc:
+            if _not_found(exc):
+                continue
+            raise
+        if found:
+            return found[0], kind
+    return None
+
+
+def _shows_dep(recipient: Mailbox, dep: str, dep_guid: str | None) -> bool:
+    shown = (recipient.data_encryption_policy or "").lower()
+    return bool(shown) and shown in {dep.lower(), (dep_guid or "").lower()}
 
 
 def _not_found(exc: CmdletError) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Iterator
 from datetime import timedelta
@@ -200,19 +199,6 @@ def ops_close(
 
 # Operation families ------------------------------------------------------------------------------------------------
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-
-
-def _seconds(text: str) -> float:
-    """``7d``, ``12h``, ``15m``, ``30s`` (or plain seconds) in seconds."""
-    match = _DURATION.match(text.strip())
-    if match is None:
-        try:
-            return float(text)
-        except ValueError:
-            raise typer.BadParameter(f"{text!r} is not a duration like 7d, 12h, 15m or 30s") from None
-    return float(match[1]) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match[2]]
-
 
 def _start(kind: str, params: dict[str, Any], *, key: str | None, watch: bool) -> None:
     headers = {"Idempotency-Key": key} if key else {}
@@ -292,17 +278,17 @@ def mailbox_assign(
     mailbox: MailboxOption = None,
     file: FileOption = None,
     mail_user: Annotated[bool, typer.Option(help="Set-MailUser: hybrid or not yet migrated mailboxes.")] = False,
-    escalate_after: Annotated[str, typer.Option(help="When to escalate unencrypted mailboxes.")] = "7d",
-    poll_interval: Annotated[str, typer.Option(help="How often to check encryption.")] = "15m",
     idempotency_key: KeyOption = None,
     watch: WatchOption = True,
 ) -> None:
-    """Assign a DEP to mailboxes and follow them until encrypted."""
+    """Assign a DEP to mailboxes and follow them until encrypted.
+
+    When to escalate and how often to check are the deployment's settings (CKEY_EXCHANGE_ESCALATE_AFTER,
+    CKEY_EXCHANGE_POLL_INTERVAL), recorded on the operation; a caller cannot set them.
+    """
     params = {
         "dep": dep,
         "mail_user": mail_user,
-        "escalate_after": _seconds(escalate_after),
-        "poll_interval": _seconds(poll_interval),
         **_targets(mailbox, file),
     }
     _start("exchange.dep.assign", params, key=idempotency_key, watch=watch)
@@ -313,16 +299,12 @@ def mailbox_verify(
     dep: Annotated[str, typer.Option(help="The DEP the mailboxes should be encrypted with.")],
     mailbox: MailboxOption = None,
     file: FileOption = None,
-    escalate_after: Annotated[str, typer.Option(help="When to escalate unencrypted mailboxes.")] = "7d",
-    poll_interval: Annotated[str, typer.Option(help="How often to check encryption.")] = "15m",
     idempotency_key: KeyOption = None,
     watch: WatchOption = True,
 ) -> None:
     """Follow mailboxes (default: all of the DEP's) until encrypted, without assigning."""
     params = {
         "dep": dep,
-        "escalate_after": _seconds(escalate_after),
-        "poll_interval": _seconds(poll_interval),
         **_targets(mailbox, file),
     }
     _start("exchange.encryption.verify", params, key=idempotency_key, watch=watch)

@@ -8,17 +8,21 @@ starts; production overrides them (see ``docker-compose.yml``).
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ckey.models import Role, Workload
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+SEED_ESCALATION = timedelta(days=7)
+"""Seed: "If the mailboxes are not encrypted after a week from the time you assigned the DEP, contact Microsoft"."""
 
 
 class AuthMode(StrEnum):
@@ -124,6 +128,19 @@ class Settings(BaseSettings):
     ca_file: Path | None = None
     """CA bundle that signs the sandbox's certificates; default ``<data_dir>/tls/ca.pem``."""
 
+    # Operations: ckey's own deadlines and cadence (internal to each operation's input, recorded on it; never
+    # settable by a caller of the API)
+    allow_short_escalation: bool = False
+    """Admin setting: allow ``exchange_escalate_after`` under the seed's week (rehearsals on the sandbox clock)."""
+    exchange_escalate_after: timedelta = SEED_ESCALATION
+    """How long after assignment unencrypted mailboxes are escalated to Microsoft (ISO 8601 ``P7D`` or seconds)."""
+    exchange_poll_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=1))] = timedelta(
+        minutes=15
+    )
+    """How often the mailboxes of an assignment or verification are checked (1 s .. 1 day)."""
+    exchange_assign_batch_size: Annotated[int, Field(ge=1, le=1000)] = 200
+    """Mailboxes per assignment activity (each activity call assigns up to this many)."""
+
     # SQL
     database_url: str | None = None
     """SQLAlchemy URL; default a SQLite file in the data dir. PostgreSQL: ``postgresql+psycopg://...``."""
@@ -183,6 +200,18 @@ class Settings(BaseSettings):
     db_app_role: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "ckey_app"
     """PostgreSQL role the API and the worker connect as: the migrations grant it rights (append-only on the audit
     trail) and create it ``NOLOGIN`` if it does not exist."""
+
+    @field_validator("exchange_escalate_after")
+    @classmethod
+    def _escalation_not_before_the_seeds_week(cls, value: timedelta, info: ValidationInfo) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be positive")
+        if value < SEED_ESCALATION and not info.data.get("allow_short_escalation", False):
+            raise ValueError(
+                f"{value} is shorter than the seed's week (escalate unencrypted mailboxes a week after assignment); "
+                "only an admin may shorten it, with CKEY_ALLOW_SHORT_ESCALATION=true"
+            )
+        return value
 
     @model_validator(mode="after")
     def _oidc_needs_issuer_and_jwks(self) -> Settings:

@@ -487,7 +487,17 @@ class MailboxStatistics(_Output):
 
 
 OnCall = Callable[[Cmdlet, str, str | None], Awaitable[None]]
-"""``on_call(cmdlet, outcome, error)``: told of every call (``ok`` / ``refused`` / ``failed``)."""
+"""``on_call(cmdlet, outcome, error)``: told of every call (``ok`` / ``refused`` / ``failed``), and of every
+state-changing call before it is sent (``intent``)."""
+
+READ_VERBS = ("Get-", "Test-")
+"""Cmdlets that change nothing; every other one (Set-, New-, Register-, Update-, Restore-, Remove-, ...) is
+state-changing and announced to ``on_call`` before it is sent."""
+
+
+def changes_state(cmdlet: Cmdlet) -> bool:
+    """Whether the cmdlet may change the tenant (anything but a read verb counts)."""
+    return not cmdlet.name.startswith(READ_VERBS)
 
 
 class M365Gateway:
@@ -507,7 +517,14 @@ class M365Gateway:
         return M365Gateway(self.transport, on_call)
 
     async def invoke(self, cmdlet: Cmdlet) -> list[dict[str, Any]]:
-        """Send one cmdlet, telling ``on_call`` how it went."""
+        """Send one cmdlet, telling ``on_call`` of a state-changing one before (``intent``) and of each after.
+
+        The intent is awaited before anything is sent: if recording it fails, the call is not made, so no call
+        reaches the tenant without its intent on record (a crash after sending leaves the intent without an
+        outcome, which tells the caller to look before sending again).
+        """
+        if self.on_call and changes_state(cmdlet):
+            await self.on_call(cmdlet, "intent", None)
         try:
             result = await self.transport.invoke(cmdlet)
         except CmdletError as exc:

@@ -60,6 +60,8 @@ class OperationState(StrEnum):
 class Outcome(StrEnum):
     """The outcome an audit event records."""
 
+    INTENT = "intent"
+    """A state-changing call about to be sent; its outcome follows in another event."""
     OK = "ok"
     REFUSED = "refused"
     FAILED = "failed"

@@ -31,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
 
@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import ckey
-from ckey.config import AuthMode, Settings, ensure_private_dir
+from ckey.config import SEED_ESCALATION, AuthMode, Settings, ensure_private_dir
 from ckey.temporal import dev_server_search_attribute_args
 
 TEMPORAL_READY_TIMEOUT = 60.0
@@ -174,6 +174,36 @@ def _http_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+def demo_durations(settings: Settings) -> tuple[timedelta | None, timedelta | None]:
+    """The escalation delay and poll cadence that ``ckey up`` sets on a sandbox stack (``None``: left alone).
+
+    A week's escalation becomes a week of sandbox time (under three minutes at 3600x); the poll cadence scales too,
+    never under 1 s. A value the operator set (environment or ``.env``) is kept; outside the sandbox nothing changes.
+    """
+    if not settings.sandbox:
+        return None, None
+    speed = settings.sandbox_m365_speed or SANDBOX_M365_DEMO_SPEED
+    chosen = settings.model_fields_set
+    escalation = None if "exchange_escalate_after" in chosen else max(SEED_ESCALATION / speed, timedelta(seconds=1))
+    poll = None if "exchange_poll_interval" in chosen else max(timedelta(minutes=15) / speed, timedelta(seconds=1))
+    return escalation, poll
+
+
+def demo_timings(settings: Settings) -> dict[str, str]:
+    """The environment that gives the children of a sandbox stack :func:`demo_durations`.
+
+    An escalation under the seed's week needs the admin setting ``CKEY_ALLOW_SHORT_ESCALATION``, set with it.
+    """
+    escalation, poll = demo_durations(settings)
+    timings: dict[str, str] = {}
+    if escalation is not None:
+        timings["CKEY_EXCHANGE_ESCALATE_AFTER"] = f"PT{escalation.total_seconds():g}S"
+        timings["CKEY_ALLOW_SHORT_ESCALATION"] = "true"
+    if poll is not None:
+        timings["CKEY_EXCHANGE_POLL_INTERVAL"] = f"PT{poll.total_seconds():g}S"
+    return timings
+
+
 def child_environment(settings: Settings, data_dir: Path) -> dict[str, str]:
     """The environment of every child: ours plus the settings the stack decides, so all processes agree."""
     env = dict(os.environ)
@@ -193,6 +223,7 @@ def child_environment(settings: Settings, data_dir: Path) -> dict[str, str]:
         # Log lines reach the log files as they happen (the worker's readiness is read from its log).
         PYTHONUNBUFFERED="1",
     )
+    env.update(demo_timings(settings))
     env.pop("CKEY_TEMPORAL_API_KEY", None)
     # From a source checkout (not an installed package) ``-m worker`` and ``-m ckey.api`` only resolve when
     # the checkout is on the path; add it so that ``ckey up`` works from any directory.
@@ -554,6 +585,15 @@ def _print_ready(stack: Stack, console: Console) -> None:
         ("logs", str(stack.logs)),
         ("mode", mode),
     ]
+    escalation, poll = demo_durations(settings)
+    if escalation is not None or poll is not None:
+        demo = [
+            f"mailbox escalation after {escalation.total_seconds():g} s (the seed's week on the sandbox clock)"
+            if escalation is not None
+            else "",
+            f"encryption checked every {poll.total_seconds():g} s" if poll is not None else "",
+        ]
+        lines.append(("demo timings", "; ".join(d for d in demo if d) + " (CKEY_EXCHANGE_* to change)"))
     console.print()
     for label, value in lines:
         console.print(f"  [bold]{label:<16}[/bold] {value}", soft_wrap=True, highlight=False)

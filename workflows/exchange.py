@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from datetime import datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
@@ -25,27 +25,52 @@ with workflow.unsafe.imports_passed_through():
         DepRef,
         EscalateInput,
         ExchangeActivities,
+        FailedMailbox,
+        FailedMailboxesInput,
         FollowInput,
         NewDepInput,
         RegisterMailboxesInput,
         TargetsRef,
     )
     from activities.keyvault import CheckKeyHealthInput, HealthLine, KeyVaultActivities
-    from ckey.models import DepName, Role, TwoKeyUris, Workload, rule_error
-    from ckey.operations import Escalation, OperationKind, registry
+    from ckey.config import Settings
+    from ckey.models import DepName, RecipientIdentity, Role, TwoKeyUris, Workload, has_control_characters, rule_error
+    from ckey.operations import Escalation, OperationKind, Params, registry
     from ckey.store.targets import FollowCounts, claim_check_mailboxes
     from workflows.keyvault import pair_lines
     from workflows.operation import OperationWorkflow, call
 
 ESCALATE_AFTER = timedelta(days=7)
-"""Seed: "If the mailboxes are not encrypted after a week from the time you assigned the DEP, contact Microsoft"."""
+"""Seed: "If the mailboxes are not encrypted after a week from the time you assigned the DEP, contact Microsoft".
+The default of the internal input; the API fills it from ``Settings.exchange_escalate_after``."""
 POLL_INTERVAL = timedelta(minutes=15)
 ASSIGN_BATCH = 200
+INLINE_MAILBOXES_MAX = 1000
+"""Mailboxes a request may name inline; more go through an upload (``POST /api/uploads/mailboxes``)."""
+DESCRIPTION_MAX = 1024
+FAILED_LISTED = 100
+"""Failed mailboxes an operation's result names one by one (the count says how many there are in all)."""
+FAILED_IN_MESSAGE = 5
 ASSIGN_PARALLEL_BATCHES = 4
 FOLLOW_ROUND_TIMEOUT = timedelta(minutes=30)
-HEARTBEAT_TIMEOUT = timedelta(seconds=20)
+HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """A batch or a status round whose worker died is retried elsewhere after this long, not after its whole timeout."""
 ONE_SOURCE = "name the mailboxes either inline (mailboxes) or as an upload (mailbox_file)"
+MAILBOX_FILE = r"^ts-[0-9a-f-]{36}$"
+"""A target set's id, as ``POST /api/uploads/mailboxes`` returns it."""
+
+
+def _check_description(value: str) -> str:
+    # One line: the description is rendered into the audited cmdlet line, where a line break could forge another.
+    if has_control_characters(value):
+        raise rule_error(
+            "no-control-characters", "a description can't contain NUL, control characters, tabs or line breaks"
+        )
+    return value
+
+
+Description = Annotated[str, Field(max_length=DESCRIPTION_MAX), AfterValidator(_check_description)]
+"""A DEP's description: at most 1,024 characters on one line (no control characters, tabs or line breaks)."""
 
 
 # exchange.dep.create -----------------------------------------------------------------------------------------------
@@ -60,11 +85,19 @@ class DepCreatePhase(StrEnum):
     DONE = "done"
 
 
-class ExchangeDepCreateInput(BaseModel):
-    """New-DataEncryptionPolicy's parameters, validated by the seed's rules."""
+class ExchangeDepCreateParams(Params):
+    """What a caller may set for ``exchange.dep.create``: New-DataEncryptionPolicy's parameters."""
 
     name: DepName
-    description: str | None = Field(default=None, max_length=1024)
+    description: Description | None = None
+    azure_key_ids: TwoKeyUris
+
+
+class ExchangeDepCreateInput(BaseModel):
+    """New-DataEncryptionPolicy's parameters, validated by the seed's rules (the workflow's input)."""
+
+    name: DepName
+    description: Description | None = None
     azure_key_ids: TwoKeyUris
 
 
@@ -160,6 +193,10 @@ class FollowState(BaseModel):
     escalated: bool = False
     case_id: str | None = None
     escalated_mailboxes: int = 0
+    failed: int = 0
+    """Mailboxes that could not be assigned (not found, refused): never encrypted by this operation."""
+    failed_mailboxes: list[FailedMailbox] = Field(default_factory=list)
+    """The first of them (at most ``FAILED_LISTED``), each with the refusal."""
 
 
 class CloseRequest(BaseModel):
@@ -185,6 +222,9 @@ class MailboxFollowResult(BaseModel):
     total: int
     encrypted: int
     failed: int = 0
+    """Mailboxes that could not be assigned; ``total`` counts them, so the progress never reaches 100 % with them."""
+    failed_mailboxes: list[FailedMailbox] = Field(default_factory=list)
+    """The first ``FAILED_LISTED`` of them with the reason; ``failed`` says how many there are in all."""
     escalated: int = 0
     case_id: str | None = None
     closed_by: str | None = None
@@ -216,7 +256,7 @@ class MailboxFollowWorkflow(OperationWorkflow):
         await self.set_phase(FollowPhase.ESCALATED if state.escalated else FollowPhase.FOLLOWING)
         deadline = state.assigned_at + escalate_after
         report_every = max(1, state.total // 100)
-        counts = FollowCounts(total=state.total, encrypted=state.encrypted)
+        counts = FollowCounts(total=state.total, encrypted=state.encrypted, failed=state.failed)
         while self._close is None:
             round_ = asyncio.ensure_future(
                 call(
@@ -257,7 +297,9 @@ class MailboxFollowWorkflow(OperationWorkflow):
             if self._close is not None:
                 break
             counts = round_.result().counts
-            state.encrypted, state.total = counts.encrypted, counts.total - counts.failed
+            # The total keeps the mailboxes that failed: the progress never shows 100 % while some were not
+            # assigned, and the result names them.
+            state.encrypted, state.total, state.failed = counts.encrypted, counts.total, counts.failed
             self.set_progress(state.encrypted, state.total)
             await self.checkpoint()
             if counts.pending == 0:
@@ -271,7 +313,8 @@ class MailboxFollowWorkflow(OperationWorkflow):
             dep_guid=state.dep_guid,
             total=state.total,
             encrypted=state.encrypted,
-            failed=counts.failed,
+            failed=state.failed,
+            failed_mailboxes=state.failed_mailboxes,
             escalated=state.escalated_mailboxes,
             case_id=state.case_id,
         )
@@ -279,7 +322,9 @@ class MailboxFollowWorkflow(OperationWorkflow):
             result.closed_by, result.close_reason = self._close.by, self._close.reason
             await self.set_phase(FollowPhase.CLOSED, {"by": self._close.by, "reason": self._close.reason})
         else:
-            await self.set_phase(FollowPhase.DONE, {"encrypted": state.encrypted, "total": state.total})
+            await self.set_phase(
+                FollowPhase.DONE, {"encrypted": state.encrypted, "total": state.total, "failed": state.failed}
+            )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
 
@@ -313,8 +358,49 @@ class MailboxFollowWorkflow(OperationWorkflow):
 # exchange.dep.assign -----------------------------------------------------------------------------------------------
 
 
+def _one_source(mailboxes: list[str], mailbox_file: str | None) -> None:
+    if mailboxes and mailbox_file:
+        raise rule_error("mailboxes-or-file", ONE_SOURCE)
+
+
+class MailboxFollowParams(Params):
+    """What a caller may set for assign and verify: the DEP and the mailboxes (inline or uploaded)."""
+
+    dep: DepName
+    mailboxes: list[RecipientIdentity] = Field(default_factory=list, max_length=INLINE_MAILBOXES_MAX, repr=False)
+    """Identities, at most 1,000 inline (more through an upload); the API stores them as a target set."""
+    mailbox_file: str | None = Field(default=None, pattern=MAILBOX_FILE)
+    """Id of an uploaded mailbox list (``POST /api/uploads/mailboxes``)."""
+
+    @model_validator(mode="after")
+    def _one_source_of_mailboxes(self) -> MailboxFollowParams:
+        _one_source(self.mailboxes, self.mailbox_file)
+        return self
+
+
+class ExchangeDepAssignParams(MailboxFollowParams):
+    """What a caller may set for ``exchange.dep.assign``."""
+
+    mail_user: bool = False
+    """Set-MailUser first: hybrid mailboxes and mailboxes not yet migrated to the cloud."""
+
+    @model_validator(mode="after")
+    def _some_mailboxes(self) -> ExchangeDepAssignParams:
+        if not (self.mailboxes or self.mailbox_file):
+            raise rule_error("mailboxes-or-file", ONE_SOURCE)
+        return self
+
+
+class ExchangeEncryptionVerifyParams(MailboxFollowParams):
+    """What a caller may set for ``exchange.encryption.verify``; no mailboxes: every one the DEP is assigned to."""
+
+
 class MailboxFollowInput(BaseModel):
-    """What assign and verify share: the mailboxes (inline or uploaded) and the follow-up's durations."""
+    """What assign and verify share (the workflow's input): the public fields, then internal ones.
+
+    The internal fields (durations, batch size, ``follow_state``) come from the settings through ``build_input``
+    and from the workflow itself across continue-as-new; the API never fills them from a request.
+    """
 
     dep: DepName
     mailboxes: list[str] = Field(default_factory=list, repr=False)
@@ -328,8 +414,7 @@ class MailboxFollowInput(BaseModel):
 
     @model_validator(mode="after")
     def _valid_targets_and_durations(self) -> MailboxFollowInput:
-        if self.mailboxes and self.mailbox_file:
-            raise rule_error("mailboxes-or-file", ONE_SOURCE)
+        _one_source(self.mailboxes, self.mailbox_file)
         if any(not m.strip() for m in self.mailboxes):
             raise rule_error("mailbox-identity", "a mailbox identity can't be empty")
         if self.poll_interval <= timedelta(0) or self.escalate_after <= timedelta(0):
@@ -351,6 +436,22 @@ class ExchangeDepAssignInput(MailboxFollowInput):
         return self
 
 
+def _follow_timings(settings: Settings) -> dict[str, Any]:
+    return {"escalate_after": settings.exchange_escalate_after, "poll_interval": settings.exchange_poll_interval}
+
+
+def build_assign_input(params: BaseModel, settings: Settings) -> ExchangeDepAssignInput:
+    """The assignment's input: the caller's params, the timings and batch size of the settings."""
+    return ExchangeDepAssignInput(
+        **params.model_dump(), **_follow_timings(settings), batch_size=settings.exchange_assign_batch_size
+    )
+
+
+def build_verify_input(params: BaseModel, settings: Settings) -> ExchangeEncryptionVerifyInput:
+    """The verification's input: the caller's params and the timings of the settings."""
+    return ExchangeEncryptionVerifyInput(**params.model_dump(), **_follow_timings(settings))
+
+
 @workflow.defn
 class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
     """Assign a DEP to mailboxes and follow each until it reports IsEncrypted with that DEP."""
@@ -365,19 +466,40 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
     async def _assign(self, input: ExchangeDepAssignInput) -> MailboxFollowResult:
         state = input.follow_state
         if state is None:
-            set_id = mailbox_file_required(input.mailbox_file)
+            set_id = _target_set(input)
             await self.set_phase(FollowPhase.VALIDATING)
             dep = await call(ExchangeActivities.check_dep_assignable, DepRef(dep=input.dep))
             total = (await call(ExchangeActivities.count_targets, TargetsRef(set_id=set_id))).count
             self.set_progress(0, total, "mailboxes encrypted")
             await self.set_phase(FollowPhase.ASSIGNING, {"dep_guid": dep.guid, "mailboxes": total})
-            assigned = await self._assign_batches(input, total)
-            await self.audit("exchange.assigned", detail=assigned.model_dump())
+            assigned = await self._assign_batches(input, set_id, total, dep.name, dep.guid)
             state = FollowState(dep=dep.name, dep_guid=dep.guid, assigned_at=workflow.now(), total=total)
+            if assigned.failed:
+                failures = await call(
+                    ExchangeActivities.failed_mailboxes,
+                    FailedMailboxesInput(operation_id=self.operation_id, limit=FAILED_LISTED),
+                )
+                state.failed, state.failed_mailboxes = failures.count, failures.mailboxes
+            await self.audit(
+                "exchange.assigned",
+                detail={
+                    **assigned.model_dump(),
+                    "failed_mailboxes": [f.model_dump() for f in state.failed_mailboxes[:FAILED_IN_MESSAGE]],
+                },
+            )
+            if assigned.failed and not (assigned.assigned or assigned.already):
+                raise ApplicationError(
+                    f"no mailbox could be assigned DEP {dep.name!r}: all {state.failed} were refused, e.g. "
+                    + "; ".join(f"{f.identity}: {f.error}" for f in state.failed_mailboxes[:FAILED_IN_MESSAGE]),
+                    {"failed": state.failed, "failed_mailboxes": [f.model_dump() for f in state.failed_mailboxes]},
+                    type="mailboxes-assignable",
+                    non_retryable=True,
+                )
         return await self.follow(state, input)
 
-    async def _assign_batches(self, input: ExchangeDepAssignInput, total: int) -> AssignBatchResult:
-        set_id = mailbox_file_required(input.mailbox_file)
+    async def _assign_batches(
+        self, input: ExchangeDepAssignInput, set_id: str, total: int, dep: str, dep_guid: str
+    ) -> AssignBatchResult:
         offsets = list(range(0, total, input.batch_size))
         summary = AssignBatchResult()
         for wave in range(0, len(offsets), ASSIGN_PARALLEL_BATCHES):
@@ -390,7 +512,8 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
                             set_id=set_id,
                             offset=offset,
                             limit=input.batch_size,
-                            dep=input.dep,
+                            dep=dep,
+                            dep_guid=dep_guid,
                             mail_user=input.mail_user,
                         ),
                         start_to_close=timedelta(minutes=10),
@@ -404,6 +527,17 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
                 summary.already += r.already
                 summary.failed += r.failed
         return summary
+
+
+def _target_set(input: ExchangeDepAssignInput) -> str:
+    # The API's claim check always leaves a set id; a workflow started by other means without one is a bad input.
+    if input.mailbox_file is None:
+        raise ApplicationError(
+            "the assignment has no stored mailbox list (mailbox_file); start it through the API",
+            type="mailboxes-or-file",
+            non_retryable=True,
+        )
+    return input.mailbox_file
 
 
 # exchange.encryption.verify ----------------------------------------------------------------------------------------
@@ -452,45 +586,40 @@ def _dep(params: BaseModel) -> str | None:
     return str(getattr(params, "dep", None) or getattr(params, "name", None) or "") or None
 
 
-for _kind, _workflow_class, _input, _description in (
-    (
-        "exchange.dep.create",
-        ExchangeDepCreateWorkflow,
-        ExchangeDepCreateInput,
-        "Create a mailbox DEP (New-DataEncryptionPolicy) after checking both keys against every rule.",
-    ),
-    (
-        "exchange.dep.assign",
-        ExchangeDepAssignWorkflow,
-        ExchangeDepAssignInput,
-        "Assign a DEP to mailboxes or mail users, follow encryption to the end, escalate after a week.",
-    ),
-    (
-        "exchange.encryption.verify",
-        ExchangeEncryptionVerifyWorkflow,
-        ExchangeEncryptionVerifyInput,
-        "Follow mailboxes until encrypted with a DEP (after a key roll, a new DEP or a migration).",
-    ),
-):
-    registry.register(
-        OperationKind(
-            name=_kind,
-            workflow=_workflow_class,
-            input_model=_input,
-            role=Role.OPERATOR,
-            description=_description,
-            dep_of=_dep,
-            claim_check=None if _kind == "exchange.dep.create" else claim_check_mailboxes,
-        )
+registry.register(
+    OperationKind(
+        name="exchange.dep.create",
+        workflow=ExchangeDepCreateWorkflow,
+        input_model=ExchangeDepCreateInput,
+        params_model=ExchangeDepCreateParams,
+        role=Role.OPERATOR,
+        description="Create a mailbox DEP (New-DataEncryptionPolicy) after checking both keys against every rule.",
+        dep_of=_dep,
     )
-
-del _kind, _workflow_class, _input, _description
-
-
-def mailbox_file_required(mailbox_file: str | None) -> str:
-    """The claim-checked set of mailboxes; a start without one is refused (the API always makes one)."""
-    if mailbox_file is None:
-        raise ApplicationError(
-            "no mailboxes to assign (mailbox_file)", type="mailbox-file-required", non_retryable=True
-        )
-    return mailbox_file
+)
+registry.register(
+    OperationKind(
+        name="exchange.dep.assign",
+        workflow=ExchangeDepAssignWorkflow,
+        input_model=ExchangeDepAssignInput,
+        params_model=ExchangeDepAssignParams,
+        build_input=build_assign_input,
+        role=Role.OPERATOR,
+        description="Assign a DEP to mailboxes or mail users, follow encryption to the end, escalate after a week.",
+        dep_of=_dep,
+        claim_check=claim_check_mailboxes,
+    )
+)
+registry.register(
+    OperationKind(
+        name="exchange.encryption.verify",
+        workflow=ExchangeEncryptionVerifyWorkflow,
+        input_model=ExchangeEncryptionVerifyInput,
+        params_model=ExchangeEncryptionVerifyParams,
+        build_input=build_verify_input,
+        role=Role.OPERATOR,
+        description="Follow mailboxes until encrypted with a DEP (after a key roll, a new DEP or a migration).",
+        dep_of=_dep,
+        claim_check=claim_check_mailboxes,
+    )
+)

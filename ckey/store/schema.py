@@ -120,6 +120,8 @@ class MailboxFollowRow(Base):
     operation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     identity: Mapped[str] = mapped_column(String(320), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
+    sent_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When the assignment's call was last about to be sent (its intent); with no outcome, it was in flight."""
     assigned_at: Mapped[datetime | None] = mapped_column(default=None)
     encrypted_at: Mapped[datetime | None] = mapped_column(default=None)
     checked_at: Mapped[datetime | None] = mapped_column(default=None)

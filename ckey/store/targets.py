@@ -51,6 +51,7 @@ class FollowRow(BaseModel):
     """One mailbox's follow-up, as the evidence of an escalation shows it."""
 
     identity: str
+    sent_at: datetime | None = None
     assigned_at: datetime | None = None
     encrypted_at: datetime | None = None
     checked_at: datetime | None = None
@@ -58,6 +59,19 @@ class FollowRow(BaseModel):
     dep_guid: str | None = None
     error: str | None = None
     escalated_at: datetime | None = None
+
+
+class AssignmentProgress(BaseModel):
+    """Where one mailbox's assignment stands: sent (intent recorded), assigned, failed."""
+
+    sent: bool = False
+    assigned: bool = False
+    failed: bool = False
+
+    @property
+    def in_flight(self) -> bool:
+        """Sent with no outcome recorded: the call may or may not have reached the tenant."""
+        return self.sent and not (self.assigned or self.failed)
 
 
 class StatusUpdate(BaseModel):
@@ -178,6 +192,45 @@ class TargetStore:
             )
         return [i for i in identities if i not in done]
 
+    async def assignment(self, operation_id: str, identities: Sequence[str]) -> dict[str, AssignmentProgress]:
+        """Where the assignment of each of ``identities`` (registered before) stands."""
+        row = MailboxFollowRow
+        query = select(row.identity, row.sent_at, row.assigned_at, row.error).where(
+            row.operation_id == operation_id, row.identity.in_(identities)
+        )
+        async with self.store.session() as session:
+            found = {
+                identity: AssignmentProgress(
+                    sent=sent_at is not None, assigned=assigned_at is not None, failed=error is not None
+                )
+                for identity, sent_at, assigned_at, error in (await session.execute(query)).all()
+            }
+        return {i: found.get(i, AssignmentProgress()) for i in identities}
+
+    async def mark_sent(self, operation_id: str, identity: str, at: datetime) -> None:
+        """Record that the mailbox's assignment is about to be sent (before its intent is audited and it is sent)."""
+        await self._set(operation_id, [identity], sent_at=at)
+
+    async def in_flight(self, operation_id: str) -> list[str]:
+        """Mailboxes whose assignment was sent with no outcome recorded, in order."""
+        row = MailboxFollowRow
+        query = (
+            select(row.identity)
+            .where(
+                row.operation_id == operation_id,
+                row.sent_at.is_not(None),
+                row.assigned_at.is_(None),
+                row.error.is_(None),
+            )
+            .order_by(row.seq)
+        )
+        async with self.store.session() as session:
+            return list((await session.scalars(query)).all())
+
+    async def failed(self, operation_id: str, limit: int = 100) -> list[FollowRow]:
+        """The first ``limit`` mailboxes that could not be assigned, in order, with the reason."""
+        return await self.rows(operation_id, failed_only=True, limit=limit)
+
     async def mark_assigned(self, operation_id: str, identity: str, at: datetime) -> None:
         """Record that the DEP was assigned to the mailbox."""
         await self._set(operation_id, [identity], assigned_at=at)
@@ -257,16 +310,21 @@ class TargetStore:
             total, assigned, encrypted, failed, escalated = (await session.execute(query)).one()
         return FollowCounts(total=total, assigned=assigned, encrypted=encrypted, failed=failed, escalated=escalated)
 
-    async def rows(self, operation_id: str, *, pending_only: bool = False, limit: int = 100_000) -> list[FollowRow]:
-        """The follow-up of an operation's mailboxes (the evidence of an escalation)."""
+    async def rows(
+        self, operation_id: str, *, pending_only: bool = False, failed_only: bool = False, limit: int = 100_000
+    ) -> list[FollowRow]:
+        """The follow-up of an operation's mailboxes (the evidence of an escalation, the failed ones)."""
         query = select(MailboxFollowRow).where(MailboxFollowRow.operation_id == operation_id)
         if pending_only:
             query = query.where(MailboxFollowRow.encrypted_at.is_(None), MailboxFollowRow.error.is_(None))
+        if failed_only:
+            query = query.where(MailboxFollowRow.error.is_not(None))
         async with self.store.session() as session:
             found = (await session.scalars(query.order_by(MailboxFollowRow.seq).limit(limit))).all()
         return [
             FollowRow(
                 identity=r.identity,
+                sent_at=_utc(r.sent_at) if r.sent_at else None,
                 assigned_at=_utc(r.assigned_at) if r.assigned_at else None,
                 encrypted_at=_utc(r.encrypted_at) if r.encrypted_at else None,
                 checked_at=_utc(r.checked_at) if r.checked_at else None,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
@@ -20,7 +20,7 @@ from ckey.auth import TokenVerifier
 from sandbox.common import Admin
 from sandbox.m365.clock import iso
 from sandbox.m365.core import Faults
-from sandbox.m365.db import CaseRow, DepRow, GeoRow, MailboxRow
+from sandbox.m365.db import CallRow, CaseRow, DepRow, GeoRow, MailboxRow
 from sandbox.m365.errors import CmdletFailure
 from sandbox.m365.tenant import TenantSpec
 
@@ -204,6 +204,27 @@ def build_control_app(sandbox: SandboxM365) -> FastAPI:
                 "detail": a.detail,
             }
             for a in await core.alerts()
+        ]
+
+    @app.get("/sandbox/calls")
+    async def calls(
+        _: Admin, cmdlet: str | None = None, after: int = 0, limit: int = Query(10_000, ge=1, le=100_000)
+    ) -> list[dict[str, Any]]:
+        query = select(CallRow).where(CallRow.seq > after).order_by(CallRow.seq).limit(limit)
+        if cmdlet:
+            query = query.where(CallRow.cmdlet == cmdlet)
+        async with core.db.session() as s:
+            rows = (await s.scalars(query)).all()
+        return [
+            {
+                "seq": r.seq,
+                "received_at": r.received_at,
+                "cmdlet": r.cmdlet,
+                "identity": r.identity,
+                "parameters": r.parameters,
+                "status": r.status,
+            }
+            for r in rows
         ]
 
     @app.post("/sandbox/tick")

@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from enum import StrEnum
@@ -39,7 +40,7 @@ from sandbox.identity import Caller, SandboxIdentity
 from sandbox.m365.admin import build_control_app
 from sandbox.m365.clock import SimClock
 from sandbox.m365.core import Core, Faults
-from sandbox.m365.db import Database, GeoRow, default_database_url
+from sandbox.m365.db import CallRow, Database, GeoRow, default_database_url
 from sandbox.m365.durations import PAGE_SIZE, Durations
 from sandbox.m365.errors import (
     ACCESS_DENIED,
@@ -332,6 +333,7 @@ class SandboxM365:
                 status_code=400,
             )
         cmdlet = cmdlets.get(name.lower())
+        call: int | None = None
         try:
             if cmdlet is None:
                 raise CmdletFailure(
@@ -341,6 +343,8 @@ class SandboxM365:
                     COMMAND_NOT_FOUND,
                 )
             self.counters[f"cmdlet.{cmdlet.spec.name}"] += 1
+            if cmdlet.changes:
+                call = await self._log_call(cmdlet.spec.name, raw)
             params = cmdlet.spec.bind(raw)
             if cmdlet.changes:
                 async with self.core.lock:
@@ -348,7 +352,11 @@ class SandboxM365:
             else:
                 output = await cmdlet.handler(params)
         except CmdletFailure as exc:
+            if call is not None:
+                await self._answered(call, exc.status)
             return exc.response()
+        if call is not None:
+            await self._answered(call, 200)
         skip = _int(request.query_params.get("$skiptoken"))
         page = output.objects[skip : skip + PAGE_SIZE]
         answer: dict[str, Any] = {"@odata.context": f"{context}/$metadata#Collection(Exchange.GenericHashTable)"}
@@ -358,6 +366,27 @@ class SandboxM365:
         if skip + PAGE_SIZE < len(output.objects):
             answer["@odata.nextLink"] = f"{str(request.url).split('?', 1)[0]}?$skiptoken={skip + PAGE_SIZE}"
         return JSONResponse(answer)
+
+    async def _log_call(self, name: str, raw: dict[str, Any]) -> int:
+        """Record a state-changing call as it arrives (before it runs); its sequence number."""
+        lowered = {str(k).lower(): v for k, v in raw.items()}
+        identity = lowered.get("identity", lowered.get("name"))
+        async with self.core.db.session() as s, s.begin():
+            row = CallRow(
+                received_at=time.time(),
+                cmdlet=name,
+                identity=None if identity is None else str(identity)[:512],
+                parameters=json.loads(json.dumps(raw, default=str)),
+            )
+            s.add(row)
+            await s.flush()
+            return row.seq
+
+    async def _answered(self, seq: int, status: int) -> None:
+        async with self.core.db.session() as s, s.begin():
+            row = await s.get(CallRow, seq)
+            if row is not None:
+                row.status = status
 
 
 def _int(text: str | None) -> int:

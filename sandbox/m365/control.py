@@ -93,6 +93,14 @@ class SandboxM365Control(SandboxControlClient):
         result: list[dict[str, Any]] = await self._call("GET", "/alerts")
         return result
 
+    async def calls(self, cmdlet: str | None = None, after: int = 0, limit: int = 10_000) -> list[dict[str, Any]]:
+        """The tenant's log of state-changing calls as received (``seq``, ``cmdlet``, ``identity``, ``status``)."""
+        params = {"after": str(after), "limit": str(limit)}
+        if cmdlet:
+            params["cmdlet"] = cmdlet
+        result: list[dict[str, Any]] = await self._call("GET", "/calls", params=params)
+        return result
+
     async def tick(self) -> int:
         """Run Microsoft's due steps now; how many ran."""
         result: dict[str, int] = await self._call("POST", "/tick")

@@ -220,6 +220,27 @@ class CaseRow(Base):
     signatures: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
 
 
+class CallRow(Base):
+    """One state-changing cmdlet call as the tenant received it: the tenant's own call log.
+
+    Written when the call arrives, before the cmdlet runs, and completed with its answer; a row without an outcome
+    is a call the tenant received but never answered (it was stopped meanwhile). Tests count calls here, apart from
+    anything the client recorded.
+    """
+
+    __tablename__ = "calls"
+
+    seq: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    received_at: Mapped[float]
+    """Real time (Unix seconds), not the sandbox clock."""
+    cmdlet: Mapped[str] = mapped_column(String(64), index=True)
+    identity: Mapped[str | None] = mapped_column(default=None)
+    """``-Identity`` (or ``-Name`` of a New- cmdlet) as sent."""
+    parameters: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status: Mapped[int | None] = mapped_column(default=None)
+    """The HTTP status of the answer (200, 400 refused, 404 not found ...); ``None``: never answered."""
+
+
 def default_database_url(data_dir: Path) -> str:
     """The sandbox tenant's own SQLite file in the data dir."""
     return f"sqlite+aiosqlite:///{(data_dir / 'sandbox-m365.db').resolve()}"

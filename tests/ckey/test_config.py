@@ -52,3 +52,35 @@ def test_invalid_setting_stops_the_cli(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "CKEY_API_PORT" in done.stderr
+
+
+def test_escalation_is_never_under_the_seeds_week_without_the_admin_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import timedelta
+
+    assert load_settings(_env_file=None).exchange_escalate_after == timedelta(days=7)
+    monkeypatch.setenv("CKEY_EXCHANGE_ESCALATE_AFTER", "PT1S")
+    with pytest.raises(SettingsError, match=r"CKEY_EXCHANGE_ESCALATE_AFTER.*CKEY_ALLOW_SHORT_ESCALATION=true"):
+        load_settings(_env_file=None)
+    monkeypatch.setenv("CKEY_ALLOW_SHORT_ESCALATION", "true")
+    assert load_settings(_env_file=None).exchange_escalate_after == timedelta(seconds=1)
+    monkeypatch.setenv("CKEY_EXCHANGE_ESCALATE_AFTER", "PT0S")
+    with pytest.raises(SettingsError, match="CKEY_EXCHANGE_ESCALATE_AFTER"):
+        load_settings(_env_file=None)
+    monkeypatch.setenv("CKEY_EXCHANGE_ESCALATE_AFTER", "P8D")
+    monkeypatch.delenv("CKEY_ALLOW_SHORT_ESCALATION")
+    assert load_settings(_env_file=None).exchange_escalate_after == timedelta(days=8)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("CKEY_EXCHANGE_POLL_INTERVAL", "PT0.000001S"),
+        ("CKEY_EXCHANGE_POLL_INTERVAL", "P2D"),
+        ("CKEY_EXCHANGE_ASSIGN_BATCH_SIZE", "0"),
+        ("CKEY_EXCHANGE_ASSIGN_BATCH_SIZE", "5000"),
+    ],
+)
+def test_operation_timings_are_bounded(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(SettingsError, match=variable):
+        load_settings(_env_file=None)

@@ -250,7 +250,8 @@ async def test_pwsh_transport_sends_fixed_scripts_and_data_and_parses_recorded_o
         "DataEncryptionPolicy": None,
     }
     assert [c[0] for c in calls][-1] == "Set-Mailbox -Identity alice@contoso.com -DataEncryptionPolicy $null"
-    assert [c[1] for c in calls] == ["ok"] * 6
+    # Each state-changing call is announced before it is sent (New-DataEncryptionPolicy, Set-Mailbox twice).
+    assert [c[1] for c in calls] == ["intent", "ok", "ok", "ok", "ok", "intent", "ok", "intent", "ok"]
 
 
 async def test_pwsh_refusal_is_a_cmdlet_error_with_its_text(pwsh_gateway: tuple[M365Gateway, Path, list[Any]]) -> None:

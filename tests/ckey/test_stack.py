@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,10 @@ from azure.keyvault.keys.aio import KeyClient
 from ckey import stack
 from ckey.azure import AzureConnection
 from ckey.config import load_settings
+from ckey.m365 import M365Gateway, build_transport
 from ckey.stack import check_ports, child_environment, describe_exit, find_temporal, sandbox_services
+from sandbox.m365 import SandboxM365Control
+from tests.workflows.test_exchange import check_calls
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_LINE = "ckey is up"
@@ -397,3 +405,215 @@ def test_sandbox_keyvault_is_up_with_demo_vaults_and_keeps_keys_across_restarts(
     finally:
         second.process.send_signal(signal.SIGTERM)
         assert second.process.wait(STOP_TIMEOUT) == 0, second.output()
+
+
+# Killed mid-assignment: the worker, then the whole stack ------------------------------------------------------------
+
+KILL_MAILBOXES = 500
+EXO_KEYS = [
+    "https://contoso-eastus-kv1.vault.azure.net/keys/exo-key-01",
+    "https://contoso-westus-kv1.vault.azure.net/keys/exo-key-02",
+]
+
+
+def _follow_counts(data: Path, op_id: str) -> tuple[int, int, int]:
+    """(assigned or failed, in flight, sent) of an operation's mailboxes, straight from ckey's database."""
+    with contextlib.closing(sqlite3.connect(data / "ckey.db", timeout=30)) as db:
+        row = db.execute(
+            "SELECT count(assigned_at) + count(error),"
+            " sum(sent_at IS NOT NULL AND assigned_at IS NULL AND error IS NULL), count(sent_at)"
+            " FROM mailbox_follow WHERE operation_id = ?",
+            (op_id,),
+        ).fetchone()
+    return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
+
+
+def _in_flight(data: Path, op_id: str) -> set[str]:
+    """Mailboxes whose assignment was sent with no outcome recorded (the intent without its outcome)."""
+    with contextlib.closing(sqlite3.connect(data / "ckey.db", timeout=30)) as db:
+        rows = db.execute(
+            "SELECT identity FROM mailbox_follow WHERE operation_id = ?"
+            " AND sent_at IS NOT NULL AND assigned_at IS NULL AND error IS NULL",
+            (op_id,),
+        ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def _wait_assigned(data: Path, op_id: str, at_least: int, up: Up, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _follow_counts(data, op_id)[0] >= at_least:
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"fewer than {at_least} mailboxes assigned: {_follow_counts(data, op_id)}\n{up.output()}")
+
+
+def _kill_tree(up: Up) -> None:
+    """SIGKILL ``ckey up`` and every child at once: nothing stops in order, nothing finishes its call."""
+    children = _children(up.process.pid)
+    up.process.kill()
+    for pid in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    up.process.wait()
+    for pid in children:
+        for _ in range(200):
+            if not _alive(pid):
+                break
+            time.sleep(0.05)
+
+
+@needs_temporal
+def test_killing_the_worker_then_the_whole_stack_mid_assignment_leaves_no_call_unaudited(
+    tmp_path: Path, ports: list[int]
+) -> None:
+    env = _env(tmp_path, *ports)
+    data = tmp_path / "data"
+    api = f"http://127.0.0.1:{ports[2]}"
+    settings = load_settings(data_dir=data, sandbox_keyvault_port=ports[3], sandbox_m365_port=ports[4], _env_file=None)
+    started_at = time.monotonic()
+
+    async def mailboxes() -> list[str]:
+        async with AzureConnection(settings) as conn:
+            m365 = M365Gateway(build_transport(settings, conn))
+            return sorted(b.identity for b in await m365.get_mailbox(result_size="Unlimited"))[:KILL_MAILBOXES]
+
+    async def tenant_calls() -> list[dict[str, Any]]:
+        async with SandboxM365Control.from_settings(settings) as control:
+            return await control.calls(limit=100_000)
+
+    async def tenant_deps() -> dict[str, str | None]:
+        """Each recipient's DEP as Get-Mailbox and Get-MailUser show it."""
+        async with AzureConnection(settings) as conn:
+            m365 = M365Gateway(build_transport(settings, conn))
+            shown = await m365.get_mailbox(result_size="Unlimited") + await m365.get_mail_user(result_size="Unlimited")
+        return {r.identity: r.data_encryption_policy for r in shown}
+
+    op_id, name = "", ""
+    create_events: list[dict[str, Any]] = []
+    in_flight: list[set[str]] = []
+    marks: dict[str, float] = {}
+    first = Up(tmp_path, env)
+    try:
+        first.wait_for(READY_LINE, READY_TIMEOUT)
+        marks = {"up": time.monotonic() - started_at}
+        assert any("demo timings" in line for line in first.lines), first.output()
+        headers = {"Authorization": f"Bearer {_operator_token(first)}"}
+        name = f"KILL_{uuid.uuid4().hex[:8]}"
+        created = httpx.post(
+            f"{api}/api/operations",
+            json={"kind": "exchange.dep.create", "params": {"name": name, "azure_key_ids": EXO_KEYS}},
+            headers=headers,
+            timeout=30,
+        )
+        assert created.status_code == 202, created.text
+        assert _wait_for_operation(api, headers, created.json()["id"])["state"] == "succeeded"
+        create_events = httpx.get(
+            f"{api}/api/operations/{created.json()['id']}/events", headers=headers, timeout=30
+        ).json()
+        everyone = asyncio.run(mailboxes())
+        assert len(everyone) == KILL_MAILBOXES
+        upload = httpx.post(
+            f"{api}/api/uploads/mailboxes",
+            params={"name": "kill.csv"},
+            content=("Identity\n" + "\n".join(everyone) + "\n").encode(),
+            headers=headers | {"Content-Type": "text/csv"},
+            timeout=30,
+        )
+        assert upload.status_code == 201, upload.text
+        started = httpx.post(
+            f"{api}/api/operations",
+            json={"kind": "exchange.dep.assign", "params": {"dep": name, "mailbox_file": upload.json()["id"]}},
+            headers=headers,
+            timeout=30,
+        )
+        assert started.status_code == 202, started.text
+        op_id = started.json()["id"]
+        marks["assigning"] = time.monotonic() - started_at
+
+        _wait_assigned(data, op_id, 100, first)
+        marks["worker killed"] = time.monotonic() - started_at
+        (worker,) = [pid for pid, command in _children(first.process.pid).items() if "-m worker" in command]
+        os.kill(worker, signal.SIGKILL)
+        # The dead worker's activities wait for their heartbeat timeout: nothing moves while this is read.
+        in_flight.append(_in_flight(data, op_id))
+        _wait_assigned(data, op_id, len(in_flight[0]) + _follow_counts(data, op_id)[0] + 100, first)
+    finally:
+        _kill_tree(first)
+    marks["stack killed"] = time.monotonic() - started_at
+    in_flight.append(_in_flight(data, op_id))
+    at_second_kill = _follow_counts(data, op_id)[0]
+    assert at_second_kill < KILL_MAILBOXES, "the assignment ended before the stack was killed"
+
+    second = Up(tmp_path, env)
+    try:
+        second.wait_for(READY_LINE, READY_TIMEOUT)
+        marks["up again"] = time.monotonic() - started_at
+        headers = {"Authorization": f"Bearer {_operator_token(second)}"}
+        _wait_assigned(data, op_id, KILL_MAILBOXES, second)
+        marks["all assigned"] = time.monotonic() - started_at
+        every_call = asyncio.run(tenant_calls())
+        calls = [c for c in every_call if c["cmdlet"] in ("Set-Mailbox", "Set-MailUser")]
+        marks["calls read"] = time.monotonic() - started_at
+        events: list[dict[str, Any]] = []
+        while page := httpx.get(
+            f"{api}/api/operations/{op_id}/events",
+            params={"after": events[-1]["seq"] if events else 0, "limit": 5000},
+            headers=headers,
+            timeout=30,
+        ).json():
+            events += page
+        record = httpx.get(f"{api}/api/operations/{op_id}", headers=headers, timeout=30).json()
+        marks["events read"] = time.monotonic() - started_at
+        after = asyncio.run(tenant_deps())
+        marks["tenant read"] = time.monotonic() - started_at
+    finally:
+        second.process.send_signal(signal.SIGTERM)
+        second.process.wait(STOP_TIMEOUT)
+    marks["stopped"] = time.monotonic() - started_at
+
+    check = check_calls(calls, [(e["action"], e["target"] or "", e["outcome"]) for e in events])
+    # The DEP's creation too: one call, its intent recorded before it and its outcome after.
+    assert [(c["cmdlet"], c["identity"]) for c in every_call if c["cmdlet"] not in ("Set-Mailbox", "Set-MailUser")] == [
+        ("New-DataEncryptionPolicy", name)
+    ]
+    assert [e["outcome"] for e in create_events if e["action"] == "m365.New-DataEncryptionPolicy"] == ["intent", "ok"]
+    print(
+        f"kill test: {check.calls} Set-* calls for {KILL_MAILBOXES} mailboxes, {len(check.unaudited)} unaudited, "
+        f"{check.repeated} repeated, in flight at the kills {[len(f) for f in in_flight]}, "
+        f"{at_second_kill} done at the second kill, "
+        f"{time.monotonic() - started_at:.0f} s (" + ", ".join(f"{k} {v:.0f}" for k, v in marks.items()) + ")"
+    )
+    assert check.unaudited == [], check.unaudited
+    assert check.repeated <= sum(len(f) for f in in_flight), (check.repeated, in_flight)
+    # Only a mailbox whose call was in flight at a kill may have been sent the same call twice.
+    repeated = Counter((c["cmdlet"], c["identity"]) for c in calls)
+    assert {i for (_, i), n in repeated.items() if n > 1} <= set().union(*in_flight)
+    # Every mailbox shows the DEP (a call the tenant died answering may have landed or not: its state says which).
+    assert {i: after.get(i) for i in everyone if after.get(i) != name} == {}
+    assert record["state"] == "running" and record["phase"] in ("following", "escalated", "done"), record
+    assert [e for e in events if e["action"] == "exchange.assigned"], "the assignment phase did not end"
+
+
+def test_up_scales_the_operations_timings_to_the_sandbox_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = load_settings(data_dir=tmp_path, _env_file=None)
+    env = child_environment(settings, tmp_path)
+    assert (env["CKEY_EXCHANGE_ESCALATE_AFTER"], env["CKEY_ALLOW_SHORT_ESCALATION"]) == ("PT168S", "true")
+    assert env["CKEY_EXCHANGE_POLL_INTERVAL"] == "PT1S"
+    # The children read them: a week of sandbox time at 3600x, allowed by the admin setting that comes with it.
+    for name in ("CKEY_EXCHANGE_ESCALATE_AFTER", "CKEY_ALLOW_SHORT_ESCALATION", "CKEY_EXCHANGE_POLL_INTERVAL"):
+        monkeypatch.setenv(name, env[name])
+    child = load_settings(_env_file=None)
+    assert (child.exchange_escalate_after, child.exchange_poll_interval) == (
+        timedelta(seconds=168),
+        timedelta(seconds=1),
+    )
+
+    # What the operator chose is kept; outside the sandbox the seed's week stays.
+    monkeypatch.setenv("CKEY_EXCHANGE_ESCALATE_AFTER", "P8D")
+    monkeypatch.delenv("CKEY_ALLOW_SHORT_ESCALATION")
+    chosen = child_environment(load_settings(data_dir=tmp_path, _env_file=None), tmp_path)
+    assert (chosen["CKEY_EXCHANGE_ESCALATE_AFTER"], "CKEY_ALLOW_SHORT_ESCALATION" in chosen) == ("P8D", False)
+    monkeypatch.delenv("CKEY_EXCHANGE_ESCALATE_AFTER")
+    monkeypatch.delenv("CKEY_EXCHANGE_POLL_INTERVAL")
+    assert stack.demo_timings(load_settings(data_dir=tmp_path, sandbox=False, _env_file=None)) == {}

@@ -55,3 +55,25 @@ async def test_follow_up_counts_assignments_encryption_and_escalation(any_store:
         ("c@contoso.com", "guid-1", T0),
     ]
     assert (await targets.counts("op-2")).total == 0
+
+
+async def test_a_call_sent_without_an_outcome_is_in_flight(any_store: Store) -> None:
+    targets = TargetStore(any_store)
+    boxes = ["a@contoso.com", "b@contoso.com", "c@contoso.com", "d@contoso.com"]
+    await targets.register("op-1", boxes, 0)
+    for identity in boxes[:3]:
+        await targets.mark_sent("op-1", identity, T0)
+    await targets.mark_assigned("op-1", "a@contoso.com", T0)
+    await targets.mark_failed("op-1", "b@contoso.com", "couldn't be found")
+    # c was sent and nothing came back (its worker died): the one to look up before sending again.
+    assert await targets.in_flight("op-1") == ["c@contoso.com"]
+    progress = await targets.assignment("op-1", boxes)
+    assert [(p.sent, p.assigned, p.failed, p.in_flight) for p in progress.values()] == [
+        (True, True, False, False),
+        (True, False, True, False),
+        (True, False, False, True),
+        (False, False, False, False),
+    ]
+    (failed,) = await targets.failed("op-1")
+    assert (failed.identity, failed.error, failed.sent_at) == ("b@contoso.com", "couldn't be found", T0)
+    assert await targets.in_flight("op-2") == []

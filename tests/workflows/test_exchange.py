@@ -8,31 +8,40 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 from temporalio.client import Client
-from temporalio.testing import WorkflowEnvironment
+from temporalio.service import RPCError
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import build_activities
+from activities.exchange import AssignBatchInput, ExchangeActivities
+from ckey.api.routes.operations import operation_id_for
 from ckey.azure import AzureConnection
 from ckey.config import Settings
 from ckey.keyvault import KeyVaultGateway
-from ckey.m365 import M365Gateway
+from ckey.m365 import Cmdlet, M365Gateway
 from ckey.models import Role, ServicePrincipal
+from ckey.operations import registry
 from ckey.store import Store
 from ckey.store.targets import TargetStore
+from ckey.support import SupportDesk
 from sandbox.keyvault import SandboxKeyVaultControl
 from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
 from tests.conftest import free_port
@@ -45,6 +54,18 @@ DEMO_KEYS = [
     "https://contoso-eastus-kv1.vault.azure.net/keys/exo-key-01",
     "https://contoso-westus-kv1.vault.azure.net/keys/exo-key-02",
 ]
+
+
+@pytest.fixture
+def op_settings(stack_settings: Settings, task_queue: str) -> Settings:
+    """The workflow tests' settings with a fast poll: the cadence is the deployment's, never a caller's."""
+    return stack_settings.model_copy(
+        update={
+            "temporal_task_queue": task_queue,
+            "exchange_poll_interval": timedelta(seconds=1),
+            "allow_short_escalation": True,
+        }
+    )
 
 
 async def recipients(m365: M365Gateway) -> list[str]:
@@ -181,10 +202,84 @@ async def test_dep_rules_checked_against_the_vaults(
     assert await m365.get_data_encryption_policy() == before
 
 
+# Calls in flight at a crash (finding 8) ----------------------------------------------------------------------------
+
+
+async def test_no_state_changing_call_is_sent_when_its_intent_cannot_be_recorded(
+    m365: M365Gateway, tenant_control: SandboxM365Control
+) -> None:
+    mailbox = (await user_mailboxes(m365, 3))[0]
+    seen: list[str] = []
+
+    async def audit_down(cmdlet: Cmdlet, outcome: str, error: str | None) -> None:
+        seen.append(f"{cmdlet.name}:{outcome}")
+        if outcome == "intent":
+            raise RuntimeError("the audit trail is unavailable")
+
+    seq = max((c["seq"] for c in await tenant_control.calls(limit=100_000)), default=0)
+    with pytest.raises(RuntimeError):
+        await m365.with_on_call(audit_down).set_mailbox(mailbox, "USA_mailboxes")
+    assert seen == ["Set-Mailbox:intent"]
+    assert await tenant_control.calls(after=seq) == []
+    # Reads are not announced: they change nothing.
+    await m365.with_on_call(audit_down).get_mailbox(mailbox)
+    assert seen[-1] == "Get-Mailbox:ok"
+
+
+async def test_a_call_in_flight_at_a_crash_is_looked_up_in_the_tenant_before_it_is_sent_again(
+    m365: M365Gateway, tenant_control: SandboxM365Control, store: Store
+) -> None:
+    name = f"FLIGHT_{uuid.uuid4().hex[:8]}"
+    dep = await m365.new_data_encryption_policy(name, DEMO_KEYS, "in flight at a crash")
+    landed, lost, fresh = await user_mailboxes(m365, 3)
+    # Runs before the tests that complete the tenant's migrations (which turn its mail users into mailboxes).
+    mail_user = sorted(b.identity for b in await m365.get_mail_user(result_size="Unlimited"))[-1]
+    # The crashed attempt had sent four calls: two reached the tenant, one never did; one mailbox it never began.
+    await m365.set_mailbox(landed, name)
+    await m365.set_mail_user(mail_user, name)
+    targets = TargetStore(store)
+    boxes = [landed, lost, mail_user, fresh]
+    target = await targets.create_set("mailboxes", "inline", boxes, "alice@contoso.com", time_env_now())
+    op_id = f"op-{uuid.uuid4()}"
+    await targets.register(op_id, boxes, 0)
+    for identity in (landed, lost, mail_user):
+        await targets.mark_sent(op_id, identity, time_env_now())
+    assert await targets.in_flight(op_id) == [landed, lost, mail_user]
+    seq = max((c["seq"] for c in await tenant_control.calls(limit=100_000)), default=0)
+
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=op_id, attempt=2)
+    activities = ExchangeActivities(m365, store, cast(SupportDesk, None))
+    result = await env.run(
+        activities.assign_dep_batch,
+        AssignBatchInput(operation_id=op_id, set_id=target.id, offset=0, limit=10, dep=name, dep_guid=dep.guid),
+    )
+
+    assert (result.assigned, result.confirmed, result.failed) == (4, 2, 0)
+    calls = [(c["cmdlet"], c["identity"]) for c in await tenant_control.calls(after=seq)]
+    assert sorted(calls) == sorted([("Set-Mailbox", lost), ("Set-Mailbox", fresh)])
+    assert await targets.in_flight(op_id) == []
+    assert (await targets.counts(op_id)).assigned == 4
+    audit = [(e.action, e.target, e.outcome.value) for e in await store.list_audit(operation_id=op_id)]
+    assert ("exchange.assignment.confirmed", landed, "info") in audit
+    assert ("exchange.assignment.confirmed", mail_user, "info") in audit
+    line = f"Set-Mailbox -Identity {lost} -DataEncryptionPolicy {name}"
+    assert [o for a, t, o in audit if t == line] == ["intent", "ok"]
+
+
 # exchange.dep.assign -----------------------------------------------------------------------------------------------
 
 
+async def workflow_input(client: Client, op_id: str) -> dict[str, Any]:
+    """The input a workflow was started with, as JSON."""
+    history = await client.get_workflow_handle(op_id).fetch_history()
+    started = history.events[0].workflow_execution_started_event_attributes
+    decoded: dict[str, Any] = json.loads(started.input.payloads[0].data)
+    return decoded
+
+
 async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
+    client: Client,
     api: httpx.AsyncClient,
     product_worker: Worker,
     auth: Auth,
@@ -211,7 +306,7 @@ async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
         "/api/operations",
         json={
             "kind": "exchange.dep.assign",
-            "params": {"dep": name, "mailbox_file": upload.json()["id"], "poll_interval": 0.5},
+            "params": {"dep": name, "mailbox_file": upload.json()["id"]},
         },
         headers=operator,
     )
@@ -237,6 +332,10 @@ async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
     assert percents == sorted(percents) and percents[-1] == 100.0
     assert body["escalations"] == []
     await record_history(op_id, "exchange_dep_assign")
+    # The timings came from the settings, and the operation records them (its input, in the started event).
+    started_input = await workflow_input(client, op_id)
+    assert (started_input["poll_interval"], started_input["escalate_after"]) == ("PT1S", "P7D")
+    assert started_input["batch_size"] == 200 and started_input["follow_state"] is None
 
     for identity in (everyone[0], everyone[-1], everyone[500]):
         shown = (await api.get(f"/api/mailboxes/{identity}", headers=auth(Role.VIEWER))).json()
@@ -269,6 +368,145 @@ async def test_a_dep_marked_for_purge_cannot_be_assigned(
     )
     assert body["state"] == "failed" and body["error"].startswith("dep-purge-requested"), body["error"]
     assert await m365.get_mailbox_statistics(mailbox) == before
+
+
+# Public params: what a caller may set (finding 4) ---------------------------------------------------------------
+
+
+FORGED_STATE = {
+    "dep": "FORGED",
+    "dep_guid": "00000000-0000-0000-0000-000000000000",
+    "assigned_at": "2026-01-01T00:00:00Z",
+    "total": 1,
+    "encrypted": 1,
+    "case_id": "forged-case",
+}
+ASSIGN = {"dep": "USA_mailboxes", "mailboxes": ["alice@contoso.com"]}
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "field"),
+    [
+        ("exchange.dep.assign", ASSIGN | {"follow_state": FORGED_STATE}, "follow_state"),
+        ("exchange.dep.assign", ASSIGN | {"escalate_after": "PT1S"}, "escalate_after"),
+        ("exchange.dep.assign", ASSIGN | {"poll_interval": "PT0.000001S"}, "poll_interval"),
+        ("exchange.dep.assign", ASSIGN | {"batch_size": 1}, "batch_size"),
+        ("exchange.dep.assign", ASSIGN | {"surprise": True}, "surprise"),
+        ("exchange.encryption.verify", {"dep": "USA_mailboxes", "follow_state": FORGED_STATE}, "follow_state"),
+        ("exchange.encryption.verify", {"dep": "USA_mailboxes", "escalate_after": 1}, "escalate_after"),
+        ("exchange.dep.create", {"name": "USA_x", "azure_key_ids": DEMO_KEYS, "surprise": 1}, "surprise"),
+    ],
+)
+async def test_internal_and_unknown_fields_are_refused_and_nothing_starts(
+    api: httpx.AsyncClient, client: Client, auth: Auth, store: Store, kind: str, params: dict[str, Any], field: str
+) -> None:
+    key = f"refused-{uuid.uuid4()}"
+    response = await api.post(
+        "/api/operations",
+        json={"kind": kind, "params": params},
+        headers=auth(Role.OPERATOR, "olga.operator@contoso.com") | {"Idempotency-Key": key},
+    )
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert problem["rule"] == "extra-forbidden", problem
+    assert [e["loc"][-1] for e in problem["errors"]] == [field]
+    assert await store.list_operations() == []
+    with pytest.raises(RPCError):
+        await client.get_workflow_handle(operation_id_for("olga.operator@contoso.com", key)).describe()
+
+
+@pytest.mark.parametrize(
+    ("kind", "params", "rule"),
+    [
+        (
+            "exchange.dep.assign",
+            {"dep": "USA_mailboxes", "mailboxes": [f"u{i}@contoso.com" for i in range(1001)]},
+            "too-long",
+        ),
+        (
+            "exchange.dep.assign",
+            {"dep": "USA_mailboxes", "mailbox_file": "../../etc/passwd"},
+            "string-pattern-mismatch",
+        ),
+        ("exchange.dep.assign", {"dep": "USA_mailboxes", "mailboxes": ["a@contoso.com\r\nb"]}, "no-control-characters"),
+        ("exchange.dep.assign", {"dep": "USA_mailboxes"}, "mailboxes-or-file"),
+        ("exchange.encryption.verify", {"dep": "USA mailboxes"}, "dep-name-no-spaces"),
+        (
+            "exchange.dep.create",
+            {"name": "USA_x", "description": "one\nSet-Mailbox -Identity x", "azure_key_ids": DEMO_KEYS},
+            "no-control-characters",
+        ),
+        (
+            "exchange.dep.create",
+            {"name": "USA_x", "description": "d" * 1025, "azure_key_ids": DEMO_KEYS},
+            "string-too-long",
+        ),
+    ],
+)
+async def test_public_params_are_bounded(
+    api: httpx.AsyncClient, auth: Auth, store: Store, kind: str, params: dict[str, Any], rule: str
+) -> None:
+    response = await api.post("/api/operations", json={"kind": kind, "params": params}, headers=auth(Role.OPERATOR))
+    assert response.status_code == 422 and response.json()["rule"] == rule, response.text
+    assert await store.list_operations() == []
+
+
+def test_the_workflow_input_takes_its_timings_from_the_settings(op_settings: Settings) -> None:
+    kind = registry.get("exchange.dep.assign")
+    assert kind is not None
+    params = kind.public_params.model_validate({"dep": "USA_mailboxes", "mailbox_file": f"ts-{uuid.uuid4()}"})
+    settings = op_settings.model_copy(
+        update={"exchange_escalate_after": timedelta(days=9), "exchange_assign_batch_size": 50}
+    )
+    made = kind.make_input(params, settings).model_dump()
+    assert (made["escalate_after"], made["poll_interval"], made["batch_size"], made["follow_state"]) == (
+        timedelta(days=9),
+        timedelta(seconds=1),
+        50,
+        None,
+    )
+
+
+# Mailboxes that cannot be assigned (finding 10) ------------------------------------------------------------------
+
+
+async def user_mailboxes(m365: M365Gateway, count: int) -> list[str]:
+    return sorted(b.identity for b in await m365.get_mailbox(result_size="Unlimited"))[-count:]
+
+
+async def test_an_assignment_where_no_mailbox_can_be_assigned_fails_naming_them(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, m365: M365Gateway
+) -> None:
+    name = f"NONE_{uuid.uuid4().hex[:8]}"
+    await m365.new_data_encryption_policy(name, DEMO_KEYS, "nobody to assign")
+    nobody = ["nobody-1@contoso.com", "nobody-2@contoso.com"]
+    body, _ = await run_operation(api, auth(Role.OPERATOR), "exchange.dep.assign", {"dep": name, "mailboxes": nobody})
+    assert body["state"] == "failed", body
+    assert body["error"].startswith("mailboxes-assignable"), body["error"]
+    assert all(n in body["error"] for n in nobody) and "couldn't be found" in body["error"]
+    assert body["progress"]["percent"] != 100.0
+
+
+async def test_an_assignment_names_the_mailboxes_it_could_not_assign(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, m365: M365Gateway, store: Store
+) -> None:
+    name = f"SOME_{uuid.uuid4().hex[:8]}"
+    await m365.new_data_encryption_policy(name, DEMO_KEYS, "some to assign")
+    real = await user_mailboxes(m365, 2)
+    nobody = ["nobody-3@contoso.com", "nobody-4@contoso.com"]
+    body, _ = await run_operation(
+        api, auth(Role.OPERATOR), "exchange.dep.assign", {"dep": name, "mailboxes": [*real, *nobody]}
+    )
+    assert body["state"] == "succeeded", body["error"]
+    result = body["result"]
+    assert (result["total"], result["encrypted"], result["failed"]) == (4, 2, 2)
+    assert [f["identity"] for f in result["failed_mailboxes"]] == nobody
+    assert all("couldn't be found" in f["error"] for f in result["failed_mailboxes"])
+    # The progress stays short of 100 % when some mailboxes were not assigned; the record keeps the result.
+    assert body["progress"]["percent"] == 50.0
+    record = await store.get_operation(body["id"])
+    assert record is not None and record.result is not None and record.result["failed"] == 2
 
 
 # Escalation on the time-skipping server ----------------------------------------------------------------------------
@@ -404,6 +642,7 @@ async def test_killing_the_worker_mid_assignment_assigns_every_mailbox_once(
         )
 
     before = {i: (await tenant_control.mailbox(i))["assignments"] for i in everyone}
+    seq_before = max((c["seq"] for c in await tenant_control.calls(limit=100_000)), default=0)
     first = start_worker("worker-1.log")
     handle = await client.start_workflow(
         ExchangeDepAssignWorkflow.run,
@@ -416,9 +655,11 @@ async def test_killing_the_worker_mid_assignment_assigns_every_mailbox_once(
         if (await targets.counts(handle.id)).assigned >= 150:
             break
         await asyncio.sleep(0.05)
-    assigned_at_kill = (await targets.counts(handle.id)).assigned
     first.send_signal(signal.SIGKILL)
     first.wait()
+    # Nothing runs the operation's activities now: what is in flight stays so until the second worker looks.
+    assigned_at_kill = (await targets.counts(handle.id)).assigned
+    in_flight = len(await targets.in_flight(handle.id))
     assert 150 <= assigned_at_kill < 600, (tmp_path / "worker-1.log").read_text()[-2000:]
 
     second = start_worker("worker-2.log")
@@ -444,10 +685,45 @@ async def test_killing_the_worker_mid_assignment_assigns_every_mailbox_once(
     # The tenant saw one assignment per mailbox: a re-sent Set-Mailbox to the same DEP changes nothing.
     twice = [i for i in everyone if (await tenant_control.mailbox(i))["assignments"] != before[i] + 1]
     assert twice == []
-    # ckey's audit trail shows the assignment of every mailbox (a call in flight at the kill may show twice).
-    assigned = {
-        (event.target or "").split()[2]
-        for event in await store.list_audit(operation_id=handle.id, limit=100_000)
-        if event.action in ("m365.Set-Mailbox", "m365.Set-MailUser") and event.outcome.value == "ok"
-    }
-    assert assigned == set(everyone)
+    # From the tenant's own call log: every call it received has its intent in ckey's audit trail, written before
+    # it was sent, and only a call in flight at the kill was sent again.
+    calls = [c for c in await tenant_control.calls(after=seq_before, limit=100_000) if c["identity"] in everyone]
+    events = [
+        (e.action, e.target or "", e.outcome.value)
+        for e in await store.list_audit(operation_id=handle.id, limit=100_000)
+    ]
+    check = check_calls(calls, events)
+    print(f"worker kill: {check.calls} Set-* calls, {check.repeated} repeated, {in_flight} in flight at the kill")
+    assert check.unaudited == [], check
+    assert check.repeated <= in_flight, (check, in_flight)
+    assert check.assigned == set(everyone), set(everyone) - check.assigned
+
+
+@dataclass
+class CallCheck:
+    """The tenant's state-changing calls held against ckey's audit trail."""
+
+    calls: int
+    unaudited: list[tuple[str, str]]
+    """(cmdlet, identity) of calls the tenant received beyond the intents ckey recorded for them."""
+    repeated: int
+    """Calls beyond the first of the same cmdlet to the same mailbox."""
+    assigned: set[str]
+    """Mailboxes the tenant answered an assignment for (status 200)."""
+
+
+def check_calls(calls: list[dict[str, Any]], events: list[tuple[str, str, str]]) -> CallCheck:
+    """Hold the tenant's call log (``GET /sandbox/calls``) against audit ``(action, target, outcome)`` triples."""
+    received = Counter((c["cmdlet"], c["identity"]) for c in calls)
+    intents = Counter(
+        (action.removeprefix("m365."), target.split()[2])
+        for action, target, outcome in events
+        if outcome == "intent" and action in ("m365.Set-Mailbox", "m365.Set-MailUser")
+    )
+    unaudited = sorted((received - intents).elements())
+    return CallCheck(
+        calls=len(calls),
+        unaudited=unaudited,
+        repeated=sum(n - 1 for n in received.values()),
+        assigned={c["identity"] for c in calls if c["status"] == 200},
+    )
