@@ -340,6 +340,31 @@ PWSH_SCRIPTS: Mapping[str, str] = MappingProxyType(
 _PARAMETER_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]{0,63}$")
 
 
+def check_cmdlet(cmdlet: Cmdlet) -> Endpoint:
+    """The cmdlet's service, if ckey sends it: on :data:`ALLOWED_CMDLETS`, to its own service, with plain names.
+
+    The gateway checks every call with it before anything is recorded or sent, whatever the transport.
+
+    Raises:
+        CmdletNotAllowed: the name is not on the list, belongs to the other service, or a parameter name is not a
+            plain name (or appears twice).
+    """
+    endpoint = ALLOWED_CMDLETS.get(cmdlet.name)
+    if endpoint is None:
+        raise CmdletNotAllowed(cmdlet.render(), f"{cmdlet.name!r} is not a cmdlet ckey runs (see ALLOWED_CMDLETS)")
+    if endpoint is not cmdlet.endpoint:
+        raise CmdletNotAllowed(
+            cmdlet.render(), f"{cmdlet.name} belongs to {endpoint.value}, not {cmdlet.endpoint.value}"
+        )
+    seen: set[str] = set()
+    for name in cmdlet.parameters():
+        # Names come from ckey's code, never from a caller; checked anyway, since a splat binds them as given.
+        if not _PARAMETER_NAME.match(name) or name.lower() in seen:
+            raise CmdletNotAllowed(cmdlet.render(), f"{name!r} is not a parameter name ckey sends")
+        seen.add(name.lower())
+    return endpoint
+
+
 class PwshTransport:
     """PowerShell: ``pwsh -Command <fixed script>``, the parameters as JSON on standard input.
 
@@ -358,16 +383,7 @@ class PwshTransport:
         self.settings = settings
 
     def _endpoint(self, cmdlet: Cmdlet) -> Endpoint:
-        endpoint = ALLOWED_CMDLETS.get(cmdlet.name)
-        if endpoint is None:
-            raise CmdletNotAllowed(
-                cmdlet.render(), f"{cmdlet.name!r} is not a cmdlet ckey runs through pwsh (see ALLOWED_CMDLETS)"
-            )
-        if endpoint is not cmdlet.endpoint:
-            raise CmdletNotAllowed(
-                cmdlet.render(), f"{cmdlet.name} belongs to {endpoint.value}, not {cmdlet.endpoint.value}"
-            )
-        return endpoint
+        return check_cmdlet(cmdlet)
 
     def script(self, cmdlet: Cmdlet) -> str:
         """The fixed PowerShell script for the cmdlet's name; the same text whatever its parameters.
@@ -402,14 +418,7 @@ class PwshTransport:
             CmdletNotAllowed: the name is not on :data:`ALLOWED_CMDLETS`, or a parameter name is not a plain name.
         """
         endpoint = self._endpoint(cmdlet)
-        parameters = cmdlet.parameters()
-        seen: set[str] = set()
-        for name in parameters:
-            # Names come from ckey's code, never from a caller; checked anyway, since a splat binds them as given.
-            if not _PARAMETER_NAME.match(name) or name.lower() in seen:
-                raise CmdletNotAllowed(cmdlet.render(), f"{name!r} is not a parameter name ckey sends")
-            seen.add(name.lower())
-        request = {"connect": self.connect_parameters(endpoint), "parameters": parameters}
+        request = {"connect": self.connect_parameters(endpoint), "parameters": cmdlet.parameters()}
         return json.dumps(request, ensure_ascii=True, allow_nan=False).encode("ascii")
 
     async def invoke(self, cmdlet: Cmdlet) -> list[dict[str, Any]]:
@@ -523,6 +532,13 @@ class M365Gateway:
         reaches the tenant without its intent on record (a crash after sending leaves the intent without an
         outcome, which tells the caller to look before sending again).
         """
+        try:
+            check_cmdlet(cmdlet)
+        except CmdletNotAllowed as exc:
+            # Refused before anything is recorded as an intent or sent, whatever the transport.
+            if self.on_call:
+                await self.on_call(cmdlet, "refused", exc.message)
+            raise
         if self.on_call and changes_state(cmdlet):
             await self.on_call(cmdlet, "intent", None)
         try:

@@ -369,7 +369,7 @@ class MailboxFollowParams(Params):
     dep: DepName
     mailboxes: list[RecipientIdentity] = Field(default_factory=list, max_length=INLINE_MAILBOXES_MAX, repr=False)
     """Identities, at most 1,000 inline (more through an upload); the API stores them as a target set."""
-    mailbox_file: str | None = Field(default=None, pattern=MAILBOX_FILE)
+    mailbox_file: str | None = Field(default=None, max_length=39, pattern=MAILBOX_FILE)
     """Id of an uploaded mailbox list (``POST /api/uploads/mailboxes``)."""
 
     @model_validator(mode="after")

@@ -113,7 +113,7 @@ async def claim_check_key_backup(params: BaseModel, targets: TargetStore, user: 
     if backup is not None and await KeyBackupStore(targets.store).get(backup) is None:
         raise rule_error(
             "key-backup-exists",
-            "no uploaded key backup {backup!r} (upload it: POST /api/uploads/key-backups)",
-            backup=backup,
+            "no uploaded key backup {backup} (upload it: POST /api/uploads/key-backups)",
+            backup=repr(backup),
         )
     return params

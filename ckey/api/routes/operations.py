@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
@@ -45,6 +45,7 @@ router = APIRouter(prefix="/api/operations", tags=["operations"])
 # Operation ids derived from an Idempotency-Key live in their own UUID namespace.
 _IDEMPOTENCY_NAMESPACE = uuid.UUID("5b0f5a8e-3c1e-4a53-9a43-c6f1d8d3e7a1")
 _QUERY_TIMEOUT = timedelta(seconds=3)
+OperationId = Annotated[str, Path(min_length=1, max_length=64, description="The operation's id (op-<uuid>).")]
 MAX_OFFSET = 1_000_000
 """Deepest page offset: beyond it, filter instead (and no database sees an out-of-range integer)."""
 MAX_SEQ = 2**62
@@ -229,8 +230,8 @@ async def list_operations(
     _: Viewer,
     store: StoreDep,
     state: OperationState | None = None,
-    kind: str | None = None,
-    dep: str | None = None,
+    kind: Annotated[str | None, Query(max_length=100)] = None,
+    dep: Annotated[str | None, Query(max_length=128)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[OperationRecord]:
@@ -239,7 +240,7 @@ async def list_operations(
 
 
 @router.get("/{operation_id}", response_model=OperationRecord)
-async def get_operation(operation_id: str, _: Viewer, store: StoreDep, client: ClientDep) -> OperationRecord:
+async def get_operation(operation_id: OperationId, _: Viewer, store: StoreDep, client: ClientDep) -> OperationRecord:
     """One operation; while it runs, its phase and progress come live from the workflow."""
     record = await _must_get(store, operation_id)
     if record.state.ended:
@@ -262,7 +263,7 @@ async def get_operation(operation_id: str, _: Viewer, store: StoreDep, client: C
 
 @router.get("/{operation_id}/events", response_model=list[AuditRecord])
 async def list_operation_events(
-    operation_id: str,
+    operation_id: OperationId,
     _: Viewer,
     store: StoreDep,
     after: Annotated[int, Query(ge=0, le=MAX_SEQ, description="Only events after this sequence number.")] = 0,
@@ -275,7 +276,7 @@ async def list_operation_events(
 
 @router.post("/{operation_id}/cancel", status_code=202, response_model=CancelAccepted)
 async def cancel_operation(
-    operation_id: str, principal: Operator, store: StoreDep, client: ClientDep
+    operation_id: OperationId, principal: Operator, store: StoreDep, client: ClientDep
 ) -> CancelAccepted:
     """Ask a running operation to cancel. It records who asked; steps past a point of no return refuse."""
     record = await _must_get(store, operation_id)
@@ -307,7 +308,7 @@ class CloseOperation(BaseModel):
 
 @router.post("/{operation_id}/close", response_model=dict[str, Any])
 async def close_operation(
-    operation_id: str, body: CloseOperation, principal: Operator, store: StoreDep, client: ClientDep
+    operation_id: OperationId, body: CloseOperation, principal: Operator, store: StoreDep, client: ClientDep
 ) -> dict[str, Any]:
     """End a follow-up (mailboxes still encrypting, escalated) now; it finishes with what it reached."""
     record = await _must_get(store, operation_id)

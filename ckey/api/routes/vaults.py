@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from ckey.api.deps import Viewer
 from ckey.api.problems import Problem
 from ckey.keyvault import AccessPolicy, KeyInfo, KeyVaultError, KeyVaultGateway, VaultInfo
+from ckey.models import VaultName
 
 router = APIRouter(prefix="/api/vaults", tags=["vaults"])
 
@@ -77,7 +78,7 @@ async def list_vaults(_: Viewer, keyvault: KeyVaultDep) -> list[VaultView]:
 
 
 @router.get("/{name}/access", response_model=VaultAccessView)
-async def vault_access(name: str, _: Viewer, keyvault: KeyVaultDep) -> VaultAccessView:
+async def vault_access(name: VaultName, _: Viewer, keyvault: KeyVaultDep) -> VaultAccessView:
     """The vault's permission model and access policies."""
     try:
         vault = await keyvault.vault(name)
