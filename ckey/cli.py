@@ -31,15 +31,17 @@ app.add_typer(ops_app, name="ops")
 app.add_typer(dep_app, name="dep")
 app.add_typer(mailbox_app, name="mailbox")
 
-console = Console()
-err_console = Console(stderr=True)
+# Markup off: what the CLI prints comes from the API (names, identities, messages) and is shown as written, never
+# read as Rich markup ("[/x]" in a key URI must not crash the CLI, nor "[red]" in a DEP name restyle a table).
+console = Console(markup=False, emoji=False, highlight=False)
+err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
 
 
 def _settings() -> Settings:
     try:
         return get_settings()
     except SettingsError as exc:
-        err_console.print(f"[red]{exc}[/red]")
+        err_console.print(f"{exc}", style="red")
         raise typer.Exit(2) from None
 
 
@@ -91,7 +93,7 @@ def api_client(settings: Settings | None = None) -> httpx.Client:
     """An HTTP client for the API with the configured bearer token."""
     settings = settings or _settings()
     if settings.token is None:
-        err_console.print("[red]no token: set CKEY_TOKEN (mint one with `ckey token --user U --role R`)[/red]")
+        err_console.print("no token: set CKEY_TOKEN (mint one with `ckey token --user U --role R`)", style="red")
         raise typer.Exit(2)
     return httpx.Client(
         base_url=settings.resolved_api_url,
@@ -105,7 +107,7 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
         try:
             response = client.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
-            err_console.print(f"[red]cannot reach the API at {client.base_url}: {exc}[/red]")
+            err_console.print(f"cannot reach the API at {client.base_url}: {exc}", style="red")
             raise typer.Exit(1) from None
     if response.status_code >= 400:
         try:
@@ -113,7 +115,7 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
             message = problem.get("detail") or problem.get("title") or response.text
         except ValueError:
             message = response.text
-        err_console.print(f"[red]{response.status_code}: {message}[/red]")
+        err_console.print(f"{response.status_code}: {message}", style="red")
         raise typer.Exit(1)
     return response.json()
 
@@ -167,7 +169,11 @@ def ops_watch(
 ) -> None:
     """Follow an operation with a live progress bar (phase and ETA) until it ends."""
     bar = Progress(
-        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TimeRemainingColumn(), console=console
+        TextColumn("{task.description}", markup=False),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeRemainingColumn(),
+        console=console,
     )
     task = bar.add_task("starting", total=None)
     with Live(bar, console=console, refresh_per_second=4):
@@ -249,7 +255,7 @@ def dep_show(name: str) -> None:
     """One DEP by name or GUID."""
     deps = [d for d in _call("GET", "/api/deps") if name.lower() in (d["name"].lower(), d["guid"].lower())]
     if not deps:
-        err_console.print(f"[red]no DEP {name}[/red]")
+        err_console.print(f"no DEP {name}", style="red")
         raise typer.Exit(1)
     console.print_json(json.dumps(deps[0]))
 
@@ -356,7 +362,7 @@ def _public_key(path: Path) -> Any:
     try:
         return load_public_key(path.read_bytes())
     except (OSError, AuditKeyError) as exc:
-        err_console.print(f"[red]cannot read the public key {path}: {exc}[/red]")
+        err_console.print(f"cannot read the public key {path}: {exc}", style="red")
         raise typer.Exit(2) from None
 
 
@@ -368,7 +374,7 @@ def _report(verdict: Any) -> None:
             f"(last at row {verdict.last_checkpoint}), {signed}"
         )
         return
-    err_console.print(f"[red]audit trail BROKEN at row {verdict.broken_at}: {verdict.reason}[/red]")
+    err_console.print(f"audit trail BROKEN at row {verdict.broken_at}: {verdict.reason}", style="red")
     err_console.print(f"{verdict.events} entries verified before it; {signed}")
     raise typer.Exit(1)
 
@@ -392,12 +398,12 @@ def audit_verify(
 
     if file is not None:
         if public_key is None:
-            err_console.print("[red]--file needs --public-key: an export is verified with the public key alone[/red]")
+            err_console.print("--file needs --public-key: an export is verified with the public key alone", style="red")
             raise typer.Exit(2)
         try:
             _report(verify_export(file, _public_key(public_key)))
         except (OSError, ExportError) as exc:
-            err_console.print(f"[red]cannot verify {file}: {exc}[/red]")
+            err_console.print(f"cannot verify {file}: {exc}", style="red")
             raise typer.Exit(2) from None
         return
     if public_key is None:
