@@ -417,11 +417,18 @@ class KeyVaultGateway:
         return _key_info(key)
 
     async def keys(self, vault: str) -> list[KeyInfo]:
-        """Every enabled or disabled key of a vault, each with its current versioned URI."""
+        """Every enabled or disabled key of a vault, each with its current versioned URI.
+
+        Raises:
+            KeyVaultError: the service refused (403 without ``list``/``get``, 404) or failed.
+        """
         client = self.key_client(self.vault_url(vault))
         out = []
-        async for props in client.list_properties_of_keys():
-            out.append(_key_info(await client.get_key(props.name)))
+        try:
+            async for props in client.list_properties_of_keys():
+                out.append(_key_info(await client.get_key(props.name)))
+        except HttpResponseError as exc:
+            raise service_error(exc) from None
         return sorted(out, key=lambda k: k.name)
 
     async def deleted_key(self, uri: KeyUri) -> DeletedKeyInfo | None:

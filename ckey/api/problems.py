@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,6 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger("ckey.api")
 
 PROBLEM_JSON = "application/problem+json"
 PROBLEM_BASE = "https://ckey.dev/problems/"
@@ -84,6 +87,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return validation_problem(exc).response(request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # Still a 500, but problem+json like every other answer; the traceback goes to the log, not the caller.
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return Problem(
+            500, "internal-error", "ckey failed to answer this request; the API log has the details"
+        ).response(request.url.path)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,0 +1,87 @@
+"""The vault read models answer a refused or failing gateway as problem+json, never a bare 500."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import httpx
+import pytest
+
+from ckey.api.app import create_app
+from ckey.auth import mint_local_token
+from ckey.config import Settings
+from ckey.keyvault import KeyInfo, KeyVaultError, KeyVaultGateway, VaultInfo
+from ckey.models import Role
+
+VAULT = VaultInfo(
+    name="contoso-eastus-kv1",
+    resource_id="/subscriptions/s/resourceGroups/g/providers/Microsoft.KeyVault/vaults/contoso-eastus-kv1",
+    resource_group="g",
+    region="eastus",
+    tenant_id="t",
+    vault_uri="https://contoso-eastus-kv1.vault.azure.net/",
+    soft_delete=True,
+    purge_protection=True,
+    rbac=False,
+)
+
+
+class LockedOutVaults:
+    """A gateway whose principal lost ``list`` on the keys (ckey's own access policy removed)."""
+
+    def __init__(self, keys_error: Exception) -> None:
+        self.keys_error = keys_error
+
+    async def vaults(self) -> list[VaultInfo]:
+        return [VAULT]
+
+    async def keys(self, vault: str) -> list[KeyInfo]:
+        raise self.keys_error
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+async def viewer(settings: Settings) -> dict[str, str]:
+    return {"Authorization": f"Bearer {mint_local_token(settings, 'victor@contoso.com', [Role.VIEWER])}"}
+
+
+async def _get(settings: Settings, keyvault: Any, path: str, headers: dict[str, str]) -> httpx.Response:
+    app = create_app(
+        settings, client=cast(Any, object()), store=cast(Any, object()), keyvault=cast(KeyVaultGateway, keyvault)
+    )
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ckey.test") as http:
+        return await http.get(path, headers=headers)
+
+
+async def test_a_vault_whose_keys_are_refused_is_a_problem_not_a_500(
+    settings: Settings, viewer: dict[str, str]
+) -> None:
+    refused = KeyVaultError(403, "ForbiddenByPolicy", "ckey-automation@contoso.com does not have keys list permission")
+    response = await _get(settings, LockedOutVaults(refused), "/api/vaults", viewer)
+    assert response.status_code == 403, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["rule"] == "ForbiddenByPolicy" and "keys list" in response.json()["detail"]
+
+
+async def test_an_unexpected_error_is_a_problem_with_nothing_leaked(settings: Settings, viewer: dict[str, str]) -> None:
+    response = await _get(settings, LockedOutVaults(RuntimeError("secret internals")), "/api/vaults", viewer)
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["rule"] == "internal-error" and "secret internals" not in response.text
+
+
+async def test_the_gateway_maps_a_refused_key_listing_to_a_key_vault_error() -> None:
+    from azure.core.exceptions import HttpResponseError
+
+    class Refusing:
+        def list_properties_of_keys(self) -> Any:
+            raise HttpResponseError(message="Forbidden", response=None)
+
+    gateway = cast(Any, KeyVaultGateway.__new__(KeyVaultGateway))
+    gateway.key_client = lambda url: Refusing()
+    gateway.vault_url = lambda vault: f"https://{vault}.vault.azure.net"
+    with pytest.raises(KeyVaultError):
+        await KeyVaultGateway.keys(gateway, "contoso-eastus-kv1")
