@@ -31,6 +31,7 @@ pytest:
 
 bench: install
 	$(BIN)/python -m bench.operations
+	$(BIN)/python -m bench.api_body_limits
 
 clean:
 	rm -rf $(VENV) .ckey .mypy_cache .ruff_cache .pytest_cache
