@@ -34,7 +34,8 @@ COPY --from=build /opt/ckey /opt/ckey
 ENV PATH=/opt/ckey/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
-# Production defaults, never the sandbox by accident; the deployment sets endpoints and credentials.
+# Production defaults; the deployment sets endpoints and credentials. CKEY_SANDBOX=false is the settings' default
+# too: said again here, belt and braces, so that no .env in the working directory turns the stand-ins on.
 ENV CKEY_SANDBOX=false \
     CKEY_DATA_DIR=/var/lib/ckey \
     CKEY_API_HOST=0.0.0.0 \

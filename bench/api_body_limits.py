@@ -37,7 +37,7 @@ SERVER = textwrap.dedent(
     from ckey.store import Store
     from ckey.store.migrate import upgrade
 
-    settings = load_settings(data_dir=Path(sys.argv[1]), api_port=int(sys.argv[2]), _env_file=None)
+    settings = load_settings(data_dir=Path(sys.argv[1]), api_port=int(sys.argv[2]), sandbox=True, _env_file=None)
     store = Store.from_url(settings.resolved_database_url)
     asyncio.run(upgrade(store.engine))
     store = Store.from_url(settings.resolved_database_url)

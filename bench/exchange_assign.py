@@ -53,6 +53,7 @@ async def main(count: int, speed: float = 5_000_000.0) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ckey-bench-"))
     settings = load_settings(
         data_dir=tmp,
+        sandbox=True,
         sandbox_keyvault_port=_port(),
         sandbox_m365_port=_port(),
         temporal_task_queue=f"bench-{uuid.uuid4()}",

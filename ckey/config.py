@@ -2,7 +2,8 @@
 
 Every field reads from an environment variable with the ``CKEY_`` prefix (``CKEY_API_PORT`` for ``api_port``) or
 from a ``.env`` file in the working directory. The defaults describe the embedded local stack that ``ckey up``
-starts; production overrides them (see ``docker-compose.yml``).
+starts, except sandbox mode: that is off by default (production), and ``ckey up`` turns it on for its children.
+Production overrides the rest (see ``docker-compose.yml``).
 """
 
 from __future__ import annotations
@@ -60,8 +61,12 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".ckey")
     """Where the local stack keeps its state: Temporal's SQLite file, ckey's database, keys, logs."""
 
-    sandbox: bool = True
-    """Talk to the sandbox Key Vault and tenant of the local stack instead of Azure and Microsoft 365."""
+    sandbox: bool = False
+    """Talk to the sandbox Key Vault and tenant of the local stack instead of Azure and Microsoft 365.
+
+    Off unless set: a deployment that forgets ``CKEY_SANDBOX`` talks to Azure and Microsoft 365, never to stand-ins.
+    ``ckey up`` turns it on for its children (unless ``CKEY_SANDBOX=false`` says otherwise), and so do the sandbox
+    servers' own ``python -m sandbox.*`` entry points."""
 
     # Temporal
     temporal_address: str = "localhost:7233"

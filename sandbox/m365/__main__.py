@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from ckey.config import SettingsError, get_settings
+from ckey.config import SettingsError, load_settings
 from sandbox.m365.server import serve
 
 
@@ -13,7 +13,9 @@ def main() -> int:
     """Ensure the CA and certificate, open (or create and seed) the database, serve HTTPS until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        settings = get_settings()
+        # The sandbox is in sandbox mode whatever CKEY_SANDBOX says (off by default, for production): its own SDK
+        # clients, the tenant's acting as Microsoft 365 towards the customer's Key Vault, reach the sandbox Key Vault.
+        settings = load_settings(sandbox=True)
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2

@@ -13,7 +13,9 @@ def test_defaults_are_the_local_stack(monkeypatch: pytest.MonkeyPatch, tmp_path:
     monkeypatch.chdir(tmp_path)
     settings = load_settings()
     assert (settings.temporal_address, settings.temporal_ui_port, settings.api_port) == ("localhost:7233", 8233, 8080)
-    assert settings.sandbox and settings.auth_mode is AuthMode.LOCAL
+    assert settings.auth_mode is AuthMode.LOCAL
+    # Production unless said otherwise: a deployment that forgets CKEY_SANDBOX never talks to the stand-ins.
+    assert settings.sandbox is False
     assert settings.resolved_database_url == f"sqlite+aiosqlite:///{tmp_path / '.ckey' / 'ckey.db'}"
     assert settings.resolved_api_url == "http://127.0.0.1:8080"
 
@@ -84,3 +86,11 @@ def test_operation_timings_are_bounded(monkeypatch: pytest.MonkeyPatch, variable
     monkeypatch.setenv(variable, value)
     with pytest.raises(SettingsError, match=variable):
         load_settings(_env_file=None)
+
+
+def test_sandbox_mode_is_off_unless_set(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CKEY_SANDBOX", raising=False)
+    assert not load_settings().sandbox
+    monkeypatch.setenv("CKEY_SANDBOX", "true")
+    assert load_settings().sandbox

@@ -23,10 +23,11 @@ from typing import Any
 import httpx
 import pytest
 from azure.keyvault.keys.aio import KeyClient
+from rich.console import Console
 
 from ckey import stack
 from ckey.azure import AzureConnection
-from ckey.config import load_settings
+from ckey.config import Settings, load_settings
 from ckey.m365 import M365Gateway, build_transport
 from ckey.stack import check_ports, child_environment, describe_exit, find_temporal, sandbox_services
 from sandbox.m365 import SandboxM365Control
@@ -202,7 +203,9 @@ def test_up_serves_everything_and_stops_cleanly(up: Up, ports: list[int], tmp_pa
 
     children = _children(up.process.pid)
     commands = " | ".join(children.values())
-    sandboxes = sandbox_services(load_settings(_env_file=None))
+    sandboxes = sandbox_services(stack.stack_settings(load_settings(_env_file=None)))
+    assert sandboxes, "ckey up runs the sandboxes unless CKEY_SANDBOX=false"
+    assert any(line.split()[:2] == ["mode", "sandbox"] for line in up.lines), up.output()
     assert len(children) == 3 + len(sandboxes), commands
     assert "server start-dev" in commands
     assert "-m worker" in commands
@@ -262,7 +265,7 @@ def test_check_ports_passes_free_ports(tmp_path: Path, ports: list[int]) -> None
 
 def test_sandbox_servers_run_in_sandbox_mode_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(stack, "_runnable", lambda module: module == "sandbox.keyvault")
-    settings = load_settings(data_dir=tmp_path, sandbox_keyvault_port=18443, _env_file=None)
+    settings = stack.stack_settings(load_settings(data_dir=tmp_path, sandbox_keyvault_port=18443, _env_file=None))
     assert [s.module for s in sandbox_services(settings)] == ["sandbox.keyvault"]
     assert [p.variable for p in stack.stack_ports(settings)] == [
         "CKEY_TEMPORAL_PORT",
@@ -293,7 +296,7 @@ def test_describe_exit() -> None:
 
 
 def test_shared_keys_and_ca_exist_before_any_child_starts(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path, _env_file=None)
+    settings = stack.stack_settings(load_settings(data_dir=tmp_path, _env_file=None))
     stack.prepare_shared_files(settings)
     assert settings.signing_key_path.is_file()
     assert settings.sandbox_identity_key_path.is_file()
@@ -340,7 +343,11 @@ def test_sandbox_keyvault_is_up_with_demo_vaults_and_keeps_keys_across_restarts(
     env = _env(tmp_path, *ports)
     api = f"http://127.0.0.1:{ports[2]}"
     settings = load_settings(
-        data_dir=tmp_path / "data", sandbox_keyvault_port=ports[3], sandbox_m365_port=ports[4], _env_file=None
+        data_dir=tmp_path / "data",
+        sandbox=True,
+        sandbox_keyvault_port=ports[3],
+        sandbox_m365_port=ports[4],
+        _env_file=None,
     )
 
     async def create_key() -> str:
@@ -470,7 +477,9 @@ def test_killing_the_worker_then_the_whole_stack_mid_assignment_leaves_no_call_u
     env = _env(tmp_path, *ports)
     data = tmp_path / "data"
     api = f"http://127.0.0.1:{ports[2]}"
-    settings = load_settings(data_dir=data, sandbox_keyvault_port=ports[3], sandbox_m365_port=ports[4], _env_file=None)
+    settings = load_settings(
+        data_dir=data, sandbox=True, sandbox_keyvault_port=ports[3], sandbox_m365_port=ports[4], _env_file=None
+    )
     started_at = time.monotonic()
 
     async def mailboxes() -> list[str]:
@@ -596,7 +605,7 @@ def test_killing_the_worker_then_the_whole_stack_mid_assignment_leaves_no_call_u
 
 
 def test_up_scales_the_operations_timings_to_the_sandbox_clock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings = load_settings(data_dir=tmp_path, _env_file=None)
+    settings = stack.stack_settings(load_settings(data_dir=tmp_path, _env_file=None))
     env = child_environment(settings, tmp_path)
     assert (env["CKEY_EXCHANGE_ESCALATE_AFTER"], env["CKEY_ALLOW_SHORT_ESCALATION"]) == ("PT168S", "true")
     assert env["CKEY_EXCHANGE_POLL_INTERVAL"] == "PT1S"
@@ -612,8 +621,50 @@ def test_up_scales_the_operations_timings_to_the_sandbox_clock(tmp_path: Path, m
     # What the operator chose is kept; outside the sandbox the seed's week stays.
     monkeypatch.setenv("CKEY_EXCHANGE_ESCALATE_AFTER", "P8D")
     monkeypatch.delenv("CKEY_ALLOW_SHORT_ESCALATION")
-    chosen = child_environment(load_settings(data_dir=tmp_path, _env_file=None), tmp_path)
+    chosen = child_environment(stack.stack_settings(load_settings(data_dir=tmp_path, _env_file=None)), tmp_path)
     assert (chosen["CKEY_EXCHANGE_ESCALATE_AFTER"], "CKEY_ALLOW_SHORT_ESCALATION" in chosen) == ("P8D", False)
     monkeypatch.delenv("CKEY_EXCHANGE_ESCALATE_AFTER")
     monkeypatch.delenv("CKEY_EXCHANGE_POLL_INTERVAL")
     assert stack.demo_timings(load_settings(data_dir=tmp_path, sandbox=False, _env_file=None)) == {}
+
+
+def test_up_turns_sandbox_mode_on_for_its_children(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CKEY_SANDBOX", raising=False)
+    assert not load_settings(_env_file=None).sandbox  # the default is production
+    settings = stack.stack_settings(load_settings(data_dir=tmp_path, _env_file=None))
+    env = child_environment(settings, tmp_path)
+    assert env["CKEY_SANDBOX"] == "true"
+    monkeypatch.setenv("CKEY_SANDBOX", env["CKEY_SANDBOX"])
+    assert load_settings(_env_file=None).sandbox  # what a child reads
+
+    # An operator's explicit choice of live Azure and Microsoft 365 is kept, and handed on as such.
+    monkeypatch.setenv("CKEY_SANDBOX", "false")
+    live = stack.stack_settings(load_settings(data_dir=tmp_path, _env_file=None))
+    assert not live.sandbox and child_environment(live, tmp_path)["CKEY_SANDBOX"] == "false"
+    assert sandbox_services(live) == []
+
+
+def test_run_stack_starts_its_children_from_sandbox_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CKEY_SANDBOX", raising=False)
+    started: list[Settings] = []
+
+    class Refusing(stack.Stack):
+        def start(self) -> None:
+            started.append(self.settings)
+            raise stack.StartupError("not in this test")
+
+    monkeypatch.setattr(stack, "check_ports", lambda settings: None)
+    monkeypatch.setattr(stack, "find_temporal", lambda: "temporal")
+    monkeypatch.setattr(stack, "Stack", Refusing)
+    assert stack.run_stack(load_settings(data_dir=tmp_path / "data", _env_file=None)) == 1
+    assert [s.sandbox for s in started] == [True]
+
+
+def test_the_banner_says_sandbox_mode(tmp_path: Path) -> None:
+    console = Console(record=True, width=200)
+    for chosen, shown in ((None, "sandbox"), (False, "live Azure and Microsoft 365")):
+        overrides = {} if chosen is None else {"sandbox": chosen}
+        settings = stack.stack_settings(load_settings(data_dir=tmp_path, _env_file=None, **overrides))
+        stack._print_ready(stack.Stack(settings, "temporal", console), console)
+        mode = [line.split(None, 1)[1] for line in console.export_text().splitlines() if line.split()[:1] == ["mode"]]
+        assert len(mode) == 1 and mode[0].startswith(shown), mode

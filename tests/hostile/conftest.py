@@ -68,6 +68,7 @@ def hostile_stack(tmp_path_factory: pytest.TempPathFactory, env: WorkflowEnviron
     data_dir = tmp_path_factory.mktemp("hostile") / "data"
     settings = load_settings(
         data_dir=data_dir,
+        sandbox=True,
         sandbox_keyvault_port=free_port(),
         sandbox_m365_port=free_port(),
         api_port=free_port(),

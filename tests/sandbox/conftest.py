@@ -27,7 +27,7 @@ def free_port() -> int:
 
 
 def sandbox_settings(data_dir: Path) -> Settings:
-    return load_settings(data_dir=data_dir, sandbox_keyvault_port=free_port(), _env_file=None)
+    return load_settings(data_dir=data_dir, sandbox=True, sandbox_keyvault_port=free_port(), _env_file=None)
 
 
 def vault_url(vault: str) -> str:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 from azure.keyvault.keys.aio import KeyClient
 from azure.keyvault.keys.crypto import KeyWrapAlgorithm
 from azure.keyvault.keys.crypto.aio import CryptographyClient
@@ -18,6 +19,8 @@ from ckey.azure import AzureConnection
 from ckey.config import Settings
 from ckey.models import Role
 from sandbox.keyvault import SandboxKeyVaultControl, SandboxKeyVaultServer
+from sandbox.keyvault import __main__ as keyvault_main
+from sandbox.m365 import __main__ as m365_main
 from sandbox.tls import client_ssl_context
 from tests.sandbox.conftest import free_port, modulus, sandbox_settings, vault_url
 
@@ -99,3 +102,17 @@ def test_python_m_sandbox_keyvault_serves_and_answers_health(tmp_path: Path) -> 
         process.terminate()
         process.wait(10)
     assert (tmp_path / "data" / "sandbox-keyvault.db").exists()
+
+
+def test_the_entry_points_serve_in_sandbox_mode_whatever_the_environment_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Sandbox mode is off by default (production); the sandbox's own clients must still reach the sandbox.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CKEY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CKEY_SANDBOX", "false")
+    served: list[Settings] = []
+    for entry in (keyvault_main, m365_main):
+        monkeypatch.setattr(entry, "serve", served.append)
+        assert entry.main() == 0
+    assert [settings.sandbox for settings in served] == [True, True]

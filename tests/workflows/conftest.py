@@ -34,7 +34,11 @@ def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of a sandbox stack for the workflow tests (its own data dir and ports)."""
     data_dir = tmp_path_factory.mktemp("workflows") / "data"
     return load_settings(
-        data_dir=data_dir, sandbox_keyvault_port=free_port(), sandbox_m365_port=free_port(), _env_file=None
+        data_dir=data_dir,
+        sandbox=True,
+        sandbox_keyvault_port=free_port(),
+        sandbox_m365_port=free_port(),
+        _env_file=None,
     )
 
 

@@ -115,7 +115,7 @@ class M365:
 
 def tenant_settings(data_dir: Path, kv_port: int) -> Settings:
     return load_settings(
-        data_dir=data_dir, sandbox_keyvault_port=kv_port, sandbox_m365_port=free_port(), _env_file=None
+        data_dir=data_dir, sandbox=True, sandbox_keyvault_port=kv_port, sandbox_m365_port=free_port(), _env_file=None
     )
 
 
@@ -127,7 +127,7 @@ def m365_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def m365_kv(m365_data: Path) -> Iterator[SandboxKeyVaultServer]:
     """The sandbox Key Vault with its demo vaults, shared by every tenant of the session."""
-    settings = load_settings(data_dir=m365_data, sandbox_keyvault_port=free_port(), _env_file=None)
+    settings = load_settings(data_dir=m365_data, sandbox=True, sandbox_keyvault_port=free_port(), _env_file=None)
     with SandboxKeyVaultServer(settings) as server:
         yield server
 
