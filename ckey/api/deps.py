@@ -1,4 +1,7 @@
-"""Dependencies of the API routes: the Temporal client, the store, the settings, and the caller."""
+"""Dependencies of the API routes: the Temporal client, the store, the settings, the gateways, and the caller.
+
+Every dependency is declared here, none in a route module: a test (or another app) overrides one in one place.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from ckey.api.guard import PRINCIPAL_SCOPE_KEY
 from ckey.api.problems import Problem
 from ckey.auth import AuthError, Principal, TokenVerifier
 from ckey.config import Settings
+from ckey.keyvault import KeyVaultGateway
+from ckey.m365 import M365Gateway
 from ckey.models import Role
 from ckey.store import Store
 
@@ -35,6 +40,18 @@ def get_client(request: Request) -> Client:
     """The Temporal client."""
     client: Client = request.app.state.client
     return client
+
+
+def get_keyvault(request: Request) -> KeyVaultGateway:
+    """The Key Vault gateway (the vault reads of ``/api/vaults``)."""
+    gateway: KeyVaultGateway = request.app.state.keyvault
+    return gateway
+
+
+def get_m365(request: Request) -> M365Gateway:
+    """The Microsoft 365 gateway (the read-only Exchange views)."""
+    gateway: M365Gateway = request.app.state.m365
+    return gateway
 
 
 def get_principal(
@@ -74,6 +91,8 @@ def ensure_role(principal: Principal, role: Role, what: str = "this") -> None:
 StoreDep = Annotated[Store, Depends(get_store)]
 ClientDep = Annotated[Client, Depends(get_client)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+KeyVaultDep = Annotated[KeyVaultGateway, Depends(get_keyvault)]
+M365Dep = Annotated[M365Gateway, Depends(get_m365)]
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
 Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
 Caller = Annotated[Principal, Depends(get_principal)]

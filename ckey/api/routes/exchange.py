@@ -10,25 +10,16 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from ckey.api.deps import Viewer
+from ckey.api.deps import M365Dep, Viewer
 from ckey.api.problems import Problem
 from ckey.m365 import CmdletError, DataEncryptionPolicy, M365Gateway, Mailbox, TransientError
 from ckey.models import RecipientIdentity
 
 router = APIRouter(tags=["exchange"])
 STATUS_CONCURRENCY = 16
-
-
-def get_m365(request: Request) -> M365Gateway:
-    """The Microsoft 365 gateway."""
-    gateway: M365Gateway = request.app.state.m365
-    return gateway
-
-
-M365Dep = Annotated[M365Gateway, Depends(get_m365)]
 
 
 MAIL_USER_NOTE = (

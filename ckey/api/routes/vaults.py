@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ckey.api.deps import Viewer
+from ckey.api.deps import KeyVaultDep, Viewer
 from ckey.api.problems import Problem
-from ckey.keyvault import AccessPolicy, KeyInfo, KeyVaultError, KeyVaultGateway, VaultInfo
+from ckey.keyvault import AccessPolicy, KeyInfo, KeyVaultError, VaultInfo
 from ckey.models import VaultName
 
 router = APIRouter(prefix="/api/vaults", tags=["vaults"])
-
-
-def get_keyvault(request: Request) -> KeyVaultGateway:
-    """The Key Vault gateway."""
-    gateway: KeyVaultGateway = request.app.state.keyvault
-    return gateway
-
-
-KeyVaultDep = Annotated[KeyVaultGateway, Depends(get_keyvault)]
 
 
 class VaultView(BaseModel):

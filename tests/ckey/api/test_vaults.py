@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import pytest
 
+from ckey.api import deps
 from ckey.api.app import create_app
 from ckey.auth import mint_local_token
 from ckey.config import Settings
@@ -85,3 +87,16 @@ async def test_the_gateway_maps_a_refused_key_listing_to_a_key_vault_error() -> 
     gateway.vault_url = lambda vault: f"https://{vault}.vault.azure.net"
     with pytest.raises(KeyVaultError):
         await KeyVaultGateway.keys(gateway, "contoso-eastus-kv1")
+
+
+async def test_the_gateway_dependencies_are_declared_once_in_deps(settings: Settings, viewer: dict[str, str]) -> None:
+    # Declared in ckey.api.deps, not in the route modules: overriding it there reaches every route that reads vaults.
+    routes = Path(deps.__file__).parent / "routes"
+    assert [m.name for m in routes.glob("*.py") if "app.state" in m.read_text()] == []
+
+    app = create_app(settings, client=cast(Any, object()), store=cast(Any, object()))
+    app.dependency_overrides[deps.get_keyvault] = lambda: LockedOutVaults(KeyVaultError(403, "Forbidden", "no list"))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ckey.test") as http:
+        answer = await http.get("/api/vaults", headers=viewer)
+    assert answer.status_code == 403, answer.text
