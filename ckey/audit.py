@@ -44,15 +44,18 @@ class AuditKeyError(Exception):
     """The checkpoint key file is not an Ed25519 key."""
 
 
-def utc(value: datetime) -> datetime:
-    """``value`` in UTC; naive values (SQLite hands them back) are taken as UTC."""
+def as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; naive values (SQLite hands them back) are taken as UTC.
+
+    The one helper for it: the audit chain and every store module (``ckey.store``, its targets and backups) use it.
+    """
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def audit_hash(prev_hash: str, seq: int, event: AuditEvent) -> str:
     """The chain hash of one audit entry: SHA-256 over the previous hash and the entry's canonical JSON."""
     body = event.model_dump(mode="json")
-    body["at"] = utc(event.at).isoformat()
+    body["at"] = as_utc(event.at).isoformat()
     canonical = json.dumps({"seq": seq, "prev": prev_hash, **body}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
@@ -74,7 +77,7 @@ class Checkpoint(BaseModel):
 
 def checkpoint_message(seq: int, chain_hash: str, at: datetime) -> bytes:
     """The canonical bytes a checkpoint signs: sorted-key compact JSON, the time in UTC ISO 8601."""
-    body = {"format": CHECKPOINT_FORMAT, "seq": seq, "hash": chain_hash, "at": utc(at).isoformat()}
+    body = {"format": CHECKPOINT_FORMAT, "seq": seq, "hash": chain_hash, "at": as_utc(at).isoformat()}
     return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -138,7 +141,7 @@ class CheckpointSigner:
 
     def sign(self, seq: int, chain_hash: str, at: datetime) -> Checkpoint:
         """A checkpoint for the chain's ``chain_hash`` at entry ``seq``."""
-        at = utc(at)
+        at = as_utc(at)
         signature = self._key.sign(checkpoint_message(seq, chain_hash, at))
         return Checkpoint(
             seq=seq, hash=chain_hash, at=at, key_id=self.key_id, signature=base64.b64encode(signature).decode()
@@ -268,7 +271,7 @@ class ChainChecker:
                 # Rows up to the last matching checkpoint are as signed; the change lies after it.
                 return self._stop(
                     self._anchored + 1,
-                    f"the checkpoint signed at {utc(checkpoint.at).isoformat()} for row {seq} names another hash: "
+                    f"the checkpoint signed at {as_utc(checkpoint.at).isoformat()} for row {seq} names another hash: "
                     f"a row from {self._anchored + 1} to {seq} was changed and the chain recomputed",
                 )
             self._anchored = seq
@@ -284,7 +287,7 @@ class ChainChecker:
         """The verdict, given the chain head (``seq``, ``hash``) or ``None`` when the head row is missing."""
         if not self._stopped:
             for seq in sorted(self._pending):
-                at = utc(self._pending[seq][0].at).isoformat()
+                at = as_utc(self._pending[seq][0].at).isoformat()
                 self.fail(
                     self.count + 1,
                     f"the checkpoint signed at {at} names row {seq} but the chain ends at row {self.count}: "
@@ -329,7 +332,7 @@ def export_lines(
         {
             "type": "header",
             "format": EXPORT_FORMAT,
-            "exported_at": utc(exported_at).isoformat(),
+            "exported_at": as_utc(exported_at).isoformat(),
             "head": {"seq": head[0], "hash": head[1]},
         }
     )

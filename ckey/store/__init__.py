@@ -29,8 +29,8 @@ from ckey.audit import (
     ChainVerification,
     Checkpoint,
     CheckpointSigner,
+    as_utc,
     audit_hash,
-    utc,
 )
 from ckey.config import ensure_private_dir
 from ckey.operations import (
@@ -51,7 +51,6 @@ RESERVED_PHASE = "starting"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MAX_SEQ = 2**63 - 1
-_utc = utc
 
 
 def create_engine(url: str) -> AsyncEngine:
@@ -248,7 +247,7 @@ class Store:
         ``checkpoint_every`` entries and at each operation's end, so an entry and its checkpoint land together.
         """
         # Stored in UTC: SQLite keeps a time's wall clock without its offset, and the hash is over the UTC time.
-        event = event.model_copy(update={"at": utc(event.at)})
+        event = event.model_copy(update={"at": as_utc(event.at)})
         async with self._writing(), self._sessions() as session:
             # The UPDATE comes first so that it takes the write lock (SQLite) or the row lock (PostgreSQL) on the
             # chain head before anything is read: appends from many workers are serialized here.
@@ -373,9 +372,9 @@ def _to_record(row: OperationRow) -> OperationRecord:
             "progress": row.progress or {},
             "params": row.params or {},
             "started_by": row.started_by,
-            "started_at": _utc(row.started_at),
-            "updated_at": _utc(row.updated_at),
-            "ended_at": _utc(row.ended_at) if row.ended_at else None,
+            "started_at": as_utc(row.started_at),
+            "updated_at": as_utc(row.updated_at),
+            "ended_at": as_utc(row.ended_at) if row.ended_at else None,
             "idempotency_key": row.idempotency_key,
             "fingerprint": row.fingerprint,
             "dep": row.dep,
@@ -407,8 +406,8 @@ def _audit_select() -> Any:
 
 def _parse_at(value: Any) -> datetime:
     if isinstance(value, datetime):
-        return utc(value)
-    return utc(datetime.fromisoformat(str(value)))
+        return as_utc(value)
+    return as_utc(datetime.fromisoformat(str(value)))
 
 
 def _to_audit(row: RowMapping | Mapping[str, Any]) -> AuditRecord:

@@ -19,8 +19,9 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints, WithJsonSchema
 
+from ckey.audit import as_utc
 from ckey.models import rule_error
-from ckey.store import Store, _utc
+from ckey.store import Store
 from ckey.store.schema import KeyBackupRow
 from ckey.store.targets import TargetStore
 
@@ -89,7 +90,7 @@ class KeyBackupStore:
                 sha256=row.sha256,
                 size=row.size,
                 created_by=row.created_by,
-                created_at=_utc(row.created_at),
+                created_at=as_utc(row.created_at),
             )
 
     async def read(self, backup_id: str) -> bytes | None:

@@ -14,8 +14,9 @@ from pydantic import BaseModel
 from pydantic_core import PydanticCustomError
 from sqlalchemy import func, insert, select, update
 
+from ckey.audit import as_utc
 from ckey.models import check_identity, located, rule_error
-from ckey.store import Store, _utc
+from ckey.store import Store
 from ckey.store.schema import MailboxFollowRow, TargetItemRow, TargetSetRow
 
 INSERT_CHUNK = 500
@@ -140,7 +141,7 @@ class TargetStore:
                 source=row.source,
                 count=row.count,
                 created_by=row.created_by,
-                created_at=_utc(row.created_at),
+                created_at=as_utc(row.created_at),
             )
 
     async def items(self, set_id: str, offset: int, limit: int) -> list[str]:
@@ -324,14 +325,14 @@ class TargetStore:
         return [
             FollowRow(
                 identity=r.identity,
-                sent_at=_utc(r.sent_at) if r.sent_at else None,
-                assigned_at=_utc(r.assigned_at) if r.assigned_at else None,
-                encrypted_at=_utc(r.encrypted_at) if r.encrypted_at else None,
-                checked_at=_utc(r.checked_at) if r.checked_at else None,
+                sent_at=as_utc(r.sent_at) if r.sent_at else None,
+                assigned_at=as_utc(r.assigned_at) if r.assigned_at else None,
+                encrypted_at=as_utc(r.encrypted_at) if r.encrypted_at else None,
+                checked_at=as_utc(r.checked_at) if r.checked_at else None,
                 is_encrypted=r.is_encrypted,
                 dep_guid=r.dep_guid,
                 error=r.error,
-                escalated_at=_utc(r.escalated_at) if r.escalated_at else None,
+                escalated_at=as_utc(r.escalated_at) if r.escalated_at else None,
             )
             for r in found
         ]
