@@ -24,6 +24,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 SEED_ESCALATION = timedelta(days=7)
 """Seed: "If the mailboxes are not encrypted after a week from the time you assigned the DEP, contact Microsoft"."""
+DEFAULT_POLL_INTERVAL = timedelta(minutes=15)
+"""ckey's own cadence for checking mailboxes' encryption (not the seed's: it names no cadence)."""
 
 
 class AuthMode(StrEnum):
@@ -139,8 +141,8 @@ class Settings(BaseSettings):
     """Admin setting: allow ``exchange_escalate_after`` under the seed's week (rehearsals on the sandbox clock)."""
     exchange_escalate_after: timedelta = SEED_ESCALATION
     """How long after assignment unencrypted mailboxes are escalated to Microsoft (ISO 8601 ``P7D`` or seconds)."""
-    exchange_poll_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=1))] = timedelta(
-        minutes=15
+    exchange_poll_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=1))] = (
+        DEFAULT_POLL_INTERVAL
     )
     """How often the mailboxes of an assignment or verification are checked (1 s .. 1 day)."""
     exchange_assign_batch_size: Annotated[int, Field(ge=1, le=1000)] = 200

@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import ckey
-from ckey.config import SEED_ESCALATION, AuthMode, Settings, ensure_private_dir
+from ckey.config import DEFAULT_POLL_INTERVAL, SEED_ESCALATION, AuthMode, Settings, ensure_private_dir
 from ckey.temporal import dev_server_search_attribute_args
 
 TEMPORAL_READY_TIMEOUT = 60.0
@@ -199,7 +199,7 @@ def demo_durations(settings: Settings) -> tuple[timedelta | None, timedelta | No
     speed = settings.sandbox_m365_speed or SANDBOX_M365_DEMO_SPEED
     chosen = settings.model_fields_set
     escalation = None if "exchange_escalate_after" in chosen else max(SEED_ESCALATION / speed, timedelta(seconds=1))
-    poll = None if "exchange_poll_interval" in chosen else max(timedelta(minutes=15) / speed, timedelta(seconds=1))
+    poll = None if "exchange_poll_interval" in chosen else max(DEFAULT_POLL_INTERVAL / speed, timedelta(seconds=1))
     return escalation, poll
 
 
