@@ -344,9 +344,7 @@ class ExchangeActivities:
                 r.identity for r in recipients if (r.data_encryption_policy or "").lower() == input.dep.lower()
             ]
             await self.targets.register(input.operation_id, identities, 0)
-        for row in await self.targets.rows(input.operation_id):
-            if row.assigned_at is None:
-                await self.targets.mark_assigned(input.operation_id, row.identity, now)
+        await self.targets.mark_all_assigned(input.operation_id, now)
         return TargetCount(count=(await self.targets.counts(input.operation_id)).total)
 
     # Following -----------------------------------------------------------------------------------------------------

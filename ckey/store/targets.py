@@ -236,6 +236,19 @@ class TargetStore:
         """Record that the DEP was assigned to the mailbox."""
         await self._set(operation_id, [identity], assigned_at=at)
 
+    async def mark_all_assigned(self, operation_id: str, at: datetime) -> None:
+        """Record every registered mailbox not yet assigned as assigned at ``at``, in one statement.
+
+        For following without assigning (the DEP is theirs already): one transaction for the whole operation, however
+        many mailboxes, where a loop over :meth:`mark_assigned` took one per mailbox.
+        """
+        async with self.store.transaction() as session:
+            await session.execute(
+                update(MailboxFollowRow)
+                .where(MailboxFollowRow.operation_id == operation_id, MailboxFollowRow.assigned_at.is_(None))
+                .values(assigned_at=at)
+            )
+
     async def mark_failed(self, operation_id: str, identity: str, error: str) -> None:
         """Record that the mailbox cannot be followed (not found, refused)."""
         await self._set(operation_id, [identity], error=error)

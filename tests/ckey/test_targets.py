@@ -1,6 +1,10 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ckey.store import Store
 from ckey.store.targets import StatusUpdate, TargetStore
@@ -77,3 +81,29 @@ async def test_a_call_sent_without_an_outcome_is_in_flight(any_store: Store) -> 
     (failed,) = await targets.failed("op-1")
     assert (failed.identity, failed.error, failed.sent_at) == ("b@contoso.com", "couldn't be found", T0)
     assert await targets.in_flight("op-2") == []
+
+
+async def test_following_without_assigning_marks_every_mailbox_in_one_transaction(
+    any_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    targets = TargetStore(any_store)
+    boxes = [f"user{i}@contoso.com" for i in range(250)]
+    await targets.register("op-1", boxes, 0)
+    await targets.register("op-2", ["other@contoso.com"], 0)
+    await targets.mark_assigned("op-1", boxes[0], T0)
+
+    transactions: list[None] = []
+    opened = any_store.transaction
+
+    def counted() -> AbstractAsyncContextManager[AsyncSession]:
+        transactions.append(None)
+        return opened()
+
+    monkeypatch.setattr(any_store, "transaction", counted)
+    later = T0 + timedelta(hours=1)
+    await targets.mark_all_assigned("op-1", later)
+    assert len(transactions) == 1  # one for the operation, not one per mailbox
+
+    assigned = {r.identity: r.assigned_at for r in await targets.rows("op-1")}
+    assert assigned == {boxes[0]: T0} | {box: later for box in boxes[1:]}  # an earlier assignment is kept
+    assert [r.assigned_at for r in await targets.rows("op-2")] == [None]
