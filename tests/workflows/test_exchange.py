@@ -624,6 +624,7 @@ async def test_killing_the_worker_mid_assignment_assigns_every_mailbox_once(
     worker_env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CKEY_")},
         "CKEY_DATA_DIR": str(op_settings.data_dir),
+        "CKEY_SANDBOX": "true",  # off by default (production): this worker reaches the sandboxes
         "CKEY_DATABASE_URL": db_url,
         "CKEY_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
         "CKEY_TEMPORAL_TASK_QUEUE": op_settings.temporal_task_queue,
