@@ -12,14 +12,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from azure.core.exceptions import HttpResponseError
-from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.operation import audit_call
 from ckey.keyvault import (
     KEY_PERMISSIONS_FOR_SERVICE,
-    DeletedKeyInfo,
     KeyInfo,
     KeyVaultError,
     KeyVaultGateway,
@@ -31,86 +29,21 @@ from ckey.keyvault import (
 from ckey.models import KeyUri, ServicePrincipal, Workload
 from ckey.operations import Outcome
 from ckey.store import Store
-from ckey.store.backups import KeyBackupId, KeyBackupStore
-
-
-class HealthLine(BaseModel):
-    """One check of the health report, with the rule it serves."""
-
-    key: str
-    check: str
-    rule: str
-    ok: bool
-    detail: str = ""
-
-
-class CheckKeyHealthInput(BaseModel):
-    """Which key to check, for which workload's service principal."""
-
-    key_uri: str
-    workload: Workload = Workload.EXCHANGE
-
-
-class CheckKeyHealthResult(BaseModel):
-    """The checks of one key, and its vault's region for the two-regions rule."""
-
-    lines: list[HealthLine] = Field(default_factory=list)
-    vault: str = ""
-    region: str | None = None
-
-
-class ConfiguredKeysInput(BaseModel):
-    """The workload whose configured DEP keys are wanted."""
-
-    workload: Workload
-
-
-class ConfiguredKeysResult(BaseModel):
-    """The configured DEP keys of a workload."""
-
-    key_uris: list[str] = Field(default_factory=list)
-
-
-class KeyRef(BaseModel):
-    """A key by URI (versionless or versioned)."""
-
-    key_uri: str
-
-
-class KeyState(BaseModel):
-    """Whether a key is active, soft-deleted, or neither (purged, never existed)."""
-
-    active: KeyInfo | None = None
-    deleted: DeletedKeyInfo | None = None
-
-
-class RestoreKeyBackupInput(BaseModel):
-    """An uploaded backup to restore into a vault, by its id (the bytes are read from the store, never carried)."""
-
-    vault: str
-    backup: KeyBackupId
-    name: str | None = None
-    """The key the backup holds, so that a retried restore can see it went through."""
-
-
-class VaultRef(BaseModel):
-    """A vault by name."""
-
-    vault: str
-
-
-class RemoveAccessPolicyInput(BaseModel):
-    """Whose access policy to remove from which vault."""
-
-    vault: str
-    user_principal_name: str
-
-
-class RemoveAccessPolicyResult(BaseModel):
-    """What was removed (nothing when the user held no policy)."""
-
-    object_id: str
-    removed_permissions: list[str] = Field(default_factory=list)
+from ckey.store.backups import KeyBackupStore
+from contracts.keyvault import (
+    CheckKeyHealthInput,
+    CheckKeyHealthResult,
+    ConfiguredKeysInput,
+    ConfiguredKeysResult,
+    HealthLine,
+    KeyRef,
+    KeyState,
+    KeyVaultActivityStub,
+    RemoveAccessPolicyInput,
+    RemoveAccessPolicyResult,
+    RestoreKeyBackupInput,
+    VaultRef,
+)
 
 
 def render(cmdlet: str, **params: str) -> str:
@@ -138,7 +71,7 @@ async def _refusals() -> AsyncIterator[None]:
         raise
 
 
-class KeyVaultActivities:
+class KeyVaultActivities(KeyVaultActivityStub):
     """Activities over Azure Key Vault.
 
     Args:

@@ -5,28 +5,14 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio import activity
 
-from ckey.operations import AuditEvent, OperationRecord, OperationUpdate, Outcome
+from ckey.operations import AuditEvent, Outcome
 from ckey.store import Store
+from contracts.operation import OperationActivityStub, RecordOperationInput, RecordOperationResult
 
 
-class RecordOperationInput(BaseModel):
-    """What to persist: the first record, a change, an audit event — any of them, in that order."""
-
-    start: OperationRecord | None = None
-    update: OperationUpdate | None = None
-    event: AuditEvent | None = None
-
-
-class RecordOperationResult(BaseModel):
-    """Where the audit event landed in the chain, if one was written."""
-
-    audit_seq: int | None = None
-
-
-class OperationActivities:
+class OperationActivities(OperationActivityStub):
     """Writes operation records and audit events. Every write is idempotent, so retries land once."""
 
     def __init__(self, store: Store) -> None:

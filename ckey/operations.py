@@ -9,6 +9,7 @@ query; activities persist the same to SQL together with the audit trail.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,29 @@ if TYPE_CHECKING:
 
 ClaimCheck = Callable[[BaseModel, "TargetStore", str], Awaitable[BaseModel]]
 """Moves large inputs (lists of mailboxes) into SQL before the workflow starts: ``(params, targets, user)``."""
+
+
+@dataclass(frozen=True)
+class lazy:
+    """A claim check named ``"module:function"``, imported on its first call.
+
+    Claim checks talk to the store (SQLAlchemy); a kind declared next to its workflow names its claim check this way
+    so that importing the workflow loads no store code. Only the API, which runs it, imports it.
+    """
+
+    target: str
+
+    def resolve(self) -> ClaimCheck:
+        """The named function (importing its module)."""
+        module_name, _, attribute = self.target.partition(":")
+        function: ClaimCheck = getattr(importlib.import_module(module_name), attribute)
+        return function
+
+    async def __call__(self, params: BaseModel, targets: TargetStore, user: str) -> BaseModel:
+        """Run the named claim check."""
+        return await self.resolve()(params, targets, user)
+
+
 BuildInput = Callable[[BaseModel, "Settings"], BaseModel]
 """Builds a workflow's input from its public params and the settings: ``(params, settings)``."""
 

@@ -15,36 +15,17 @@ import hashlib
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, Field
 
+from ckey.models import KEY_BACKUP_ID_PATTERN as KEY_BACKUP_ID_PATTERN
+from ckey.models import KeyBackupId as KeyBackupId
 from ckey.models import rule_error
 from ckey.store import Store, _utc
 from ckey.store.schema import KeyBackupRow
 from ckey.store.targets import TargetStore
 
-KEY_BACKUP_ID_PATTERN = r"^kb-[0-9a-f-]{36}$"
 _ID = re.compile(KEY_BACKUP_ID_PATTERN)
-
-
-def _check_key_backup_id(value: str) -> str:
-    if not _ID.match(value):
-        raise rule_error(
-            "key-backup-id",
-            "a key backup is named by the id its upload answered, kb-<uuid>: {value}",
-            value=repr(value[:60]),
-        )
-    return value
-
-
-KeyBackupId = Annotated[
-    str,
-    StringConstraints(max_length=39),
-    AfterValidator(_check_key_backup_id),
-    WithJsonSchema({"type": "string", "pattern": KEY_BACKUP_ID_PATTERN, "maxLength": 39}),
-]
-"""The id of an uploaded key backup, ``kb-<uuid>`` (``^kb-[0-9a-f-]{36}$``)."""
 
 
 class KeyBackup(BaseModel):

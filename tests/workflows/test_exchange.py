@@ -31,7 +31,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import build_activities
-from activities.exchange import AssignBatchInput, ExchangeActivities
+from activities.exchange import ExchangeActivities
 from ckey.api.routes.operations import operation_id_for
 from ckey.azure import AzureConnection
 from ckey.config import Settings
@@ -42,12 +42,13 @@ from ckey.operations import registry
 from ckey.store import Store
 from ckey.store.targets import TargetStore
 from ckey.support import SupportDesk
+from contracts.exchange import AssignBatchInput, ExchangeDepAssignInput
 from sandbox.keyvault import SandboxKeyVaultControl
 from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
 from tests.conftest import free_port
 from tests.workflows.conftest import product_gateways, unique
 from tests.workflows.test_keyvault import Auth, Recorder, run_operation
-from workflows.exchange import ExchangeDepAssignInput, ExchangeDepAssignWorkflow
+from workflows.exchange import ExchangeDepAssignWorkflow
 
 EXO = ServicePrincipal.EXCHANGE_ONLINE.value
 DEMO_KEYS = [
