@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -49,6 +49,9 @@ STATUS_CHUNK = 250
 ERROR_MAX = 500
 """Characters of a cmdlet's refusal kept per failed mailbox."""
 
+if TYPE_CHECKING:
+    from activities import Gateways
+
 
 def _dep_info(dep: DataEncryptionPolicy) -> DepInfo:
     return DepInfo(
@@ -73,6 +76,13 @@ class ExchangeActivities(ExchangeActivityStub):
         store: the audit trail, target sets and follow-up.
         support: Microsoft's support desk (escalations).
     """
+
+    @classmethod
+    def from_gateways(cls, gateways: Gateways) -> ExchangeActivities | None:
+        """The family built from the worker's gateways; ``None`` without the Microsoft 365 gateway or the desk."""
+        if gateways.m365 is None or gateways.support is None:
+            return None
+        return cls(gateways.m365, gateways.store, gateways.support)
 
     def __init__(self, m365: M365Gateway, store: Store, support: SupportDesk) -> None:
         self.m365 = m365

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from azure.core.exceptions import HttpResponseError
 from temporalio import activity
@@ -45,6 +46,9 @@ from contracts.keyvault import (
     VaultRef,
 )
 
+if TYPE_CHECKING:
+    from activities import Gateways
+
 
 def render(cmdlet: str, **params: str) -> str:
     """An Azure PowerShell line for the audit trail: ``Get-AzKeyVault -VaultName v``."""
@@ -79,6 +83,13 @@ class KeyVaultActivities(KeyVaultActivityStub):
         store: where calls are audited.
         configured_keys: the DEP keys per workload from the settings.
     """
+
+    @classmethod
+    def from_gateways(cls, gateways: Gateways) -> KeyVaultActivities | None:
+        """The family built from the worker's gateways; ``None`` without a Key Vault gateway."""
+        if gateways.keyvault is None:
+            return None
+        return cls(gateways.keyvault, gateways.store, gateways.dep_keys)
 
     def __init__(self, gateway: KeyVaultGateway, store: Store, configured_keys: dict[Workload, list[str]]) -> None:
         self.gateway = gateway

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
@@ -11,9 +11,17 @@ from ckey.operations import AuditEvent, Outcome
 from ckey.store import Store
 from contracts.operation import OperationActivityStub, RecordOperationInput, RecordOperationResult
 
+if TYPE_CHECKING:
+    from activities import Gateways
+
 
 class OperationActivities(OperationActivityStub):
     """Writes operation records and audit events. Every write is idempotent, so retries land once."""
+
+    @classmethod
+    def from_gateways(cls, gateways: Gateways) -> OperationActivities:
+        """The family built from the worker's gateways."""
+        return cls(gateways.store)
 
     def __init__(self, store: Store) -> None:
         self.store = store

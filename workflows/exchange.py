@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from ckey.models import FollowCounts, Role, Workload
-    from ckey.operations import Escalation, OperationKind, lazy, registry
+    from ckey.operations import Escalation, OperationKind, lazy
     from contracts.exchange import (
         AssignBatchInput,
         AssignBatchResult,
@@ -417,7 +417,7 @@ def _dep(params: BaseModel) -> str | None:
     return str(getattr(params, "dep", None) or getattr(params, "name", None) or "") or None
 
 
-registry.register(
+KINDS: tuple[OperationKind, ...] = (
     OperationKind(
         name="exchange.dep.create",
         workflow=ExchangeDepCreateWorkflow,
@@ -426,9 +426,9 @@ registry.register(
         role=Role.OPERATOR,
         description="Create a mailbox DEP (New-DataEncryptionPolicy) after checking both keys against every rule.",
         dep_of=_dep,
-    )
-)
-registry.register(
+        result_model=ExchangeDepCreateResult,
+        activities=(KeyVaultActivityStub, ExchangeActivityStub),
+    ),
     OperationKind(
         name="exchange.dep.assign",
         workflow=ExchangeDepAssignWorkflow,
@@ -439,9 +439,9 @@ registry.register(
         description="Assign a DEP to mailboxes or mail users, follow encryption to the end, escalate after a week.",
         dep_of=_dep,
         claim_check=lazy("ckey.store.targets:claim_check_mailboxes"),
-    )
-)
-registry.register(
+        result_model=MailboxFollowResult,
+        activities=(ExchangeActivityStub,),
+    ),
     OperationKind(
         name="exchange.encryption.verify",
         workflow=ExchangeEncryptionVerifyWorkflow,
@@ -452,5 +452,8 @@ registry.register(
         description="Follow mailboxes until encrypted with a DEP (after a key roll, a new DEP or a migration).",
         dep_of=_dep,
         claim_check=lazy("ckey.store.targets:claim_check_mailboxes"),
-    )
+        result_model=MailboxFollowResult,
+        activities=(ExchangeActivityStub,),
+    ),
 )
+"""The kinds this module runs, declared once: the registry (:func:`workflows.product_registry`) collects them."""

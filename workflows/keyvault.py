@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from ckey.models import Role
-    from ckey.operations import OperationKind, lazy, registry
+    from ckey.operations import OperationKind, lazy
     from contracts.keyvault import (
         CheckKeyHealthInput,
         CheckKeyHealthResult,
@@ -221,7 +221,7 @@ class KeyVaultAccessRevokeWorkflow(OperationWorkflow):
         return KeyVaultAccessRevokeResult(removed_permissions=before, remaining=remaining)
 
 
-registry.register(
+KINDS: tuple[OperationKind, ...] = (
     OperationKind(
         name=KeyVaultHealthWorkflow.kind,
         workflow=KeyVaultHealthWorkflow,
@@ -229,9 +229,9 @@ registry.register(
         role=Role.OPERATOR,
         description="Check a workload's Customer Keys: exists, enabled, soft delete, purge protection, no expiry, "
         "RSA, two vaults in two regions, the service principal's get/wrapKey/unwrapKey.",
-    )
-)
-registry.register(
+        result_model=KeyVaultHealthResult,
+        activities=(KeyVaultActivityStub,),
+    ),
     OperationKind(
         name=KeyVaultKeyRestoreWorkflow.kind,
         workflow=KeyVaultKeyRestoreWorkflow,
@@ -240,14 +240,17 @@ registry.register(
         description="Bring back a lost key: recover from soft delete, else restore its uploaded backup "
         "(POST /api/uploads/key-backups); then verify it.",
         claim_check=lazy("ckey.store.backups:claim_check_key_backup"),
-    )
-)
-registry.register(
+        result_model=KeyVaultKeyRestoreResult,
+        activities=(KeyVaultActivityStub,),
+    ),
     OperationKind(
         name=KeyVaultAccessRevokeWorkflow.kind,
         workflow=KeyVaultAccessRevokeWorkflow,
         input_model=KeyVaultAccessRevokeInput,
         role=Role.ADMIN,
         description="Remove a user's access policy from a vault (never a Microsoft 365 service principal's).",
-    )
+        result_model=KeyVaultAccessRevokeResult,
+        activities=(KeyVaultActivityStub,),
+    ),
 )
+"""The kinds this module runs, declared once: the registry (:func:`workflows.product_registry`) collects them."""

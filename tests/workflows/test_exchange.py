@@ -38,7 +38,6 @@ from ckey.config import Settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.m365 import Cmdlet, M365Gateway
 from ckey.models import Role, ServicePrincipal
-from ckey.operations import registry
 from ckey.store import Store
 from ckey.store.targets import TargetStore
 from ckey.support import SupportDesk
@@ -48,6 +47,7 @@ from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
 from tests.conftest import free_port
 from tests.workflows.conftest import product_gateways, unique
 from tests.workflows.test_keyvault import Auth, Recorder, run_operation
+from workflows import product_registry
 from workflows.exchange import ExchangeDepAssignWorkflow
 
 EXO = ServicePrincipal.EXCHANGE_ONLINE.value
@@ -454,7 +454,7 @@ async def test_public_params_are_bounded(
 
 
 def test_the_workflow_input_takes_its_timings_from_the_settings(op_settings: Settings) -> None:
-    kind = registry.get("exchange.dep.assign")
+    kind = product_registry().get("exchange.dep.assign")
     assert kind is not None
     params = kind.public_params.model_validate({"dep": "USA_mailboxes", "mailbox_file": f"ts-{uuid.uuid4()}"})
     settings = op_settings.model_copy(

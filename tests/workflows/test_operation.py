@@ -29,12 +29,12 @@ from temporalio.worker import Replayer, Worker
 from activities import Gateways, build_activities
 from ckey.config import Settings
 from ckey.models import Role
-from ckey.operations import OperationRecord, OperationState, registry
+from ckey.operations import OperationRecord, OperationState
 from ckey.store import Store
 from tests.support.faults import ATTEMPTS, FAULTS_KIND, FaultActivities, FaultInput, FaultMode, FaultWorkflow
 from tests.support.steps import STEPS_KIND, StepsInput, StepsResult, StepsWorkflow
 from worker import WORKFLOW_FAILURE_TYPES
-from workflows import all_workflows
+from workflows import all_workflows, product_registry
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -124,7 +124,7 @@ def test_histories_are_checked_in() -> None:
 async def test_kinds_worker(client: Client, op_settings: Settings, store: Store) -> AsyncIterator[Worker]:
     """The test kinds, registered for the API, on a worker configured like the product's."""
     for kind in (STEPS_KIND, FAULTS_KIND):
-        registry.register(kind)
+        product_registry().register(kind)
     try:
         async with Worker(
             client,
@@ -136,7 +136,7 @@ async def test_kinds_worker(client: Client, op_settings: Settings, store: Store)
             yield worker
     finally:
         for kind in (STEPS_KIND, FAULTS_KIND):
-            registry.unregister(kind.name)
+            product_registry().unregister(kind.name)
 
 
 async def _ended(store: Store, op_id: str) -> OperationRecord:
