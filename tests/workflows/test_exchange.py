@@ -347,6 +347,26 @@ async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
     assert encrypted["total"] == 1000
 
 
+async def test_verify_follows_every_mailbox_of_a_dep_until_encrypted(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, m365: M365Gateway, record_history: Recorder
+) -> None:
+    operator = auth(Role.OPERATOR)
+    name = f"VER_{uuid.uuid4().hex[:8]}"
+    created, _ = await run_operation(api, operator, "exchange.dep.create", {"name": name, "azure_key_ids": DEMO_KEYS})
+    assert created["state"] == "succeeded", created["error"]
+    mailboxes = sorted(b.identity for b in await m365.get_mailbox(result_size=3))
+    assigned, _ = await run_operation(api, operator, "exchange.dep.assign", {"dep": name, "mailboxes": mailboxes})
+    assert assigned["state"] == "succeeded", assigned["error"]
+
+    # No mailboxes named: every mailbox the DEP is assigned to.
+    verified, events = await run_operation(api, operator, "exchange.encryption.verify", {"dep": name})
+    assert verified["state"] == "succeeded", verified["error"]
+    assert (verified["result"]["total"], verified["result"]["encrypted"]) == (3, 3)
+    assert verified["result"]["dep"] == name and verified["escalations"] == []
+    assert "phase.resolving" in [e["action"] for e in events]
+    await record_history(verified["id"], "exchange_encryption_verify")
+
+
 async def test_a_dep_marked_for_purge_cannot_be_assigned(
     api: httpx.AsyncClient, product_worker: Worker, auth: Auth, kv_control: SandboxKeyVaultControl, m365: M365Gateway
 ) -> None:
