@@ -439,11 +439,12 @@ TwoKeyUris = Annotated[
 
 
 KEY_BACKUP_ID_PATTERN = r"^kb-[0-9a-f-]{36}$"
-_KEY_BACKUP_ID = re.compile(KEY_BACKUP_ID_PATTERN)
+KEY_BACKUP_ID = re.compile(r"kb-[0-9a-f-]{36}\Z")
+r"""``KEY_BACKUP_ID_PATTERN`` for ``re.match``: ``\Z``, as ``$`` would let a final line break through."""
 
 
 def _check_key_backup_id(value: str) -> str:
-    if not _KEY_BACKUP_ID.match(value):
+    if not KEY_BACKUP_ID.match(value):
         raise rule_error(
             "key-backup-id",
             "a key backup is named by the id its upload answered, kb-<uuid>: {value}",

@@ -12,20 +12,17 @@ that already holds the target sets and the audit trail (its backups and grants p
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 
+from ckey.models import KEY_BACKUP_ID, rule_error
 from ckey.models import KEY_BACKUP_ID_PATTERN as KEY_BACKUP_ID_PATTERN
 from ckey.models import KeyBackupId as KeyBackupId
-from ckey.models import rule_error
 from ckey.store import Store, _utc
 from ckey.store.schema import KeyBackupRow
 from ckey.store.targets import TargetStore
-
-_ID = re.compile(KEY_BACKUP_ID_PATTERN)
 
 
 class KeyBackup(BaseModel):
@@ -59,7 +56,7 @@ class KeyBackupStore:
 
     async def get(self, backup_id: str) -> KeyBackup | None:
         """A backup's description, or ``None``."""
-        if not _ID.match(backup_id):
+        if not KEY_BACKUP_ID.match(backup_id):
             return None
         async with self.store.session() as session:
             row = await session.get(KeyBackupRow, backup_id)
@@ -75,7 +72,7 @@ class KeyBackupStore:
 
     async def read(self, backup_id: str) -> bytes | None:
         """A backup's bytes (for the restore activity only), or ``None``."""
-        if not _ID.match(backup_id):
+        if not KEY_BACKUP_ID.match(backup_id):
             return None
         async with self.store.session() as session:
             row = await session.get(KeyBackupRow, backup_id)
