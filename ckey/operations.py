@@ -1,9 +1,12 @@
-"""The operation machinery's vocabulary: states, progress, records, audit events, and the registry of kinds.
+"""The operation machinery's vocabulary: states, progress, records, audit events, and what a kind declares.
 
-An *operation* is one run of a Customer Key procedure (create a DEP, assign it, purge ...). Each kind maps to a
-workflow, the input model that validates its parameters, and the role a caller needs to start it. Workflows
-report a phase (their own enum), a :class:`Progress` and an :class:`OperationState` through the ``progress``
-query; activities persist the same to SQL together with the audit trail.
+An *operation* is one run of a Customer Key procedure (create a DEP, assign it, purge ...). Each kind is declared
+once, as an :class:`OperationKind` in its workflow module's ``KINDS`` (its workflow, the models of its params, input
+and result, the role a caller needs, its claim check, the DEP it concerns, the activities it calls);
+:func:`workflows.product_registry` collects them. Workflows report a phase (their own enum), a :class:`Progress` and
+an :class:`OperationState` through the ``progress`` query; activities persist the same to SQL with the audit trail.
+
+Light on purpose: the workflows and their contracts import this module, so it imports no I/O library.
 """
 
 from __future__ import annotations
