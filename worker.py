@@ -21,7 +21,7 @@ from ckey.m365 import M365Gateway, build_transport
 from ckey.store import Store
 from ckey.support import HttpSupportDesk
 from ckey.temporal import connect, ensure_search_attributes
-from workflows import all_workflows
+from workflows import all_activity_stubs, all_workflows
 from workflows.operation import WORKFLOW_FAILURE_TYPES
 
 __all__ = ["WORKFLOW_FAILURE_TYPES", "build_worker", "main", "run_worker"]
@@ -30,12 +30,12 @@ log = logging.getLogger("ckey.worker")
 
 
 def build_worker(client: Client, settings: Settings, gateways: Gateways, task_queue: str | None = None) -> Worker:
-    """A worker on the configured task queue running every workflow and activity of the packages."""
+    """A worker on the configured task queue running the workflow of every kind and the activities they call."""
     return Worker(
         client,
         task_queue=task_queue or settings.temporal_task_queue,
         workflows=all_workflows(),
-        activities=build_activities(gateways),
+        activities=build_activities(gateways, all_activity_stubs()),
         # Sync activities (none yet) would run here; async ones run on the event loop.
         activity_executor=ThreadPoolExecutor(max_workers=16),
         # These fail the workflow, not its task, which would be retried without end: a bad input (the data

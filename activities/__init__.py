@@ -1,11 +1,15 @@
 """Activities, one module per gateway family: the only code that does I/O.
 
-Each family is a class that receives its gateways in ``__init__``; :func:`build_activities` wires them all.
+Each family is a class that implements its contract's stub (``contracts.<family>``) and receives its gateways in
+``__init__``; :func:`build_activities` finds and wires them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+import inspect
+import pkgutil
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,37 +34,41 @@ class Gateways:
     support: SupportDesk | None = None
 
 
-def build_activities(gateways: Gateways) -> list[Callable[..., Any]]:
-    """Every activity of the product, bound to ``gateways``."""
-    from activities.exchange import ExchangeActivities
-    from activities.keyvault import KeyVaultActivities
-    from activities.operation import OperationActivities
+def build_activities(gateways: Gateways, stubs: Iterable[type] | None = None) -> list[Callable[..., Any]]:
+    """The activities implementing ``stubs`` (default: every family's), bound to ``gateways``.
 
-    operation = OperationActivities(gateways.store)
-    found: list[Callable[..., Any]] = [operation.record_operation]
-    if gateways.keyvault is not None:
-        keyvault = KeyVaultActivities(gateways.keyvault, gateways.store, gateways.dep_keys)
-        found += [
-            keyvault.configured_dep_keys,
-            keyvault.check_key_health,
-            keyvault.inspect_key,
-            keyvault.recover_deleted_key,
-            keyvault.restore_key_backup,
-            keyvault.verify_key_crypto,
-            keyvault.show_vault_access,
-            keyvault.remove_access_policy,
-        ]
-    if gateways.m365 is not None and gateways.support is not None:
-        exchange = ExchangeActivities(gateways.m365, gateways.store, gateways.support)
-        found += [
-            exchange.find_dep,
-            exchange.new_dep,
-            exchange.check_dep_assignable,
-            exchange.count_targets,
-            exchange.assign_dep_batch,
-            exchange.failed_mailboxes,
-            exchange.register_dep_mailboxes,
-            exchange.follow_encryption,
-            exchange.escalate_unencrypted,
-        ]
+    Each family's class in this package subclasses its stub (``contracts.<family>``) and builds itself from the
+    gateways (``from_gateways``; ``None`` when its gateways are missing, as in tests of one family). Nothing here
+    lists activities: a family's activities are the ``@activity.defn`` methods of its class.
+
+    Raises:
+        LookupError: a stub that no class of this package implements.
+    """
+    families = implementations()
+    wanted = list(families) if stubs is None else list(dict.fromkeys(stubs))
+    found: list[Callable[..., Any]] = []
+    for stub in wanted:
+        implementation = families.get(stub)
+        if implementation is None:
+            raise LookupError(f"no activities implement {stub.__qualname__}")
+        instance = implementation.from_gateways(gateways)
+        if instance is None:
+            continue
+        for name, member in inspect.getmembers(implementation, inspect.isfunction):
+            if hasattr(member, "__temporal_activity_definition") and not name.startswith("_"):
+                found.append(getattr(instance, name))
+    return found
+
+
+def implementations() -> dict[type, Any]:
+    """Stub class → the class of this package implementing it (importing every module of the package)."""
+    found: dict[type, Any] = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ != module.__name__ or not hasattr(cls, "from_gateways"):
+                continue
+            for stub in cls.__mro__[1:]:
+                if stub.__module__.startswith("contracts."):
+                    found[stub] = cls
     return found

@@ -10,10 +10,9 @@ the poll interval — Temporal waits and calls again without adding a single eve
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -21,8 +20,27 @@ from activities.operation import audit_call
 from ckey.m365 import Cmdlet, CmdletError, DataEncryptionPolicy, M365Gateway, Mailbox
 from ckey.operations import Outcome
 from ckey.store import Store
-from ckey.store.targets import FollowCounts, FollowRow, StatusUpdate, TargetStore
-from ckey.support import SupportCase, SupportDesk
+from ckey.store.targets import FollowRow, StatusUpdate, TargetStore
+from ckey.support import SupportDesk
+from contracts.exchange import (
+    AssignBatchInput,
+    AssignBatchResult,
+    DepInfo,
+    DepRef,
+    EscalateInput,
+    EscalateResult,
+    ExchangeActivityStub,
+    FailedMailbox,
+    FailedMailboxes,
+    FailedMailboxesInput,
+    FindDepResult,
+    FollowInput,
+    FollowResult,
+    NewDepInput,
+    RegisterMailboxesInput,
+    TargetCount,
+    TargetsRef,
+)
 
 STATUS_CONCURRENCY = 16
 """Get-MailboxStatistics calls in flight at once (Exchange Online throttles a tenant's admin sessions)."""
@@ -31,135 +49,8 @@ STATUS_CHUNK = 250
 ERROR_MAX = 500
 """Characters of a cmdlet's refusal kept per failed mailbox."""
 
-
-class DepRef(BaseModel):
-    """A DEP by name or GUID."""
-
-    dep: str
-
-
-class DepInfo(BaseModel):
-    """What ckey needs of a DEP."""
-
-    name: str
-    guid: str
-    azure_key_ids: list[str] = Field(default_factory=list)
-    enabled: bool = True
-    permanent_data_purge_requested: bool = False
-
-
-class FindDepResult(BaseModel):
-    """A DEP found by name, or none."""
-
-    dep: DepInfo | None = None
-
-
-class NewDepInput(BaseModel):
-    """New-DataEncryptionPolicy's parameters."""
-
-    name: str
-    description: str | None = None
-    azure_key_ids: list[str]
-
-
-class TargetsRef(BaseModel):
-    """A target set by id."""
-
-    set_id: str
-
-
-class TargetCount(BaseModel):
-    """How many targets a set holds."""
-
-    count: int
-
-
-class AssignBatchInput(BaseModel):
-    """One batch of a target set to assign a DEP to."""
-
-    operation_id: str
-    set_id: str
-    offset: int
-    limit: int
-    dep: str
-    dep_guid: str | None = None
-    """The DEP's GUID, to recognise it on a mailbox whose assignment was in flight when a worker died."""
-    mail_user: bool = False
-
-
-class AssignBatchResult(BaseModel):
-    """What happened to the batch's mailboxes, counting what earlier attempts did."""
-
-    assigned: int = 0
-    already: int = 0
-    """Assigned by an earlier attempt."""
-    failed: int = 0
-    """Refused (not found, invalid), by this attempt or an earlier one."""
-    confirmed: int = 0
-    """In flight when an earlier attempt died, found assigned in the tenant: not sent again."""
-
-
-class FailedMailboxesInput(BaseModel):
-    """The mailboxes of an operation that could not be assigned."""
-
-    operation_id: str
-    limit: int = 100
-
-
-class FailedMailbox(BaseModel):
-    """A mailbox that could not be assigned, and why (the cmdlet's text)."""
-
-    identity: str
-    error: str
-
-
-class FailedMailboxes(BaseModel):
-    """The first ``limit`` failed mailboxes and how many there are."""
-
-    count: int = 0
-    mailboxes: list[FailedMailbox] = Field(default_factory=list)
-
-
-class RegisterMailboxesInput(BaseModel):
-    """Mailboxes to follow without assigning (``exchange.encryption.verify``): a set, or every mailbox of a DEP."""
-
-    operation_id: str
-    dep: str
-    set_id: str | None = None
-
-
-class FollowInput(BaseModel):
-    """One round of following an operation's mailboxes."""
-
-    operation_id: str
-    dep_guid: str
-    reported_encrypted: int = 0
-    """Encrypted mailboxes the workflow knows of; the round returns only when this has grown by ``report_every``."""
-    report_every: int = 1
-    poll_interval: timedelta = timedelta(minutes=15)
-
-
-class FollowResult(BaseModel):
-    """Counts after a round that had something to report."""
-
-    counts: FollowCounts
-
-
-class EscalateInput(BaseModel):
-    """Escalate the mailboxes of an operation still not encrypted."""
-
-    operation_id: str
-    dep: str
-    dep_guid: str
-    assigned_at: datetime
-    escalate_after: timedelta
-
-
-class EscalateResult(BaseModel):
-    """The support case and the mailboxes it is about."""
-
-    case: SupportCase | None = None
-    mailboxes: list[str] = Field(default_factory=list)
+if TYPE_CHECKING:
+    from activities import Gateways
 
 
 def _dep_info(dep: DataEncryptionPolicy) -> DepInfo:
@@ -177,7 +68,7 @@ def refusal(exc: CmdletError, rule: str | None = None) -> ApplicationError:
     return ApplicationError(exc.message, exc.line, type=rule or exc.code or "CmdletRefused", non_retryable=True)
 
 
-class ExchangeActivities:
+class ExchangeActivities(ExchangeActivityStub):
     """Activities over Exchange Online.
 
     Args:
@@ -185,6 +76,13 @@ class ExchangeActivities:
         store: the audit trail, target sets and follow-up.
         support: Microsoft's support desk (escalations).
     """
+
+    @classmethod
+    def from_gateways(cls, gateways: Gateways) -> ExchangeActivities | None:
+        """The family built from the worker's gateways; ``None`` without the Microsoft 365 gateway or the desk."""
+        if gateways.m365 is None or gateways.support is None:
+            return None
+        return cls(gateways.m365, gateways.store, gateways.support)
 
     def __init__(self, m365: M365Gateway, store: Store, support: SupportDesk) -> None:
         self.m365 = m365

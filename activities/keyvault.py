@@ -10,16 +10,15 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
 
 from azure.core.exceptions import HttpResponseError
-from pydantic import BaseModel, Field
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.operation import audit_call
 from ckey.keyvault import (
     KEY_PERMISSIONS_FOR_SERVICE,
-    DeletedKeyInfo,
     KeyInfo,
     KeyVaultError,
     KeyVaultGateway,
@@ -31,86 +30,24 @@ from ckey.keyvault import (
 from ckey.models import KeyUri, ServicePrincipal, Workload
 from ckey.operations import Outcome
 from ckey.store import Store
-from ckey.store.backups import KeyBackupId, KeyBackupStore
+from ckey.store.backups import KeyBackupStore
+from contracts.keyvault import (
+    CheckKeyHealthInput,
+    CheckKeyHealthResult,
+    ConfiguredKeysInput,
+    ConfiguredKeysResult,
+    HealthLine,
+    KeyRef,
+    KeyState,
+    KeyVaultActivityStub,
+    RemoveAccessPolicyInput,
+    RemoveAccessPolicyResult,
+    RestoreKeyBackupInput,
+    VaultRef,
+)
 
-
-class HealthLine(BaseModel):
-    """One check of the health report, with the rule it serves."""
-
-    key: str
-    check: str
-    rule: str
-    ok: bool
-    detail: str = ""
-
-
-class CheckKeyHealthInput(BaseModel):
-    """Which key to check, for which workload's service principal."""
-
-    key_uri: str
-    workload: Workload = Workload.EXCHANGE
-
-
-class CheckKeyHealthResult(BaseModel):
-    """The checks of one key, and its vault's region for the two-regions rule."""
-
-    lines: list[HealthLine] = Field(default_factory=list)
-    vault: str = ""
-    region: str | None = None
-
-
-class ConfiguredKeysInput(BaseModel):
-    """The workload whose configured DEP keys are wanted."""
-
-    workload: Workload
-
-
-class ConfiguredKeysResult(BaseModel):
-    """The configured DEP keys of a workload."""
-
-    key_uris: list[str] = Field(default_factory=list)
-
-
-class KeyRef(BaseModel):
-    """A key by URI (versionless or versioned)."""
-
-    key_uri: str
-
-
-class KeyState(BaseModel):
-    """Whether a key is active, soft-deleted, or neither (purged, never existed)."""
-
-    active: KeyInfo | None = None
-    deleted: DeletedKeyInfo | None = None
-
-
-class RestoreKeyBackupInput(BaseModel):
-    """An uploaded backup to restore into a vault, by its id (the bytes are read from the store, never carried)."""
-
-    vault: str
-    backup: KeyBackupId
-    name: str | None = None
-    """The key the backup holds, so that a retried restore can see it went through."""
-
-
-class VaultRef(BaseModel):
-    """A vault by name."""
-
-    vault: str
-
-
-class RemoveAccessPolicyInput(BaseModel):
-    """Whose access policy to remove from which vault."""
-
-    vault: str
-    user_principal_name: str
-
-
-class RemoveAccessPolicyResult(BaseModel):
-    """What was removed (nothing when the user held no policy)."""
-
-    object_id: str
-    removed_permissions: list[str] = Field(default_factory=list)
+if TYPE_CHECKING:
+    from activities import Gateways
 
 
 def render(cmdlet: str, **params: str) -> str:
@@ -138,7 +75,7 @@ async def _refusals() -> AsyncIterator[None]:
         raise
 
 
-class KeyVaultActivities:
+class KeyVaultActivities(KeyVaultActivityStub):
     """Activities over Azure Key Vault.
 
     Args:
@@ -146,6 +83,13 @@ class KeyVaultActivities:
         store: where calls are audited.
         configured_keys: the DEP keys per workload from the settings.
     """
+
+    @classmethod
+    def from_gateways(cls, gateways: Gateways) -> KeyVaultActivities | None:
+        """The family built from the worker's gateways; ``None`` without a Key Vault gateway."""
+        if gateways.keyvault is None:
+            return None
+        return cls(gateways.keyvault, gateways.store, gateways.dep_keys)
 
     def __init__(self, gateway: KeyVaultGateway, store: Store, configured_keys: dict[Workload, list[str]]) -> None:
         self.gateway = gateway

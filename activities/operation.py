@@ -3,31 +3,25 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
 from temporalio import activity
 
-from ckey.operations import AuditEvent, OperationRecord, OperationUpdate, Outcome
+from ckey.operations import AuditEvent, Outcome
 from ckey.store import Store
+from contracts.operation import OperationActivityStub, RecordOperationInput, RecordOperationResult
+
+if TYPE_CHECKING:
+    from activities import Gateways
 
 
-class RecordOperationInput(BaseModel):
-    """What to persist: the first record, a change, an audit event — any of them, in that order."""
-
-    start: OperationRecord | None = None
-    update: OperationUpdate | None = None
-    event: AuditEvent | None = None
-
-
-class RecordOperationResult(BaseModel):
-    """Where the audit event landed in the chain, if one was written."""
-
-    audit_seq: int | None = None
-
-
-class OperationActivities:
+class OperationActivities(OperationActivityStub):
     """Writes operation records and audit events. Every write is idempotent, so retries land once."""
+
+    @classmethod
+    def from_gateways(cls, gateways: Gateways) -> OperationActivities:
+        """The family built from the worker's gateways."""
+        return cls(gateways.store)
 
     def __init__(self, store: Store) -> None:
         self.store = store

@@ -31,10 +31,11 @@ from ckey.store import Store
 from ckey.store.migrate import upgrade
 from ckey.store.targets import TargetStore
 from ckey.support import HttpSupportDesk
+from contracts.exchange import ExchangeDepAssignInput
 from sandbox.keyvault import SandboxKeyVaultServer
 from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
 from workflows import all_workflows
-from workflows.exchange import ExchangeDepAssignInput, ExchangeDepAssignWorkflow
+from workflows.exchange import ExchangeDepAssignWorkflow
 
 KEYS = [
     "https://contoso-eastus-kv1.vault.azure.net/keys/exo-key-01",

@@ -24,10 +24,10 @@ from ckey.api.app import create_app
 from ckey.auth import mint_local_token
 from ckey.config import load_settings
 from ckey.models import Role
-from ckey.operations import registry
 from ckey.store import Store
 from ckey.store.migrate import upgrade
 from tests.support.steps import STEPS_KIND, StepsWorkflow
+from workflows import product_registry
 
 
 async def main(count: int) -> None:
@@ -37,7 +37,7 @@ async def main(count: int) -> None:
     settings = load_settings(data_dir=tmp, temporal_task_queue=f"bench-{uuid.uuid4()}", _env_file=None)
     store = Store.from_url(settings.resolved_database_url)
     await upgrade(store.engine)
-    registry.register(STEPS_KIND)
+    product_registry().register(STEPS_KIND)
     async with await WorkflowEnvironment.start_local(
         dev_server_existing_path=temporal,
         data_converter=pydantic_data_converter,

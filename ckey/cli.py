@@ -23,7 +23,7 @@ from ckey.models import Role
 
 app = typer.Typer(help="Microsoft Purview Customer Key operations as durable Temporal workflows.", no_args_is_help=True)
 db_app = typer.Typer(help="ckey's SQL database.", no_args_is_help=True)
-ops_app = typer.Typer(help="Operations: list, show, watch, cancel.", no_args_is_help=True)
+ops_app = typer.Typer(help="Operations: start any kind, list, show, watch, cancel.", no_args_is_help=True)
 dep_app = typer.Typer(help="Exchange Online DEPs: new, list, show.", no_args_is_help=True)
 mailbox_app = typer.Typer(help="Mailboxes: assign a DEP, show, verify encryption.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
@@ -201,6 +201,85 @@ def ops_close(
     """End a follow-up (mailboxes still encrypting) with what it reached."""
     result = _call("POST", f"/api/operations/{operation_id}/close", json={"reason": reason})
     console.print(f"{operation_id} closed: {result.get('encrypted')} of {result.get('total')} encrypted")
+
+
+@ops_app.command("kinds")
+def ops_kinds() -> None:
+    """The operation kinds the API can start, the role each needs and its parameters."""
+    table = Table("kind", "role", "params", "description")
+    for kind in _call("GET", "/api/operations/kinds"):
+        table.add_row(
+            kind["kind"], kind["role"], ", ".join(kind["params_schema"].get("properties", {})), kind["description"]
+        )
+    console.print(table)
+
+
+@ops_app.command("start")
+def ops_start(
+    kind: Annotated[str, typer.Argument(help="The operation kind (`ckey ops kinds` lists them).")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", "-p", help="A parameter, name=value (repeat a list's name for each item)."),
+    ] = None,
+    idempotency_key: Annotated[
+        str | None, typer.Option("--idempotency-key", help="Retry-safe key: the same key, the same run.")
+    ] = None,
+    watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Follow the operation with a progress bar.")] = True,
+) -> None:
+    """Start an operation of any kind the API registers; each parameter is typed by the kind's published schema."""
+    kinds = {k["kind"]: k for k in _call("GET", "/api/operations/kinds")}
+    if kind not in kinds:
+        err_console.print(
+            f"unknown operation kind {kind!r}; known kinds: {', '.join(sorted(kinds)) or 'none'}", style="red"
+        )
+        raise typer.Exit(2)
+    try:
+        params = typed_params(param or [], kinds[kind]["params_schema"])
+    except ValueError as exc:
+        err_console.print(str(exc), style="red")
+        raise typer.Exit(2) from None
+    _start(kind, params, key=idempotency_key, watch=watch)
+
+
+def _types(schema: dict[str, Any]) -> set[str]:
+    found = {schema["type"]} if isinstance(schema.get("type"), str) else set(schema.get("type") or [])
+    for option in schema.get("anyOf", []):
+        found |= _types(option)
+    return found
+
+
+def typed_params(pairs: list[str], schema: dict[str, Any]) -> dict[str, Any]:
+    """``name=value`` pairs as the JSON the kind's params schema describes.
+
+    A list's name given again adds an item; booleans take true/false, yes/no, 1/0; integers and numbers are parsed;
+    anything else is a string. A name the schema does not know is sent as a string, for the API to refuse.
+
+    Raises:
+        ValueError: a pair without ``=``, or a value that is not of its parameter's type.
+    """
+    properties: dict[str, Any] = schema.get("properties", {})
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise ValueError(f"a parameter is name=value, got {pair!r}")
+        types = _types(properties.get(name, {}))
+        value: Any = raw
+        if "boolean" in types and raw.lower() in ("true", "false", "yes", "no", "1", "0"):
+            value = raw.lower() in ("true", "yes", "1")
+        elif "integer" in types or "number" in types:
+            try:
+                value = int(raw) if "integer" in types else float(raw)
+            except ValueError:
+                raise ValueError(f"{name} is a number, got {raw!r}") from None
+        if "array" in types:
+            params.setdefault(name, []).append(value)
+        elif name in params:
+            raise ValueError(f"{name} takes one value, given twice")
+        else:
+            params[name] = value
+    return params
 
 
 # Operation families ------------------------------------------------------------------------------------------------

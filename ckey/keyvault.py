@@ -12,7 +12,6 @@ import os
 import re
 import uuid
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -30,10 +29,13 @@ from azure.mgmt.keyvault.models import (
     VaultAccessPolicyParameters,
     VaultAccessPolicyProperties,
 )
-from pydantic import BaseModel, Field
 
 from ckey.azure import AzureConnection
+from ckey.models import AccessPolicy as AccessPolicy
+from ckey.models import DeletedKeyInfo as DeletedKeyInfo
+from ckey.models import KeyInfo as KeyInfo
 from ckey.models import KeyUri, ServicePrincipal
+from ckey.models import VaultInfo as VaultInfo
 from sandbox.identity import object_id as sandbox_object_id
 
 KEY_PERMISSIONS_FOR_SERVICE = ("get", "wrapKey", "unwrapKey")
@@ -69,58 +71,6 @@ class KeyVaultError(Exception):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.status, self.code, self.message = status, code, message
-
-
-class AccessPolicy(BaseModel):
-    """One access policy entry of a vault (legacy permission model)."""
-
-    object_id: str
-    principal: str | None = None
-    """The principal's name where ckey knows it (the Microsoft 365 service principals, ckey itself)."""
-    application_id: str | None = None
-    keys: list[str] = Field(default_factory=list)
-
-
-class VaultInfo(BaseModel):
-    """A vault's properties as the ARM control plane reports them (Get-AzKeyVault)."""
-
-    name: str
-    resource_id: str
-    resource_group: str
-    region: str
-    tenant_id: str
-    vault_uri: str
-    soft_delete: bool
-    retention_days: int | None = None
-    purge_protection: bool
-    rbac: bool
-    access_policies: list[AccessPolicy] = Field(default_factory=list)
-
-
-class KeyInfo(BaseModel):
-    """A key's current version and attributes."""
-
-    uri: str
-    """The versioned key identifier."""
-    vault: str
-    name: str
-    version: str
-    kty: str
-    key_size: int | None = None
-    enabled: bool
-    expires_on: datetime | None = None
-    created_on: datetime | None = None
-    recovery_level: str | None = None
-
-
-class DeletedKeyInfo(BaseModel):
-    """A soft-deleted key."""
-
-    name: str
-    vault: str
-    deleted_on: datetime | None = None
-    scheduled_purge_date: datetime | None = None
-    recovery_id: str | None = None
 
 
 def service_error(exc: HttpResponseError) -> KeyVaultError:

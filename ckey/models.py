@@ -9,10 +9,19 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BeforeValidator, GetPydanticSchema, WithJsonSchema
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    GetPydanticSchema,
+    StringConstraints,
+    WithJsonSchema,
+)
 from pydantic_core import PydanticCustomError, core_schema
 
 
@@ -424,3 +433,111 @@ TwoKeyUris = Annotated[
     ),
 ]
 """A DEP's ``AzureKeyIDs``: two key URIs in two different vaults (regions are checked against the vaults)."""
+
+
+# Key backups ------------------------------------------------------------------------------------------------------
+
+
+KEY_BACKUP_ID_PATTERN = r"^kb-[0-9a-f-]{36}$"
+KEY_BACKUP_ID = re.compile(r"kb-[0-9a-f-]{36}\Z")
+r"""``KEY_BACKUP_ID_PATTERN`` for ``re.match``: ``\Z``, as ``$`` would let a final line break through."""
+
+
+def _check_key_backup_id(value: str) -> str:
+    if not KEY_BACKUP_ID.match(value):
+        raise rule_error(
+            "key-backup-id",
+            "a key backup is named by the id its upload answered, kb-<uuid>: {value}",
+            value=repr(value[:60]),
+        )
+    return value
+
+
+KeyBackupId = Annotated[
+    str,
+    StringConstraints(max_length=39),
+    AfterValidator(_check_key_backup_id),
+    WithJsonSchema({"type": "string", "pattern": KEY_BACKUP_ID_PATTERN, "maxLength": 39}),
+]
+"""The id of an uploaded key backup, ``kb-<uuid>`` (``^kb-[0-9a-f-]{36}$``)."""
+
+
+# What the gateways report (the activities' results carry them) ------------------------------------------------
+
+
+class AccessPolicy(BaseModel):
+    """One access policy entry of a vault (legacy permission model)."""
+
+    object_id: str
+    principal: str | None = None
+    """The principal's name where ckey knows it (the Microsoft 365 service principals, ckey itself)."""
+    application_id: str | None = None
+    keys: list[str] = Field(default_factory=list)
+
+
+class VaultInfo(BaseModel):
+    """A vault's properties as the ARM control plane reports them (Get-AzKeyVault)."""
+
+    name: str
+    resource_id: str
+    resource_group: str
+    region: str
+    tenant_id: str
+    vault_uri: str
+    soft_delete: bool
+    retention_days: int | None = None
+    purge_protection: bool
+    rbac: bool
+    access_policies: list[AccessPolicy] = Field(default_factory=list)
+
+
+class KeyInfo(BaseModel):
+    """A key's current version and attributes."""
+
+    uri: str
+    """The versioned key identifier."""
+    vault: str
+    name: str
+    version: str
+    kty: str
+    key_size: int | None = None
+    enabled: bool
+    expires_on: datetime | None = None
+    created_on: datetime | None = None
+    recovery_level: str | None = None
+
+
+class DeletedKeyInfo(BaseModel):
+    """A soft-deleted key."""
+
+    name: str
+    vault: str
+    deleted_on: datetime | None = None
+    scheduled_purge_date: datetime | None = None
+    recovery_id: str | None = None
+
+
+class FollowCounts(BaseModel):
+    """How far the mailboxes of one operation are."""
+
+    total: int = 0
+    assigned: int = 0
+    encrypted: int = 0
+    failed: int = 0
+    escalated: int = 0
+
+    @property
+    def pending(self) -> int:
+        """Mailboxes not yet encrypted (failed ones excluded)."""
+        return self.total - self.encrypted - self.failed
+
+
+class SupportCase(BaseModel):
+    """A support case as the desk reports it."""
+
+    id: str
+    key: str
+    kind: str
+    status: str = "open"
+    title: str = ""
+    details: dict[str, Any] = Field(default_factory=dict)

@@ -1,23 +1,26 @@
-"""The operation machinery's vocabulary: states, progress, records, audit events, and the registry of kinds.
+"""The operation machinery's vocabulary: states, progress, records, audit events, and what a kind declares.
 
-An *operation* is one run of a Customer Key procedure (create a DEP, assign it, purge ...). Each kind maps to a
-workflow, the input model that validates its parameters, and the role a caller needs to start it. Workflows
-report a phase (their own enum), a :class:`Progress` and an :class:`OperationState` through the ``progress``
-query; activities persist the same to SQL together with the audit trail.
+An *operation* is one run of a Customer Key procedure (create a DEP, assign it, purge ...). Each kind is declared
+once, as an :class:`OperationKind` in its workflow module's ``KINDS`` (its workflow, the models of its params, input
+and result, the role a caller needs, its claim check, the DEP it concerns, the activities it calls);
+:func:`workflows.product_registry` collects them. Workflows report a phase (their own enum), a :class:`Progress` and
+an :class:`OperationState` through the ``progress`` query; activities persist the same to SQL with the audit trail.
+
+Light on purpose: the workflows and their contracts import this module, so it imports no I/O library.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
-from temporalio import workflow
 
 from ckey.models import Role
 
@@ -27,6 +30,29 @@ if TYPE_CHECKING:
 
 ClaimCheck = Callable[[BaseModel, "TargetStore", str], Awaitable[BaseModel]]
 """Moves large inputs (lists of mailboxes) into SQL before the workflow starts: ``(params, targets, user)``."""
+
+
+@dataclass(frozen=True)
+class lazy:
+    """A claim check named ``"module:function"``, imported on its first call.
+
+    Claim checks talk to the store (SQLAlchemy); a kind declared next to its workflow names its claim check this way
+    so that importing the workflow loads no store code. Only the API, which runs it, imports it.
+    """
+
+    target: str
+
+    def resolve(self) -> ClaimCheck:
+        """The named function (importing its module)."""
+        module_name, _, attribute = self.target.partition(":")
+        function: ClaimCheck = getattr(importlib.import_module(module_name), attribute)
+        return function
+
+    async def __call__(self, params: BaseModel, targets: TargetStore, user: str) -> BaseModel:
+        """Run the named claim check."""
+        return await self.resolve()(params, targets, user)
+
+
 BuildInput = Callable[[BaseModel, "Settings"], BaseModel]
 """Builds a workflow's input from its public params and the settings: ``(params, settings)``."""
 
@@ -195,6 +221,21 @@ class OperationKind:
     build_input: BuildInput | None = None
     """The workflow's input from the validated (and claim-checked) params and the settings, which supply the
     internal knobs (deadlines, poll cadence); ``None``: the params' fields are the input's."""
+    result_model: type[BaseModel] | None = None
+    """What the workflow returns (the operation's ``result``)."""
+    activities: tuple[type, ...] = ()
+    """The activity stubs (``contracts.<family>``) whose activities the workflow calls: the worker registers their
+    implementations. Every operation workflow also calls :class:`contracts.operation.OperationActivityStub`."""
+    history: str | None = ""
+    """The checked-in replay history of a run of the workflow (``tests/workflows/histories/<history>.json``);
+    empty: the kind's name with ``_`` for ``.``; ``None`` only for a kind that refuses and never starts a workflow."""
+
+    @property
+    def history_name(self) -> str | None:
+        """The stem of the kind's replay history file, or ``None`` for a kind that never runs a workflow."""
+        if self.history is None:
+            return None
+        return self.history or self.name.replace(".", "_")
 
     @property
     def public_params(self) -> type[BaseModel]:
@@ -210,18 +251,24 @@ class OperationKind:
         return self.input_model.model_validate(dict(params))
 
 
-@dataclass
 class OperationRegistry:
-    """Kind name → :class:`OperationKind`. The API, the worker and the CLI read the same registry."""
+    """Kind name → :class:`OperationKind`. The API, the worker and the tests read the same registry.
 
-    _kinds: dict[str, OperationKind] = field(default_factory=dict)
+    The product's is :func:`workflows.product_registry`, built from the ``KINDS`` each workflow module declares.
+
+    Raises:
+        ValueError: two kinds of one name among ``kinds``.
+    """
+
+    def __init__(self, kinds: Iterable[OperationKind] = ()) -> None:
+        self._kinds: dict[str, OperationKind] = {}
+        for kind in kinds:
+            if kind.name in self._kinds:
+                raise ValueError(f"operation kind {kind.name!r} is declared twice")
+            self._kinds[kind.name] = kind
 
     def register(self, kind: OperationKind) -> OperationKind:
-        """Add a kind; a second registration of the same name replaces the first."""
-        if workflow.unsafe.in_sandbox():
-            # The workflow sandbox re-imports the workflow modules: their copies of the classes must not replace
-            # the registered ones.
-            return kind
+        """Add a kind (tests add their own); a second registration of the same name replaces the first."""
         self._kinds[kind.name] = kind
         return kind
 
@@ -235,10 +282,6 @@ class OperationRegistry:
 
     def __iter__(self) -> Iterator[OperationKind]:
         return iter(sorted(self._kinds.values(), key=lambda k: k.name))
-
-
-registry = OperationRegistry()
-"""The process-wide registry; ``workflows`` registers the product's kinds into it when imported."""
 
 
 def request_fingerprint(kind: str, params: dict[str, Any]) -> str:

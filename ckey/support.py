@@ -11,22 +11,10 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from pydantic import BaseModel, Field
-
 from ckey.azure import AzureConnection
+from ckey.models import SupportCase as SupportCase
 
 SUPPORT_URL = "https://support.ckey.test"
-
-
-class SupportCase(BaseModel):
-    """A support case as the desk reports it."""
-
-    id: str
-    key: str
-    kind: str
-    status: str = "open"
-    title: str = ""
-    details: dict[str, Any] = Field(default_factory=dict)
 
 
 class SupportDesk(Protocol):

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import inspect
 import ssl
+from typing import get_type_hints
 
 import aiohttp
 import azure.core.exceptions as azure_errors
+import pytest
 from pydantic import ValidationError
 from temporalio.client import Client
 from temporalio.common import RetryPolicy
@@ -15,22 +18,19 @@ from ckey.azure import AzureConnection
 from ckey.config import Settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.m365 import M365Gateway, build_transport
-from ckey.operations import registry
+from ckey.operations import lazy
 from ckey.store import Store
 from ckey.support import HttpSupportDesk
+from contracts.operation import OperationActivityStub
 from worker import WORKFLOW_FAILURE_TYPES, build_worker
-from workflows import all_workflows
+from workflows import product_kinds
 from workflows.operation import GATEWAY_RETRY, NON_RETRYABLE_ERROR_TYPES, RECORD_RETRY, incurable_not_retried
 
 
-def test_every_registered_kind_has_its_workflow_in_the_worker() -> None:
-    workflows = all_workflows()
-    names = [_Definition.must_from_class(w).name for w in workflows]
-    assert len(names) == len(set(names))
-    # By name: the workflow sandbox re-imports the workflow modules, whose registrations then hold its copies.
-    registered = {_Definition.must_from_class(k.workflow).name for k in registry if not k.name.startswith("test.")}
-    assert registered <= set(names)
-    assert {k.name for k in registry} >= {
+def test_the_registry_declares_each_kind_once_with_its_models() -> None:
+    kinds = product_kinds()
+    assert len({k.name for k in kinds}) == len(kinds)
+    assert {k.name for k in kinds} >= {
         "keyvault.health",
         "keyvault.key.restore",
         "keyvault.access.revoke",
@@ -38,9 +38,25 @@ def test_every_registered_kind_has_its_workflow_in_the_worker() -> None:
         "exchange.dep.assign",
         "exchange.encryption.verify",
     }
+    for kind in kinds:
+        assert kind.result_model is not None and kind.activities, kind.name
+        hints = get_type_hints(vars(kind.workflow)["run"])
+        assert hints["return"] is kind.result_model, kind.name
+        if isinstance(kind.claim_check, lazy):  # named lazily: the name must resolve to a function
+            assert callable(kind.claim_check.resolve()), kind.name
 
 
-async def test_every_activity_is_registered_once(settings: Settings, store: Store) -> None:
+def _activity_names(stub: type) -> set[str]:
+    return {
+        getattr(member, "__temporal_activity_definition").name
+        for _, member in inspect.getmembers(stub, inspect.isfunction)
+        if hasattr(member, "__temporal_activity_definition")
+    }
+
+
+async def test_the_worker_runs_every_registered_kind_and_the_activities_it_calls(
+    client: Client, settings: Settings, store: Store
+) -> None:
     async with AzureConnection(settings) as azure:
         gateways = Gateways(
             store=store,
@@ -48,8 +64,23 @@ async def test_every_activity_is_registered_once(settings: Settings, store: Stor
             m365=M365Gateway(build_transport(settings, azure)),
             support=HttpSupportDesk(azure),
         )
-        names = [getattr(fn, "__temporal_activity_definition").name for fn in build_activities(gateways)]
-    assert len(names) == len(set(names)) >= 17
+        config = build_worker(client, settings, gateways)._config
+    workflows = [_Definition.must_from_class(w).name for w in config["workflows"]]
+    assert len(workflows) == len(set(workflows))
+    # Compared by name: the kinds declare the workflow classes the worker was given.
+    assert set(workflows) == {_Definition.must_from_class(k.workflow).name for k in product_kinds()}
+    activities = [getattr(fn, "__temporal_activity_definition").name for fn in config["activities"]]
+    assert len(activities) == len(set(activities)) >= 17
+    stubs = {OperationActivityStub, *(s for k in product_kinds() for s in k.activities)}
+    assert set(activities) == set().union(*(_activity_names(s) for s in stubs))
+
+
+def test_build_activities_refuses_a_stub_without_implementation(store: Store) -> None:
+    class Orphan:
+        pass
+
+    with pytest.raises(LookupError, match="Orphan"):
+        build_activities(Gateways(store=store), [Orphan])
 
 
 def test_workflow_failure_types_are_explicit_and_leave_nondeterminism_a_task_failure() -> None:

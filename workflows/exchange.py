@@ -9,45 +9,49 @@ DEP, contact Microsoft").
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.exchange import (
+    from ckey.models import FollowCounts, Role, Workload
+    from ckey.operations import Escalation, OperationKind, lazy
+    from contracts.exchange import (
         AssignBatchInput,
         AssignBatchResult,
+        CloseRequest,
+        CloseResult,
         DepRef,
         EscalateInput,
-        ExchangeActivities,
-        FailedMailbox,
+        ExchangeActivityStub,
+        ExchangeDepAssignInput,
+        ExchangeDepAssignParams,
+        ExchangeDepCreateInput,
+        ExchangeDepCreateParams,
+        ExchangeDepCreateResult,
+        ExchangeEncryptionVerifyInput,
+        ExchangeEncryptionVerifyParams,
         FailedMailboxesInput,
         FollowInput,
+        FollowState,
+        MailboxFollowInput,
+        MailboxFollowResult,
         NewDepInput,
         RegisterMailboxesInput,
         TargetsRef,
     )
-    from activities.keyvault import CheckKeyHealthInput, HealthLine, KeyVaultActivities
-    from ckey.config import Settings
-    from ckey.models import DepName, RecipientIdentity, Role, TwoKeyUris, Workload, has_control_characters, rule_error
-    from ckey.operations import Escalation, OperationKind, Params, registry
-    from ckey.store.targets import FollowCounts, claim_check_mailboxes
+    from contracts.keyvault import CheckKeyHealthInput, HealthLine, KeyVaultActivityStub
     from workflows.keyvault import pair_lines
     from workflows.operation import OperationWorkflow, call
 
-ESCALATE_AFTER = timedelta(days=7)
-"""Seed: "If the mailboxes are not encrypted after a week from the time you assigned the DEP, contact Microsoft".
-The default of the internal input; the API fills it from ``Settings.exchange_escalate_after``."""
-POLL_INTERVAL = timedelta(minutes=15)
-ASSIGN_BATCH = 200
-INLINE_MAILBOXES_MAX = 1000
-"""Mailboxes a request may name inline; more go through an upload (``POST /api/uploads/mailboxes``)."""
-DESCRIPTION_MAX = 1024
+if TYPE_CHECKING:
+    from ckey.config import Settings
+
 FAILED_LISTED = 100
 """Failed mailboxes an operation's result names one by one (the count says how many there are in all)."""
 FAILED_IN_MESSAGE = 5
@@ -55,22 +59,6 @@ ASSIGN_PARALLEL_BATCHES = 4
 FOLLOW_ROUND_TIMEOUT = timedelta(minutes=30)
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """A batch or a status round whose worker died is retried elsewhere after this long, not after its whole timeout."""
-ONE_SOURCE = "name the mailboxes either inline (mailboxes) or as an upload (mailbox_file)"
-MAILBOX_FILE = r"^ts-[0-9a-f-]{36}$"
-"""A target set's id, as ``POST /api/uploads/mailboxes`` returns it."""
-
-
-def _check_description(value: str) -> str:
-    # One line: the description is rendered into the audited cmdlet line, where a line break could forge another.
-    if has_control_characters(value):
-        raise rule_error(
-            "no-control-characters", "a description can't contain NUL, control characters, tabs or line breaks"
-        )
-    return value
-
-
-Description = Annotated[str, Field(max_length=DESCRIPTION_MAX), AfterValidator(_check_description)]
-"""A DEP's description: at most 1,024 characters on one line (no control characters, tabs or line breaks)."""
 
 
 # exchange.dep.create -----------------------------------------------------------------------------------------------
@@ -83,30 +71,6 @@ class DepCreatePhase(StrEnum):
     CHECKING_EXISTING = "checking_existing"
     CREATING = "creating"
     DONE = "done"
-
-
-class ExchangeDepCreateParams(Params):
-    """What a caller may set for ``exchange.dep.create``: New-DataEncryptionPolicy's parameters."""
-
-    name: DepName
-    description: Description | None = None
-    azure_key_ids: TwoKeyUris
-
-
-class ExchangeDepCreateInput(BaseModel):
-    """New-DataEncryptionPolicy's parameters, validated by the seed's rules (the workflow's input)."""
-
-    name: DepName
-    description: Description | None = None
-    azure_key_ids: TwoKeyUris
-
-
-class ExchangeDepCreateResult(BaseModel):
-    """The DEP, and whether this operation created it (an identical DEP that existed is success too)."""
-
-    name: str
-    guid: str
-    created: bool
 
 
 def _same_keys(a: list[str], b: list[str]) -> bool:
@@ -129,7 +93,7 @@ class ExchangeDepCreateWorkflow(OperationWorkflow):
         await self.set_phase(DepCreatePhase.CHECKING_KEYS, {"keys": keys})
         results = await asyncio.gather(
             *(
-                call(KeyVaultActivities.check_key_health, CheckKeyHealthInput(key_uri=k, workload=Workload.EXCHANGE))
+                call(KeyVaultActivityStub.check_key_health, CheckKeyHealthInput(key_uri=k, workload=Workload.EXCHANGE))
                 for k in keys
             )
         )
@@ -148,7 +112,7 @@ class ExchangeDepCreateWorkflow(OperationWorkflow):
             )
 
         await self.set_phase(DepCreatePhase.CHECKING_EXISTING)
-        existing = (await call(ExchangeActivities.find_dep, DepRef(dep=input.name))).dep
+        existing = (await call(ExchangeActivityStub.find_dep, DepRef(dep=input.name))).dep
         if existing is not None:
             if not _same_keys(existing.azure_key_ids, keys):
                 raise ApplicationError(
@@ -161,7 +125,8 @@ class ExchangeDepCreateWorkflow(OperationWorkflow):
 
         await self.set_phase(DepCreatePhase.CREATING)
         dep = await call(
-            ExchangeActivities.new_dep, NewDepInput(name=input.name, description=input.description, azure_key_ids=keys)
+            ExchangeActivityStub.new_dep,
+            NewDepInput(name=input.name, description=input.description, azure_key_ids=keys),
         )
         await self.set_phase(DepCreatePhase.DONE, {"guid": dep.guid, "created": True})
         return ExchangeDepCreateResult(name=dep.name, guid=dep.guid, created=True)
@@ -180,55 +145,6 @@ class FollowPhase(StrEnum):
     ESCALATED = "escalated"
     DONE = "done"
     CLOSED = "closed"
-
-
-class FollowState(BaseModel):
-    """What a follow-up carries across continue-as-new."""
-
-    dep: str
-    dep_guid: str
-    assigned_at: datetime
-    total: int
-    encrypted: int = 0
-    escalated: bool = False
-    case_id: str | None = None
-    escalated_mailboxes: int = 0
-    failed: int = 0
-    """Mailboxes that could not be assigned (not found, refused): never encrypted by this operation."""
-    failed_mailboxes: list[FailedMailbox] = Field(default_factory=list)
-    """The first of them (at most ``FAILED_LISTED``), each with the refusal."""
-
-
-class CloseRequest(BaseModel):
-    """An operator ends the follow-up before every mailbox is encrypted."""
-
-    reason: str = Field(min_length=1, max_length=500)
-    by: str = ""
-    """Set by the API from the caller's token."""
-
-
-class CloseResult(BaseModel):
-    """Where the follow-up stood when it was closed."""
-
-    encrypted: int
-    total: int
-
-
-class MailboxFollowResult(BaseModel):
-    """How the mailboxes ended."""
-
-    dep: str
-    dep_guid: str
-    total: int
-    encrypted: int
-    failed: int = 0
-    """Mailboxes that could not be assigned; ``total`` counts them, so the progress never reaches 100 % with them."""
-    failed_mailboxes: list[FailedMailbox] = Field(default_factory=list)
-    """The first ``FAILED_LISTED`` of them with the reason; ``failed`` says how many there are in all."""
-    escalated: int = 0
-    case_id: str | None = None
-    closed_by: str | None = None
-    close_reason: str | None = None
 
 
 class MailboxFollowWorkflow(OperationWorkflow):
@@ -260,7 +176,7 @@ class MailboxFollowWorkflow(OperationWorkflow):
         while self._close is None:
             round_ = asyncio.ensure_future(
                 call(
-                    ExchangeActivities.follow_encryption,
+                    ExchangeActivityStub.follow_encryption,
                     FollowInput(
                         operation_id=self.operation_id,
                         dep_guid=state.dep_guid,
@@ -330,7 +246,7 @@ class MailboxFollowWorkflow(OperationWorkflow):
 
     async def _escalate(self, state: FollowState, escalate_after: timedelta) -> None:
         escalated = await call(
-            ExchangeActivities.escalate_unencrypted,
+            ExchangeActivityStub.escalate_unencrypted,
             EscalateInput(
                 operation_id=self.operation_id,
                 dep=state.dep,
@@ -356,84 +272,6 @@ class MailboxFollowWorkflow(OperationWorkflow):
 
 
 # exchange.dep.assign -----------------------------------------------------------------------------------------------
-
-
-def _one_source(mailboxes: list[str], mailbox_file: str | None) -> None:
-    if mailboxes and mailbox_file:
-        raise rule_error("mailboxes-or-file", ONE_SOURCE)
-
-
-class MailboxFollowParams(Params):
-    """What a caller may set for assign and verify: the DEP and the mailboxes (inline or uploaded)."""
-
-    dep: DepName
-    mailboxes: list[RecipientIdentity] = Field(default_factory=list, max_length=INLINE_MAILBOXES_MAX, repr=False)
-    """Identities, at most 1,000 inline (more through an upload); the API stores them as a target set."""
-    mailbox_file: str | None = Field(default=None, max_length=39, pattern=MAILBOX_FILE)
-    """Id of an uploaded mailbox list (``POST /api/uploads/mailboxes``)."""
-
-    @model_validator(mode="after")
-    def _one_source_of_mailboxes(self) -> MailboxFollowParams:
-        _one_source(self.mailboxes, self.mailbox_file)
-        return self
-
-
-class ExchangeDepAssignParams(MailboxFollowParams):
-    """What a caller may set for ``exchange.dep.assign``."""
-
-    mail_user: bool = False
-    """Set-MailUser first: hybrid mailboxes and mailboxes not yet migrated to the cloud."""
-
-    @model_validator(mode="after")
-    def _some_mailboxes(self) -> ExchangeDepAssignParams:
-        if not (self.mailboxes or self.mailbox_file):
-            raise rule_error("mailboxes-or-file", ONE_SOURCE)
-        return self
-
-
-class ExchangeEncryptionVerifyParams(MailboxFollowParams):
-    """What a caller may set for ``exchange.encryption.verify``; no mailboxes: every one the DEP is assigned to."""
-
-
-class MailboxFollowInput(BaseModel):
-    """What assign and verify share (the workflow's input): the public fields, then internal ones.
-
-    The internal fields (durations, batch size, ``follow_state``) come from the settings through ``build_input``
-    and from the workflow itself across continue-as-new; the API never fills them from a request.
-    """
-
-    dep: DepName
-    mailboxes: list[str] = Field(default_factory=list, repr=False)
-    """Identities; the API moves them into a stored target set (``mailbox_file``) before the workflow starts."""
-    mailbox_file: str | None = None
-    """Id of a target set: an uploaded CSV (``POST /api/uploads/mailboxes``) or the claim check of ``mailboxes``."""
-    escalate_after: timedelta = ESCALATE_AFTER
-    poll_interval: timedelta = POLL_INTERVAL
-    follow_state: FollowState | None = None
-    """Carried across continue-as-new; never set by callers."""
-
-    @model_validator(mode="after")
-    def _valid_targets_and_durations(self) -> MailboxFollowInput:
-        _one_source(self.mailboxes, self.mailbox_file)
-        if any(not m.strip() for m in self.mailboxes):
-            raise rule_error("mailbox-identity", "a mailbox identity can't be empty")
-        if self.poll_interval <= timedelta(0) or self.escalate_after <= timedelta(0):
-            raise rule_error("durations-positive", "escalate_after and poll_interval must be positive")
-        return self
-
-
-class ExchangeDepAssignInput(MailboxFollowInput):
-    """Assign a DEP to mailboxes (or mail users), then follow encryption to the end."""
-
-    mail_user: bool = False
-    """Set-MailUser instead of Set-Mailbox: hybrid mailboxes and mailboxes not yet migrated to the cloud."""
-    batch_size: int = Field(default=ASSIGN_BATCH, ge=1, le=1000)
-
-    @model_validator(mode="after")
-    def _some_mailboxes(self) -> ExchangeDepAssignInput:
-        if not (self.mailboxes or self.mailbox_file):
-            raise rule_error("mailboxes-or-file", ONE_SOURCE)
-        return self
 
 
 def _follow_timings(settings: Settings) -> dict[str, Any]:
@@ -468,15 +306,15 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
         if state is None:
             set_id = _target_set(input)
             await self.set_phase(FollowPhase.VALIDATING)
-            dep = await call(ExchangeActivities.check_dep_assignable, DepRef(dep=input.dep))
-            total = (await call(ExchangeActivities.count_targets, TargetsRef(set_id=set_id))).count
+            dep = await call(ExchangeActivityStub.check_dep_assignable, DepRef(dep=input.dep))
+            total = (await call(ExchangeActivityStub.count_targets, TargetsRef(set_id=set_id))).count
             self.set_progress(0, total, "mailboxes encrypted")
             await self.set_phase(FollowPhase.ASSIGNING, {"dep_guid": dep.guid, "mailboxes": total})
             assigned = await self._assign_batches(input, set_id, total, dep.name, dep.guid)
             state = FollowState(dep=dep.name, dep_guid=dep.guid, assigned_at=workflow.now(), total=total)
             if assigned.failed:
                 failures = await call(
-                    ExchangeActivities.failed_mailboxes,
+                    ExchangeActivityStub.failed_mailboxes,
                     FailedMailboxesInput(operation_id=self.operation_id, limit=FAILED_LISTED),
                 )
                 state.failed, state.failed_mailboxes = failures.count, failures.mailboxes
@@ -506,7 +344,7 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
             results = await asyncio.gather(
                 *(
                     call(
-                        ExchangeActivities.assign_dep_batch,
+                        ExchangeActivityStub.assign_dep_batch,
                         AssignBatchInput(
                             operation_id=self.operation_id,
                             set_id=set_id,
@@ -543,13 +381,6 @@ def _target_set(input: ExchangeDepAssignInput) -> str:
 # exchange.encryption.verify ----------------------------------------------------------------------------------------
 
 
-class ExchangeEncryptionVerifyInput(MailboxFollowInput):
-    """Follow mailboxes until they are encrypted with a DEP, without assigning (after a roll, a new DEP, a move).
-
-    Without ``mailboxes`` or ``mailbox_file``: every mailbox and mail user the DEP is assigned to.
-    """
-
-
 @workflow.defn
 class ExchangeEncryptionVerifyWorkflow(MailboxFollowWorkflow):
     """Verify that mailboxes end encrypted with a DEP; escalate those that are not after a week."""
@@ -565,12 +396,12 @@ class ExchangeEncryptionVerifyWorkflow(MailboxFollowWorkflow):
         state = input.follow_state
         if state is None:
             await self.set_phase(FollowPhase.RESOLVING)
-            dep = (await call(ExchangeActivities.find_dep, DepRef(dep=input.dep))).dep
+            dep = (await call(ExchangeActivityStub.find_dep, DepRef(dep=input.dep))).dep
             if dep is None:
                 raise ApplicationError(f"there is no DEP named {input.dep!r}", type="dep-exists", non_retryable=True)
             total = (
                 await call(
-                    ExchangeActivities.register_dep_mailboxes,
+                    ExchangeActivityStub.register_dep_mailboxes,
                     RegisterMailboxesInput(operation_id=self.operation_id, dep=dep.name, set_id=input.mailbox_file),
                     start_to_close=timedelta(minutes=10),
                 )
@@ -586,7 +417,7 @@ def _dep(params: BaseModel) -> str | None:
     return str(getattr(params, "dep", None) or getattr(params, "name", None) or "") or None
 
 
-registry.register(
+KINDS: tuple[OperationKind, ...] = (
     OperationKind(
         name="exchange.dep.create",
         workflow=ExchangeDepCreateWorkflow,
@@ -595,9 +426,9 @@ registry.register(
         role=Role.OPERATOR,
         description="Create a mailbox DEP (New-DataEncryptionPolicy) after checking both keys against every rule.",
         dep_of=_dep,
-    )
-)
-registry.register(
+        result_model=ExchangeDepCreateResult,
+        activities=(KeyVaultActivityStub, ExchangeActivityStub),
+    ),
     OperationKind(
         name="exchange.dep.assign",
         workflow=ExchangeDepAssignWorkflow,
@@ -607,10 +438,10 @@ registry.register(
         role=Role.OPERATOR,
         description="Assign a DEP to mailboxes or mail users, follow encryption to the end, escalate after a week.",
         dep_of=_dep,
-        claim_check=claim_check_mailboxes,
-    )
-)
-registry.register(
+        claim_check=lazy("ckey.store.targets:claim_check_mailboxes"),
+        result_model=MailboxFollowResult,
+        activities=(ExchangeActivityStub,),
+    ),
     OperationKind(
         name="exchange.encryption.verify",
         workflow=ExchangeEncryptionVerifyWorkflow,
@@ -620,6 +451,9 @@ registry.register(
         role=Role.OPERATOR,
         description="Follow mailboxes until encrypted with a DEP (after a key roll, a new DEP or a migration).",
         dep_of=_dep,
-        claim_check=claim_check_mailboxes,
-    )
+        claim_check=lazy("ckey.store.targets:claim_check_mailboxes"),
+        result_model=MailboxFollowResult,
+        activities=(ExchangeActivityStub,),
+    ),
 )
+"""The kinds this module runs, declared once: the registry (:func:`workflows.product_registry`) collects them."""

@@ -9,33 +9,33 @@ from __future__ import annotations
 import asyncio
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.keyvault import (
+    from ckey.models import Role
+    from ckey.operations import OperationKind, lazy
+    from contracts.keyvault import (
         CheckKeyHealthInput,
         CheckKeyHealthResult,
         ConfiguredKeysInput,
         HealthLine,
         KeyRef,
-        KeyVaultActivities,
+        KeyVaultAccessRevokeInput,
+        KeyVaultAccessRevokeResult,
+        KeyVaultActivityStub,
+        KeyVaultHealthInput,
+        KeyVaultHealthResult,
+        KeyVaultKeyRestoreInput,
+        KeyVaultKeyRestoreResult,
         RemoveAccessPolicyInput,
         RestoreKeyBackupInput,
         VaultRef,
     )
-    from ckey.models import KeyUriField, Role, UserPrincipalName, VaultName, Workload
-    from ckey.operations import OperationKind, Params, registry
-    from ckey.store.backups import KeyBackupId, claim_check_key_backup
     from workflows.operation import OperationWorkflow, call
 
 
 # keyvault.health ---------------------------------------------------------------------------------------------------
-
-
-HEALTH_MAX_KEYS = 20
-"""Keys one health check names at most (a DEP has two; a check of every workload's keys, six)."""
 
 
 class HealthPhase(StrEnum):
@@ -44,20 +44,6 @@ class HealthPhase(StrEnum):
     RESOLVING_KEYS = "resolving_keys"
     CHECKING = "checking"
     REPORTED = "reported"
-
-
-class KeyVaultHealthInput(Params):
-    """Which keys to check (default: the workload's configured DEP keys) and for which workload's principal."""
-
-    workload: Workload = Workload.EXCHANGE
-    keys: list[KeyUriField] = Field(default_factory=list, max_length=HEALTH_MAX_KEYS)
-
-
-class KeyVaultHealthResult(BaseModel):
-    """A report with one line per check and the rule it serves."""
-
-    ok: bool
-    lines: list[HealthLine]
 
 
 @workflow.defn
@@ -76,7 +62,7 @@ class KeyVaultHealthWorkflow(OperationWorkflow):
         uris = [str(k) for k in input.keys]
         if not uris:
             configured = await call(
-                KeyVaultActivities.configured_dep_keys, ConfiguredKeysInput(workload=input.workload)
+                KeyVaultActivityStub.configured_dep_keys, ConfiguredKeysInput(workload=input.workload)
             )
             uris = configured.key_uris
         if not uris:
@@ -90,7 +76,7 @@ class KeyVaultHealthWorkflow(OperationWorkflow):
 
         async def check(uri: str) -> CheckKeyHealthResult:
             result = await call(
-                KeyVaultActivities.check_key_health, CheckKeyHealthInput(key_uri=uri, workload=input.workload)
+                KeyVaultActivityStub.check_key_health, CheckKeyHealthInput(key_uri=uri, workload=input.workload)
             )
             self.set_progress(self._status.progress.done + 1)
             return result
@@ -144,27 +130,6 @@ class RestorePhase(StrEnum):
     DONE = "done"
 
 
-class KeyVaultKeyRestoreInput(Params):
-    """The key to bring back and, for when soft-delete recovery is impossible, its uploaded backup.
-
-    The backup is named by the id ``POST /api/uploads/key-backups`` answered: its bytes never travel in the
-    parameters, the workflow's history or the audit trail.
-    """
-
-    key_uri: KeyUriField
-    backup: KeyBackupId | None = Field(
-        default=None, description="An uploaded key backup's id (`kb-<uuid>`), for a key that was purged."
-    )
-
-
-class KeyVaultKeyRestoreResult(BaseModel):
-    """How the key came back and its current version."""
-
-    method: str
-    """``recovered`` (from soft delete) or ``restored`` (from the backup)."""
-    key_uri: str
-
-
 @workflow.defn
 class KeyVaultKeyRestoreWorkflow(OperationWorkflow):
     """Bring back a lost key: recover from soft delete first, restore a backup only when that is impossible."""
@@ -179,18 +144,18 @@ class KeyVaultKeyRestoreWorkflow(OperationWorkflow):
     async def _restore(self, input: KeyVaultKeyRestoreInput) -> KeyVaultKeyRestoreResult:
         ref = KeyRef(key_uri=input.key_uri.versionless)
         await self.set_phase(RestorePhase.INSPECTING)
-        state = await call(KeyVaultActivities.inspect_key, ref)
+        state = await call(KeyVaultActivityStub.inspect_key, ref)
         if state.deleted is not None:
             await self.set_phase(
                 RestorePhase.RECOVERING, {"scheduled_purge_date": str(state.deleted.scheduled_purge_date)}
             )
-            await call(KeyVaultActivities.recover_deleted_key, ref)
+            await call(KeyVaultActivityStub.recover_deleted_key, ref)
             method = "recovered"
         elif input.backup is not None:
             # Also when a key of that name is active: the service answers 409 Conflict and ckey reports it.
             await self.set_phase(RestorePhase.RESTORING, {"backup": input.backup})
             await call(
-                KeyVaultActivities.restore_key_backup,
+                KeyVaultActivityStub.restore_key_backup,
                 RestoreKeyBackupInput(vault=input.key_uri.vault, backup=input.backup, name=input.key_uri.name),
             )
             method = "restored"
@@ -208,7 +173,7 @@ class KeyVaultKeyRestoreWorkflow(OperationWorkflow):
                 non_retryable=True,
             )
         await self.set_phase(RestorePhase.VERIFYING)
-        key = await call(KeyVaultActivities.verify_key_crypto, ref)
+        key = await call(KeyVaultActivityStub.verify_key_crypto, ref)
         await self.set_phase(RestorePhase.DONE, {"method": method, "key": key.uri})
         return KeyVaultKeyRestoreResult(method=method, key_uri=key.uri)
 
@@ -224,21 +189,6 @@ class RevokePhase(StrEnum):
     DONE = "done"
 
 
-class KeyVaultAccessRevokeInput(Params):
-    """Whose access to remove from which vault."""
-
-    vault: VaultName
-    user_principal_name: UserPrincipalName
-
-
-class KeyVaultAccessRevokeResult(BaseModel):
-    """What was removed, and who still has access."""
-
-    removed_permissions: list[str]
-    remaining: list[str]
-    """Object ids (and names where known) that still hold an access policy."""
-
-
 @workflow.defn
 class KeyVaultAccessRevokeWorkflow(OperationWorkflow):
     """Remove a person's access policy from a vault (an administrator leaving the team)."""
@@ -252,7 +202,7 @@ class KeyVaultAccessRevokeWorkflow(OperationWorkflow):
 
     async def _revoke(self, input: KeyVaultAccessRevokeInput) -> KeyVaultAccessRevokeResult:
         await self.set_phase(RevokePhase.SHOWING_ACCESS)
-        vault = await call(KeyVaultActivities.show_vault_access, VaultRef(vault=input.vault))
+        vault = await call(KeyVaultActivityStub.show_vault_access, VaultRef(vault=input.vault))
         if vault.rbac:
             raise ApplicationError(
                 f"vault {vault.name} uses Azure RBAC, not access policies: remove the user's role assignments",
@@ -261,17 +211,17 @@ class KeyVaultAccessRevokeWorkflow(OperationWorkflow):
             )
         await self.set_phase(RevokePhase.REMOVING)
         removed = await call(
-            KeyVaultActivities.remove_access_policy,
+            KeyVaultActivityStub.remove_access_policy,
             RemoveAccessPolicyInput(vault=input.vault, user_principal_name=input.user_principal_name),
         )
-        after = await call(KeyVaultActivities.show_vault_access, VaultRef(vault=input.vault))
+        after = await call(KeyVaultActivityStub.show_vault_access, VaultRef(vault=input.vault))
         before: list[str] = next((p.keys for p in vault.access_policies if p.object_id == removed.object_id), [])
         remaining = [f"{p.principal or ''} ({p.object_id})".strip() for p in after.access_policies]
         await self.set_phase(RevokePhase.DONE, {"removed_permissions": before})
         return KeyVaultAccessRevokeResult(removed_permissions=before, remaining=remaining)
 
 
-registry.register(
+KINDS: tuple[OperationKind, ...] = (
     OperationKind(
         name=KeyVaultHealthWorkflow.kind,
         workflow=KeyVaultHealthWorkflow,
@@ -279,9 +229,9 @@ registry.register(
         role=Role.OPERATOR,
         description="Check a workload's Customer Keys: exists, enabled, soft delete, purge protection, no expiry, "
         "RSA, two vaults in two regions, the service principal's get/wrapKey/unwrapKey.",
-    )
-)
-registry.register(
+        result_model=KeyVaultHealthResult,
+        activities=(KeyVaultActivityStub,),
+    ),
     OperationKind(
         name=KeyVaultKeyRestoreWorkflow.kind,
         workflow=KeyVaultKeyRestoreWorkflow,
@@ -289,15 +239,18 @@ registry.register(
         role=Role.OPERATOR,
         description="Bring back a lost key: recover from soft delete, else restore its uploaded backup "
         "(POST /api/uploads/key-backups); then verify it.",
-        claim_check=claim_check_key_backup,
-    )
-)
-registry.register(
+        claim_check=lazy("ckey.store.backups:claim_check_key_backup"),
+        result_model=KeyVaultKeyRestoreResult,
+        activities=(KeyVaultActivityStub,),
+    ),
     OperationKind(
         name=KeyVaultAccessRevokeWorkflow.kind,
         workflow=KeyVaultAccessRevokeWorkflow,
         input_model=KeyVaultAccessRevokeInput,
         role=Role.ADMIN,
         description="Remove a user's access policy from a vault (never a Microsoft 365 service principal's).",
-    )
+        result_model=KeyVaultAccessRevokeResult,
+        activities=(KeyVaultActivityStub,),
+    ),
 )
+"""The kinds this module runs, declared once: the registry (:func:`workflows.product_registry`) collects them."""

@@ -26,7 +26,6 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from activities.operation import OperationActivities, RecordOperationInput
     from ckey import temporal as sa
     from ckey.operations import (
         AuditEvent,
@@ -39,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         Outcome,
         Progress,
     )
+    from contracts.operation import OperationActivityStub, RecordOperationInput
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 ArgT = TypeVar("ArgT")
@@ -362,7 +362,7 @@ class OperationWorkflow:
 
     async def _record(self, input: RecordOperationInput) -> None:
         await workflow.execute_activity_method(
-            OperationActivities.record_operation,
+            OperationActivityStub.record_operation,
             input,
             start_to_close_timeout=RECORD_TIMEOUT,
             retry_policy=RECORD_RETRY,

@@ -30,10 +30,6 @@ def create_app(
 ) -> FastAPI:
     """The API, connected at start-up to Temporal and the store (or to the ones given, as tests do)."""
     settings = settings or get_settings()
-    # Importing the workflow modules registers the product's operation kinds.
-    from workflows import all_workflows
-
-    all_workflows()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, create_model
 
-from ckey.operations import OperationKind, registry
+from ckey.operations import OperationKind
+from workflows import product_registry
 
 START_PATH = "/api/operations"
 
@@ -39,7 +40,7 @@ def start_request_model(kind: OperationKind) -> type[BaseModel]:
 
 def start_request_schema() -> tuple[dict[str, Any], dict[str, Any]]:
     """The body's JSON schema and the component schemas it refers to."""
-    models = [start_request_model(kind) for kind in registry]
+    models = [start_request_model(kind) for kind in product_registry()]
     if not models:
         return {"type": "object"}, {}
     body: Any = models[0] if len(models) == 1 else Annotated[Union[tuple(models)], Field(discriminator="kind")]  # noqa: UP007
@@ -53,7 +54,7 @@ def install(app: FastAPI) -> None:
     cache: dict[tuple[str, ...], dict[str, Any]] = {}
 
     def openapi() -> dict[str, Any]:
-        kinds = tuple(kind.name for kind in registry)
+        kinds = tuple(kind.name for kind in product_registry())
         if kinds not in cache:
             document = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
             body, defs = start_request_schema()

@@ -12,40 +12,18 @@ that already holds the target sets and the audit trail (its backups and grants p
 from __future__ import annotations
 
 import hashlib
-import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, Field, StringConstraints, WithJsonSchema
+from pydantic import BaseModel, Field
 
 from ckey.audit import as_utc
-from ckey.models import rule_error
+from ckey.models import KEY_BACKUP_ID, rule_error
+from ckey.models import KEY_BACKUP_ID_PATTERN as KEY_BACKUP_ID_PATTERN
+from ckey.models import KeyBackupId as KeyBackupId
 from ckey.store import Store
 from ckey.store.schema import KeyBackupRow
 from ckey.store.targets import TargetStore
-
-KEY_BACKUP_ID_PATTERN = r"^kb-[0-9a-f-]{36}$"
-_ID = re.compile(KEY_BACKUP_ID_PATTERN)
-
-
-def _check_key_backup_id(value: str) -> str:
-    if not _ID.match(value):
-        raise rule_error(
-            "key-backup-id",
-            "a key backup is named by the id its upload answered, kb-<uuid>: {value}",
-            value=repr(value[:60]),
-        )
-    return value
-
-
-KeyBackupId = Annotated[
-    str,
-    StringConstraints(max_length=39),
-    AfterValidator(_check_key_backup_id),
-    WithJsonSchema({"type": "string", "pattern": KEY_BACKUP_ID_PATTERN, "maxLength": 39}),
-]
-"""The id of an uploaded key backup, ``kb-<uuid>`` (``^kb-[0-9a-f-]{36}$``)."""
 
 
 class KeyBackup(BaseModel):
@@ -79,7 +57,7 @@ class KeyBackupStore:
 
     async def get(self, backup_id: str) -> KeyBackup | None:
         """A backup's description, or ``None``."""
-        if not _ID.match(backup_id):
+        if not KEY_BACKUP_ID.match(backup_id):
             return None
         async with self.store.session() as session:
             row = await session.get(KeyBackupRow, backup_id)
@@ -95,7 +73,7 @@ class KeyBackupStore:
 
     async def read(self, backup_id: str) -> bytes | None:
         """A backup's bytes (for the restore activity only), or ``None``."""
-        if not _ID.match(backup_id):
+        if not KEY_BACKUP_ID.match(backup_id):
             return None
         async with self.store.session() as session:
             row = await session.get(KeyBackupRow, backup_id)

@@ -15,6 +15,7 @@ from pydantic_core import PydanticCustomError
 from sqlalchemy import func, insert, select, update
 
 from ckey.audit import as_utc
+from ckey.models import FollowCounts as FollowCounts
 from ckey.models import check_identity, located, rule_error
 from ckey.store import Store
 from ckey.store.schema import MailboxFollowRow, TargetItemRow, TargetSetRow
@@ -31,21 +32,6 @@ class TargetSet(BaseModel):
     count: int
     created_by: str
     created_at: datetime
-
-
-class FollowCounts(BaseModel):
-    """How far the mailboxes of one operation are."""
-
-    total: int = 0
-    assigned: int = 0
-    encrypted: int = 0
-    failed: int = 0
-    escalated: int = 0
-
-    @property
-    def pending(self) -> int:
-        """Mailboxes not yet encrypted (failed ones excluded)."""
-        return self.total - self.encrypted - self.failed
 
 
 class FollowRow(BaseModel):

@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from activities.exchange import ExchangeActivities, RegisterMailboxesInput
+from activities.exchange import ExchangeActivities
 from ckey.store import Store
 from ckey.store.targets import TargetStore
+from contracts.exchange import RegisterMailboxesInput
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 

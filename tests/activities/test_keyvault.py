@@ -9,10 +9,11 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.keyvault import KeyVaultActivities, RestoreKeyBackupInput
+from activities.keyvault import KeyVaultActivities
 from ckey.keyvault import KeyVaultGateway
 from ckey.store import Store
 from ckey.store.backups import KeyBackupStore
+from contracts.keyvault import RestoreKeyBackupInput
 from sandbox.keyvault import SandboxKeyVaultControl
 from tests.workflows.conftest import unique
 

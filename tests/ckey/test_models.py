@@ -164,6 +164,7 @@ class Names(BaseModel):
         (models._KEY_VERSION, VALID_VERSION + "\n"),
         (models._UPN, "alice@contoso.com\n"),
         (models._URI, "https://kv1.vault.azure.net/keys/k1/\n"),
+        (models.KEY_BACKUP_ID, "kb-0f0e0d0c-0b0a-4908-8706-050403020100\n"),
     ],
 )
 def test_patterns_do_not_match_before_a_final_newline(pattern: re.Pattern[str], value: str) -> None:

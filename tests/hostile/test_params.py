@@ -36,10 +36,8 @@ from ckey.models import (
     VaultName,
     has_control_characters,
 )
-from ckey.operations import OperationKind, Params, registry
-from workflows import all_workflows
-
-all_workflows()  # importing the workflow modules registers the product's kinds
+from ckey.operations import OperationKind, Params
+from workflows import product_registry
 
 LONG = os.environ.get("CKEY_HYPOTHESIS_LONG") == "1"
 EXAMPLES = settings(
@@ -47,7 +45,7 @@ EXAMPLES = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-KINDS = list(registry)
+KINDS = list(product_registry())
 PYDANTIC_TYPES = frozenset(get_args(ErrorType))
 RULE_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)+\Z")
 
@@ -366,7 +364,7 @@ def test_fixed_hostile_values_in_each_field(kind: OperationKind) -> None:
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_baselines_are_valid_requests(name: str) -> None:
     """The strategies mutate these; one that no longer validates would leave the hostile values unreached."""
-    kind = registry.get(name)
+    kind = product_registry().get(name)
     if kind is None:
         pytest.fail(f"{name} is no longer registered: update BASELINES")
     kind.public_params.model_validate(BASELINES[name])

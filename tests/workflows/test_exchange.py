@@ -31,23 +31,24 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import build_activities
-from activities.exchange import AssignBatchInput, ExchangeActivities
+from activities.exchange import ExchangeActivities
 from ckey.api.routes.operations import operation_id_for
 from ckey.azure import AzureConnection
 from ckey.config import Settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.m365 import Cmdlet, M365Gateway
 from ckey.models import Role, ServicePrincipal
-from ckey.operations import registry
 from ckey.store import Store
 from ckey.store.targets import TargetStore
 from ckey.support import SupportDesk
+from contracts.exchange import AssignBatchInput, ExchangeDepAssignInput
 from sandbox.keyvault import SandboxKeyVaultControl
 from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
 from tests.conftest import free_port
 from tests.workflows.conftest import product_gateways, unique
 from tests.workflows.test_keyvault import Auth, Recorder, run_operation
-from workflows.exchange import ExchangeDepAssignInput, ExchangeDepAssignWorkflow
+from workflows import product_registry
+from workflows.exchange import ExchangeDepAssignWorkflow
 
 EXO = ServicePrincipal.EXCHANGE_ONLINE.value
 DEMO_KEYS = [
@@ -346,6 +347,26 @@ async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
     assert encrypted["total"] == 1000
 
 
+async def test_verify_follows_every_mailbox_of_a_dep_until_encrypted(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, m365: M365Gateway, record_history: Recorder
+) -> None:
+    operator = auth(Role.OPERATOR)
+    name = f"VER_{uuid.uuid4().hex[:8]}"
+    created, _ = await run_operation(api, operator, "exchange.dep.create", {"name": name, "azure_key_ids": DEMO_KEYS})
+    assert created["state"] == "succeeded", created["error"]
+    mailboxes = sorted(b.identity for b in await m365.get_mailbox(result_size=3))
+    assigned, _ = await run_operation(api, operator, "exchange.dep.assign", {"dep": name, "mailboxes": mailboxes})
+    assert assigned["state"] == "succeeded", assigned["error"]
+
+    # No mailboxes named: every mailbox the DEP is assigned to.
+    verified, events = await run_operation(api, operator, "exchange.encryption.verify", {"dep": name})
+    assert verified["state"] == "succeeded", verified["error"]
+    assert (verified["result"]["total"], verified["result"]["encrypted"]) == (3, 3)
+    assert verified["result"]["dep"] == name and verified["escalations"] == []
+    assert "phase.resolving" in [e["action"] for e in events]
+    await record_history(verified["id"], "exchange_encryption_verify")
+
+
 async def test_a_dep_marked_for_purge_cannot_be_assigned(
     api: httpx.AsyncClient, product_worker: Worker, auth: Auth, kv_control: SandboxKeyVaultControl, m365: M365Gateway
 ) -> None:
@@ -453,7 +474,7 @@ async def test_public_params_are_bounded(
 
 
 def test_the_workflow_input_takes_its_timings_from_the_settings(op_settings: Settings) -> None:
-    kind = registry.get("exchange.dep.assign")
+    kind = product_registry().get("exchange.dep.assign")
     assert kind is not None
     params = kind.public_params.model_validate({"dep": "USA_mailboxes", "mailbox_file": f"ts-{uuid.uuid4()}"})
     settings = op_settings.model_copy(

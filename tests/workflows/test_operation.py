@@ -25,16 +25,17 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, RetryState
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
+from temporalio.workflow import _Definition as _WorkflowDefinition
 
 from activities import Gateways, build_activities
 from ckey.config import Settings
 from ckey.models import Role
-from ckey.operations import OperationRecord, OperationState, registry
+from ckey.operations import OperationKind, OperationRecord, OperationState
 from ckey.store import Store
 from tests.support.faults import ATTEMPTS, FAULTS_KIND, FaultActivities, FaultInput, FaultMode, FaultWorkflow
 from tests.support.steps import STEPS_KIND, StepsInput, StepsResult, StepsWorkflow
 from worker import WORKFLOW_FAILURE_TYPES
-from workflows import all_workflows
+from workflows import all_workflows, product_kinds, product_registry
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -105,16 +106,24 @@ async def test_replay_checked_in_histories(name: str) -> None:
     await replayer.replay_workflow(history)
 
 
-def test_histories_are_checked_in() -> None:
-    names = {p.stem for p in HISTORIES.glob("*.json")}
-    assert names >= {
-        "steps_workflow",
-        "keyvault_health",
-        "keyvault_key_restore",
-        "keyvault_access_revoke",
-        "exchange_dep_create",
-        "exchange_dep_assign",
-    }
+TEST_HISTORIES = {"steps_workflow"}
+"""Histories of the test workflows (tests/support), replayed with the product's."""
+
+
+@pytest.mark.parametrize("kind", product_kinds(), ids=lambda kind: kind.name)
+def test_every_registered_kind_has_a_history_of_its_workflow(kind: OperationKind) -> None:
+    # Derived from the registry: registering a kind without a history, or removing one, fails here.
+    assert kind.history_name is not None, f"{kind.name} starts a workflow: it needs a replay history"
+    path = HISTORIES / f"{kind.history_name}.json"
+    assert path.is_file(), f"{kind.name} has no replay history: record {path.name} (CKEY_RECORD_HISTORIES=1)"
+    history = WorkflowHistory.from_json(kind.name, path.read_text())
+    started = history.events[0].workflow_execution_started_event_attributes
+    assert started.workflow_type.name == _WorkflowDefinition.must_from_class(kind.workflow).name
+
+
+def test_every_checked_in_history_is_of_a_registered_kind() -> None:
+    expected = {kind.history_name for kind in product_kinds()} | TEST_HISTORIES
+    assert {p.stem for p in HISTORIES.glob("*.json")} == expected
 
 
 # Cancel at any moment (finding 5) ------------------------------------------------------------------------------------
@@ -124,7 +133,7 @@ def test_histories_are_checked_in() -> None:
 async def test_kinds_worker(client: Client, op_settings: Settings, store: Store) -> AsyncIterator[Worker]:
     """The test kinds, registered for the API, on a worker configured like the product's."""
     for kind in (STEPS_KIND, FAULTS_KIND):
-        registry.register(kind)
+        product_registry().register(kind)
     try:
         async with Worker(
             client,
@@ -136,7 +145,7 @@ async def test_kinds_worker(client: Client, op_settings: Settings, store: Store)
             yield worker
     finally:
         for kind in (STEPS_KIND, FAULTS_KIND):
-            registry.unregister(kind.name)
+            product_registry().unregister(kind.name)
 
 
 async def _ended(store: Store, op_id: str) -> OperationRecord:

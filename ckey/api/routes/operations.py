@@ -34,11 +34,11 @@ from ckey.operations import (
     OperationState,
     OperationStatus,
     Outcome,
-    registry,
     request_fingerprint,
 )
 from ckey.store import RESERVED_PHASE, Store
 from ckey.store.targets import TargetStore
+from workflows import product_registry
 
 router = APIRouter(prefix="/api/operations", tags=["operations"])
 
@@ -103,7 +103,7 @@ async def list_kinds(_: Viewer) -> list[KindInfo]:
         KindInfo(
             kind=k.name, role=k.role.value, description=k.description, params_schema=k.public_params.model_json_schema()
         )
-        for k in registry
+        for k in product_registry()
     ]
 
 
@@ -136,9 +136,9 @@ async def start_operation(
     one starts the operation: the others get it back (same body) or 422 ``idempotency-key-reused``.
     """
     body = await _start_request(request, settings)
-    kind = registry.get(body.kind)
+    kind = product_registry().get(body.kind)
     if kind is None:
-        known = ", ".join(k.name for k in registry) or "none"
+        known = ", ".join(k.name for k in product_registry()) or "none"
         raise Problem(422, "operation-kind-known", f"unknown operation kind {body.kind!r}; known kinds: {known}")
     ensure_role(principal, kind.role, f"starting {kind.name}")
     try:

@@ -12,9 +12,9 @@ from ckey.api.app import create_app
 from ckey.auth import mint_local_token
 from ckey.config import Settings
 from ckey.models import Role
-from ckey.operations import registry
 from ckey.store import Store
 from tests.support.steps import STEPS_KIND, StepsWorkflow
+from workflows import product_registry
 
 
 @pytest.fixture
@@ -31,9 +31,9 @@ async def worker(client: Client, settings: Settings, store: Store) -> AsyncItera
 
 @pytest.fixture
 def steps_kind() -> object:
-    registry.register(STEPS_KIND)
+    product_registry().register(STEPS_KIND)
     yield STEPS_KIND
-    registry.unregister(STEPS_KIND.name)
+    product_registry().unregister(STEPS_KIND.name)
 
 
 @pytest.fixture

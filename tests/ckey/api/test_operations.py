@@ -13,8 +13,8 @@ from temporalio.worker import Worker
 
 from ckey import temporal as sa
 from ckey.models import Role
-from ckey.operations import registry
 from ckey.store import Store
+from workflows import product_registry
 
 Headers = Callable[..., dict[str, str]]
 KEY_URI = "https://contosoWestUSvault1.vault.azure.net/keys/Key-01"
@@ -303,8 +303,8 @@ async def test_openapi_types_the_params_of_every_kind(api: httpx.AsyncClient) ->
     schema = document["paths"]["/api/operations"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     mapping = schema["discriminator"]["mapping"]
     assert schema["discriminator"]["propertyName"] == "kind"
-    assert {k.name for k in registry} == set(mapping) and "test.steps" in mapping
-    for kind in registry:
+    assert {k.name for k in product_registry()} == set(mapping) and "test.steps" in mapping
+    for kind in product_registry():
         variant = document["components"]["schemas"][mapping[kind.name].rsplit("/", 1)[-1]]
         assert variant["properties"]["kind"]["const"] == kind.name
         assert variant["additionalProperties"] is False

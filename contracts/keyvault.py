@@ -1,0 +1,209 @@
+"""The Key Vault family's contract: the workflows' params and results, the activities' models and their stub.
+
+Workflows ``keyvault.health``, ``keyvault.key.restore`` and ``keyvault.access.revoke`` (:mod:`workflows.keyvault`)
+call the activities of :class:`KeyVaultActivityStub`, which :class:`activities.keyvault.KeyVaultActivities`
+implements.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+from temporalio import activity
+
+from ckey.models import (
+    DeletedKeyInfo,
+    KeyBackupId,
+    KeyInfo,
+    KeyUriField,
+    UserPrincipalName,
+    VaultInfo,
+    VaultName,
+    Workload,
+)
+from ckey.operations import Params
+
+# Activities ------------------------------------------------------------------------------------------------------
+
+
+class HealthLine(BaseModel):
+    """One check of the health report, with the rule it serves."""
+
+    key: str
+    check: str
+    rule: str
+    ok: bool
+    detail: str = ""
+
+
+class CheckKeyHealthInput(BaseModel):
+    """Which key to check, for which workload's service principal."""
+
+    key_uri: str
+    workload: Workload = Workload.EXCHANGE
+
+
+class CheckKeyHealthResult(BaseModel):
+    """The checks of one key, and its vault's region for the two-regions rule."""
+
+    lines: list[HealthLine] = Field(default_factory=list)
+    vault: str = ""
+    region: str | None = None
+
+
+class ConfiguredKeysInput(BaseModel):
+    """The workload whose configured DEP keys are wanted."""
+
+    workload: Workload
+
+
+class ConfiguredKeysResult(BaseModel):
+    """The configured DEP keys of a workload."""
+
+    key_uris: list[str] = Field(default_factory=list)
+
+
+class KeyRef(BaseModel):
+    """A key by URI (versionless or versioned)."""
+
+    key_uri: str
+
+
+class KeyState(BaseModel):
+    """Whether a key is active, soft-deleted, or neither (purged, never existed)."""
+
+    active: KeyInfo | None = None
+    deleted: DeletedKeyInfo | None = None
+
+
+class RestoreKeyBackupInput(BaseModel):
+    """An uploaded backup to restore into a vault, by its id (the bytes are read from the store, never carried)."""
+
+    vault: str
+    backup: KeyBackupId
+    name: str | None = None
+    """The key the backup holds, so that a retried restore can see it went through."""
+
+
+class VaultRef(BaseModel):
+    """A vault by name."""
+
+    vault: str
+
+
+class RemoveAccessPolicyInput(BaseModel):
+    """Whose access policy to remove from which vault."""
+
+    vault: str
+    user_principal_name: str
+
+
+class RemoveAccessPolicyResult(BaseModel):
+    """What was removed (nothing when the user held no policy)."""
+
+    object_id: str
+    removed_permissions: list[str] = Field(default_factory=list)
+
+
+class KeyVaultActivityStub:
+    """The Key Vault activities as the workflows call them; :class:`activities.keyvault.KeyVaultActivities` runs them.
+
+    Each method only names the activity and its types: the worker registers the implementation's methods, which
+    carry the same names.
+    """
+
+    @activity.defn(name="configured_dep_keys")
+    async def configured_dep_keys(self, input: ConfiguredKeysInput) -> ConfiguredKeysResult:
+        """The DEP keys configured for a workload (``CKEY_DEP_KEYS``)."""
+        raise NotImplementedError
+
+    @activity.defn(name="check_key_health")
+    async def check_key_health(self, input: CheckKeyHealthInput) -> CheckKeyHealthResult:
+        """Check one key against every rule of the seed."""
+        raise NotImplementedError
+
+    @activity.defn(name="inspect_key")
+    async def inspect_key(self, input: KeyRef) -> KeyState:
+        """Whether a key is active, soft-deleted, or neither."""
+        raise NotImplementedError
+
+    @activity.defn(name="recover_deleted_key")
+    async def recover_deleted_key(self, input: KeyRef) -> KeyInfo:
+        """Recover a soft-deleted key."""
+        raise NotImplementedError
+
+    @activity.defn(name="restore_key_backup")
+    async def restore_key_backup(self, input: RestoreKeyBackupInput) -> KeyInfo:
+        """Restore an uploaded key backup into a vault."""
+        raise NotImplementedError
+
+    @activity.defn(name="verify_key_crypto")
+    async def verify_key_crypto(self, input: KeyRef) -> KeyInfo:
+        """Wrap and unwrap with the key, to show it works."""
+        raise NotImplementedError
+
+    @activity.defn(name="show_vault_access")
+    async def show_vault_access(self, input: VaultRef) -> VaultInfo:
+        """A vault's properties and access policies."""
+        raise NotImplementedError
+
+    @activity.defn(name="remove_access_policy")
+    async def remove_access_policy(self, input: RemoveAccessPolicyInput) -> RemoveAccessPolicyResult:
+        """Remove a user's access policy from a vault."""
+        raise NotImplementedError
+
+
+# Workflows -------------------------------------------------------------------------------------------------------
+
+
+HEALTH_MAX_KEYS = 20
+"""Keys one health check names at most (a DEP has two; a check of every workload's keys, six)."""
+
+
+class KeyVaultHealthInput(Params):
+    """Which keys to check (default: the workload's configured DEP keys) and for which workload's principal."""
+
+    workload: Workload = Workload.EXCHANGE
+    keys: list[KeyUriField] = Field(default_factory=list, max_length=HEALTH_MAX_KEYS)
+
+
+class KeyVaultHealthResult(BaseModel):
+    """A report with one line per check and the rule it serves."""
+
+    ok: bool
+    lines: list[HealthLine]
+
+
+class KeyVaultKeyRestoreInput(Params):
+    """The key to bring back and, for when soft-delete recovery is impossible, its uploaded backup.
+
+    The backup is named by the id ``POST /api/uploads/key-backups`` answered: its bytes never travel in the
+    parameters, the workflow's history or the audit trail.
+    """
+
+    key_uri: KeyUriField
+    backup: KeyBackupId | None = Field(
+        default=None, description="An uploaded key backup's id (`kb-<uuid>`), for a key that was purged."
+    )
+
+
+class KeyVaultKeyRestoreResult(BaseModel):
+    """How the key came back and its current version."""
+
+    method: str
+    """``recovered`` (from soft delete) or ``restored`` (from the backup)."""
+    key_uri: str
+
+
+class KeyVaultAccessRevokeInput(Params):
+    """Whose access to remove from which vault."""
+
+    vault: VaultName
+    user_principal_name: UserPrincipalName
+
+
+class KeyVaultAccessRevokeResult(BaseModel):
+    """What was removed, and who still has access."""
+
+    removed_permissions: list[str]
+    remaining: list[str]
+    """Object ids (and names where known) that still hold an access policy."""
