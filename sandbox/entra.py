@@ -9,8 +9,9 @@ data (:func:`ensure_app_registrations`); ``ckey up`` hands them to ckey as ``CKE
 
 What Entra answers and the sandbox mirrors (v2.0 endpoints, ``AADSTS`` codes in ``error_codes``):
 
-* ``POST /{tenant}/oauth2/v2.0/token``: ``grant_type=client_credentials`` with ``client_secret``; a
-  ``scope`` of ``<resource>/.default``.
+* ``POST /{tenant}/oauth2/v2.0/token``: ``grant_type=client_credentials`` with a ``client_secret`` or a
+  ``client_assertion`` (a JWT signed with a registered certificate's key, named by its ``x5t#S256`` or ``x5t``
+  thumbprint, for the token endpoint's URL); a ``scope`` of ``<resource>/.default``.
 * ``GET /{tenant}/v2.0/.well-known/openid-configuration``, ``GET /{tenant}/discovery/v2.0/keys`` and
   ``GET /common/discovery/instance`` (MSAL's instance discovery): what MSAL-based clients read before the token call.
 
@@ -27,11 +28,17 @@ import os
 import secrets
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
@@ -60,6 +67,8 @@ class AppRegistration:
     client_secret: str
     principal: str
     display_name: str
+    certificates: list[str] = field(default_factory=list)
+    """Its registered certificates (PEM): a client assertion signed with one's key signs it in too."""
 
 
 def registrations_path(data_dir: Path) -> Path:
@@ -67,27 +76,70 @@ def registrations_path(data_dir: Path) -> Path:
     return data_dir / "keys" / "sandbox-entra-apps.json"
 
 
-def ensure_app_registrations(data_dir: Path, automation_principal: str) -> list[AppRegistration]:
-    """The sandbox tenant's app registrations; on first use, ckey's automation app with a fresh client secret."""
-    path = registrations_path(data_dir)
-    if path.exists():
-        return [AppRegistration(**entry) for entry in json.loads(path.read_text())["apps"]]
-    app = AppRegistration(
-        client_id=str(uuid.uuid4()),
-        client_secret=secrets.token_urlsafe(32),
-        principal=automation_principal,
-        display_name="ckey automation",
-    )
+def certificate_path(data_dir: Path, client_id: str) -> Path:
+    """An app's private key and certificate, one PEM file as ``CertificateCredential`` reads it (mode 0600)."""
+    return data_dir / "keys" / f"sandbox-app-{client_id}.pem"
+
+
+def _write_private(path: Path, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        json.dump({"apps": [asdict(app)]}, out, indent=2)
-    # Two processes creating it at once: the first rename wins and both read the same file afterwards.
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    return tmp
+
+
+def create_app_certificate(path: Path, client_id: str) -> str:
+    """A self-signed certificate for an app's client assertions: its key and certificate go to ``path``.
+
+    Returns:
+        The certificate (PEM), for the registration.
+    """
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"ckey app {client_id}")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=730))
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    _write_private(path, key_pem + cert_pem).replace(path)
+    return cert_pem.decode()
+
+
+def ensure_app_registrations(data_dir: Path, automation_principal: str) -> list[AppRegistration]:
+    """The sandbox tenant's app registrations.
+
+    On first use: ckey's automation app, with a fresh client secret and certificate (:func:`certificate_path`).
+    """
+    path = registrations_path(data_dir)
     if not path.exists():
-        tmp.replace(path)
-    else:
-        tmp.unlink()
+        client_id = str(uuid.uuid4())
+        app = AppRegistration(
+            client_id=client_id,
+            client_secret=secrets.token_urlsafe(32),
+            principal=automation_principal,
+            display_name="ckey automation",
+            certificates=[create_app_certificate(certificate_path(data_dir, client_id), client_id)],
+        )
+        tmp = _write_private(path, json.dumps({"apps": [asdict(app)]}, indent=2).encode())
+        try:
+            # Two processes creating it at once: the first link wins, and both read the winner's afterwards.
+            os.link(tmp, path)
+        except FileExistsError:
+            certificate_path(data_dir, client_id).unlink(missing_ok=True)
+        finally:
+            tmp.unlink()
     return [AppRegistration(**entry) for entry in json.loads(path.read_text())["apps"]]
 
 
@@ -98,6 +150,25 @@ def automation_app(data_dir: Path, automation_principal: str) -> AppRegistration
         if app.principal.lower() == automation_principal.lower():
             return app
     raise LookupError(f"no app registration signs in as {automation_principal}")
+
+
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def _thumbprint(certificate: x509.Certificate, algorithm: hashes.HashAlgorithm) -> str:
+    return base64.urlsafe_b64encode(certificate.fingerprint(algorithm)).rstrip(b"=").decode()
+
+
+def _certificate_named(app: AppRegistration, header: dict[str, Any]) -> x509.Certificate | None:
+    """The registered certificate the assertion's header names (``x5t#S256``, else the SHA-1 ``x5t``)."""
+    for pem in app.certificates:
+        certificate = x509.load_pem_x509_certificate(pem.encode())
+        if "x5t#S256" in header:
+            if str(header["x5t#S256"]).rstrip("=") == _thumbprint(certificate, hashes.SHA256()):
+                return certificate
+        elif str(header.get("x5t", "")).rstrip("=") == _thumbprint(certificate, hashes.SHA1()):
+            return certificate
+    return None
 
 
 def entra_error(status: int, error: str, code: int, description: str) -> JSONResponse:
@@ -161,11 +232,16 @@ class Entra:
                 f"Application with identifier '{client_id}' was not found in the directory '{tenant}'.",
             )
         secret = form.get("client_secret")
-        if secret is None:
+        assertion = form.get("client_assertion")
+        if assertion is not None:
+            refused = self._check_assertion(request, app, form, assertion)
+            if refused is not None:
+                return refused
+        elif secret is None:
             return entra_error(
                 401, "invalid_client", 7000218, "The request body must contain 'client_assertion' or 'client_secret'."
             )
-        if not hmac.compare_digest(secret.encode(), app.client_secret.encode()):
+        elif not hmac.compare_digest(secret.encode(), app.client_secret.encode()):
             return entra_error(
                 401,
                 "invalid_client",
@@ -188,6 +264,49 @@ class Entra:
             {"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token.token},
             headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
         )
+
+    def _check_assertion(
+        self, request: Request, app: AppRegistration, form: dict[str, str], assertion: str
+    ) -> Response | None:
+        """None when ``assertion`` signs ``app`` in, else Entra's refusal.
+
+        It must be signed with a registered certificate's key, name the client id as ``iss`` and ``sub`` and this
+        token endpoint as ``aud``, and be within its time range.
+        """
+        if form.get("client_assertion_type") != JWT_BEARER:
+            return entra_error(
+                400, "invalid_request", 700023, f"client_assertion_type must be '{JWT_BEARER}' with a client_assertion."
+            )
+        try:
+            header = jwt.get_unverified_header(assertion)
+        except jwt.PyJWTError:
+            return entra_error(401, "invalid_client", 50027, "Invalid JWT token: the client assertion is malformed.")
+        certificate = _certificate_named(app, header)
+        if certificate is None:
+            return entra_error(
+                401,
+                "invalid_client",
+                700027,
+                f"The certificate with identifier used to sign the client assertion is not registered on application "
+                f"'{app.client_id}'.",
+            )
+        token_url = f"{AUTHORITY}/{request.path_params['tenant']}/oauth2/v2.0/token"
+        try:
+            claims = jwt.decode(
+                assertion,
+                certificate.public_key(),  # type: ignore[arg-type]
+                algorithms=["RS256", "PS256"],
+                audience=[token_url, f"{AUTHORITY}/{self.identity.tenant_id}/oauth2/v2.0/token"],
+                issuer=app.client_id,
+                options={"require": ["exp", "aud", "iss", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            return entra_error(401, "invalid_client", 700024, "Client assertion is not within its valid time range.")
+        except jwt.PyJWTError as exc:
+            return entra_error(401, "invalid_client", 700027, f"Client assertion failed signature validation: {exc}.")
+        if str(claims["sub"]).lower() != app.client_id.lower():
+            return entra_error(401, "invalid_client", 700021, "Client assertion's subject is not the application.")
+        return None
 
     async def openid_configuration(self, request: Request) -> Response:
         """``GET /{tenant}/v2.0/.well-known/openid-configuration``."""
