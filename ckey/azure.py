@@ -145,11 +145,13 @@ class AzureConnection:
         """The async token credential of ckey, shared by every SDK client of the process.
 
         ``ClientSecretCredential`` for the app registration of ``CKEY_AZURE_CLIENT_ID`` / ``CKEY_AZURE_CLIENT_SECRET``
-        (``ckey up`` sets the sandbox tenant's), else ``DefaultAzureCredential`` (managed identity, workload
+        (``ckey up`` sets the sandbox tenant's), ``CertificateCredential`` for ``CKEY_AZURE_CLIENT_ID`` /
+        ``CKEY_AZURE_CLIENT_CERTIFICATE_PATH``, else ``DefaultAzureCredential`` (managed identity, workload
         identity, environment, Azure CLI). Either reaches Entra ID through :meth:`client_kwargs`' transport.
         """
         if self._credential is None:
             settings = self.settings
+            common: dict[str, Any] = {"authority": settings.azure_authority_host, **self.client_kwargs()}
             if settings.azure_client_id and settings.azure_client_secret is not None:
                 from azure.identity.aio import ClientSecretCredential
 
@@ -157,15 +159,21 @@ class AzureConnection:
                     settings.azure_tenant_id,
                     settings.azure_client_id,
                     settings.azure_client_secret.get_secret_value(),
-                    authority=settings.azure_authority_host,
-                    **self.client_kwargs(),
+                    **common,
+                )
+            elif settings.azure_client_id and settings.azure_client_certificate_path is not None:
+                from azure.identity.aio import CertificateCredential
+
+                self._credential = CertificateCredential(
+                    settings.azure_tenant_id,
+                    settings.azure_client_id,
+                    certificate_path=str(settings.azure_client_certificate_path),
+                    **common,
                 )
             else:
                 from azure.identity.aio import DefaultAzureCredential
 
-                self._credential = DefaultAzureCredential(
-                    authority=settings.azure_authority_host, **self.client_kwargs()
-                )
+                self._credential = DefaultAzureCredential(**common)
         return self._credential
 
     def _ssl_context(self) -> ssl.SSLContext:

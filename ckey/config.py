@@ -89,6 +89,8 @@ class Settings(BaseSettings):
     ``AZURE_*`` variables, Azure CLI)."""
     azure_client_secret: SecretStr | None = None
     """The app registration's client secret."""
+    azure_client_certificate_path: Path | None = None
+    """Or its certificate: one PEM file with the private key and the certificate (``CertificateCredential``)."""
     azure_authority_host: str = "login.microsoftonline.com"
     """Microsoft Entra ID's authority host (``login.microsoftonline.us``, ``login.chinacloudapi.cn`` in other
     clouds)."""

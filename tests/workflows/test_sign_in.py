@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from azure.identity.aio import ClientSecretCredential
+from azure.identity.aio import CertificateCredential, ClientSecretCredential, DefaultAzureCredential
 
 from ckey.azure import AzureConnection
 from ckey.config import Settings
 from ckey.keyvault import OWN_NAME, SERVICE_PRINCIPAL_NAMES, Directory, KeyVaultError
 from ckey.models import ServicePrincipal
+from sandbox.entra import certificate_path
 from sandbox.identity import object_id
 from sandbox.m365 import SandboxM365Server
 
@@ -36,3 +37,27 @@ async def test_a_host_the_sandbox_does_not_serve_is_not_reached(azure: AzureConn
     async with httpx.AsyncClient(transport=azure.httpx_transport()) as http:
         with pytest.raises(httpx.ConnectError, match="not served by the local stack"):
             await http.get("https://example.com/")
+
+
+async def test_a_certificate_signs_ckey_in_as_well(stack_settings: Settings, tenant_server: SandboxM365Server) -> None:
+    client_id = stack_settings.azure_client_id
+    assert client_id is not None
+    settings = stack_settings.model_copy(
+        update={
+            "azure_client_secret": None,
+            "azure_client_certificate_path": certificate_path(stack_settings.data_dir, client_id),
+        }
+    )
+    async with AzureConnection(settings) as azure:
+        assert isinstance(azure.credential(), CertificateCredential)
+        oid = await Directory(azure).object_id("carol@contoso.com")
+    assert oid == object_id(settings.azure_tenant_id, "carol@contoso.com")
+
+
+async def test_without_an_app_registration_ckey_uses_default_azure_credential(stack_settings: Settings) -> None:
+    settings = stack_settings.model_copy(
+        update={"azure_client_id": None, "azure_client_secret": None, "sandbox": False}
+    )
+    async with AzureConnection(settings) as azure:
+        assert isinstance(azure.credential(), DefaultAzureCredential)
+        assert azure.client_kwargs() == {} and azure.httpx_transport() is None
