@@ -20,7 +20,7 @@ import contextlib
 import ctypes
 import errno
 import functools
-import importlib.util
+import importlib.machinery
 import json
 import os
 import shutil
@@ -112,10 +112,15 @@ def sandbox_services(settings: Settings) -> list[SandboxService]:
 
 
 def _runnable(package: str) -> bool:
-    try:
-        return importlib.util.find_spec(f"{package}.__main__") is not None
-    except ImportError:
+    """Whether ``python -m <package>`` finds its ``__main__``, looked up on the path without importing anything.
+
+    ``importlib.util.find_spec`` of a submodule would import its parents: ``ckey up`` would load the sandbox.
+    """
+    top, *inner = package.split(".")
+    spec = importlib.machinery.PathFinder.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
         return False
+    return any(Path(where, *inner, "__main__.py").is_file() for where in spec.submodule_search_locations)
 
 
 def stack_ports(settings: Settings) -> list[PortUse]:
