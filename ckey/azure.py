@@ -105,6 +105,10 @@ class SandboxHttpxTransport(httpx.AsyncBaseTransport):
         await self._inner.aclose()
 
 
+class SandboxSignInError(RuntimeError):
+    """Sandbox mode without client credentials: nothing would sign ckey in to the sandbox tenant."""
+
+
 def sandbox_routes(settings: Settings) -> dict[str, int]:
     """Which sandbox port serves which host."""
     routes = {suffix: settings.sandbox_keyvault_port for suffix in KEYVAULT_HOST_SUFFIXES}
@@ -169,6 +173,14 @@ class AzureConnection:
                     settings.azure_client_id,
                     certificate_path=str(settings.azure_client_certificate_path),
                     **common,
+                )
+            elif settings.sandbox:
+                # DefaultAzureCredential would try the instance metadata service at 169.254.169.254, an address
+                # that no resolver maps: the sandbox's own app registration is the only way in.
+                raise SandboxSignInError(
+                    "sandbox mode needs the sandbox tenant's app registration for ckey: CKEY_AZURE_CLIENT_ID with "
+                    "CKEY_AZURE_CLIENT_SECRET or CKEY_AZURE_CLIENT_CERTIFICATE_PATH (`ckey up` sets them; "
+                    "`python -m sandbox.bootstrap` prints them)"
                 )
             else:
                 from azure.identity.aio import DefaultAzureCredential

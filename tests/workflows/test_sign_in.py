@@ -6,7 +6,7 @@ import httpx
 import pytest
 from azure.identity.aio import CertificateCredential, ClientSecretCredential, DefaultAzureCredential
 
-from ckey.azure import AzureConnection
+from ckey.azure import AzureConnection, SandboxSignInError
 from ckey.config import Settings
 from ckey.keyvault import OWN_NAME, SERVICE_PRINCIPAL_NAMES, Directory, KeyVaultError
 from ckey.models import ServicePrincipal
@@ -61,3 +61,11 @@ async def test_without_an_app_registration_ckey_uses_default_azure_credential(st
     async with AzureConnection(settings) as azure:
         assert isinstance(azure.credential(), DefaultAzureCredential)
         assert azure.client_kwargs() == {} and azure.httpx_transport() is None
+
+
+async def test_sandbox_mode_without_an_app_registration_refuses_to_sign_in(stack_settings: Settings) -> None:
+    # DefaultAzureCredential would go to the instance metadata service, outside the sandbox.
+    settings = stack_settings.model_copy(update={"azure_client_id": None, "azure_client_secret": None})
+    async with AzureConnection(settings) as azure:
+        with pytest.raises(SandboxSignInError, match="CKEY_AZURE_CLIENT_ID"):
+            azure.credential()
