@@ -17,6 +17,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from pydantic import SecretStr
 from temporalio.api.enums.v1 import EventType
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -32,6 +33,7 @@ from ckey.store.migrate import upgrade
 from ckey.store.targets import TargetStore
 from ckey.support import HttpSupportDesk
 from contracts.exchange import ExchangeDepAssignInput
+from sandbox.bootstrap import bootstrap
 from sandbox.keyvault import SandboxKeyVaultServer
 from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
 from workflows import all_workflows
@@ -59,6 +61,14 @@ async def main(count: int, speed: float = 5_000_000.0) -> None:
         sandbox_m365_port=_port(),
         temporal_task_queue=f"bench-{uuid.uuid4()}",
         _env_file=None,
+    )
+    # Signed in as `ckey up` signs its children in: the sandbox tenant's app registration for ckey.
+    sign_in = bootstrap(settings)
+    settings = settings.model_copy(
+        update={
+            "azure_client_id": sign_in["CKEY_AZURE_CLIENT_ID"],
+            "azure_client_secret": SecretStr(sign_in["CKEY_AZURE_CLIENT_SECRET"]),
+        }
     )
     store = Store.from_url(settings.resolved_database_url)
     await upgrade(store.engine)

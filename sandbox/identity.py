@@ -8,6 +8,8 @@ sandbox agree on it without a directory: :func:`object_id`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import os
 import time
 import uuid
@@ -78,6 +80,16 @@ class SandboxIdentity:
         self.tenant_id = tenant_id
         self._key = load_or_create_issuer_key(key_path)
         self.issuer = f"https://sts.windows.net/{tenant_id}/"
+        der = self._key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.key_id = base64.urlsafe_b64encode(hashlib.sha1(der).digest()).rstrip(b"=").decode()
+        """The signing key's id (``kid``), as Entra's JWKS names its keys."""
+
+    @property
+    def public_key(self) -> rsa.RSAPublicKey:
+        """The key that verifies the tokens (published at the token endpoint's JWKS)."""
+        return self._key.public_key()
 
     def mint(self, principal: str, resource: str, lifetime: int = TOKEN_LIFETIME_SECONDS) -> AccessToken:
         """An access token for ``principal`` (app id or UPN) to call ``resource``."""
@@ -96,7 +108,7 @@ class SandboxIdentity:
             claims |= {"appid": principal, "idtyp": "app"}
         else:
             claims |= {"upn": principal, "idtyp": "user"}
-        token = jwt.encode(claims, self._key, algorithm="RS256")
+        token = jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
         return AccessToken(token, now + lifetime)
 
     def verify(self, token: str, resource: str) -> Caller:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
@@ -177,6 +178,24 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
 
 
 # Settings -----------------------------------------------------------------------------------------------------
+
+
+def signed_in_to_sandbox(settings: Settings) -> Settings:
+    """``settings`` in sandbox mode, with the client credentials of ckey's app registration in the sandbox tenant.
+
+    What ``ckey up`` hands its children (``CKEY_SANDBOX=true`` and ``python -m sandbox.bootstrap``'s answer): ckey
+    then signs in with azure-identity's ``ClientSecretCredential`` at the sandbox's token endpoint, as in production.
+    """
+    from sandbox.bootstrap import bootstrap
+
+    env = bootstrap(settings)
+    return settings.model_copy(
+        update={
+            "sandbox": True,
+            "azure_client_id": env["CKEY_AZURE_CLIENT_ID"],
+            "azure_client_secret": SecretStr(env["CKEY_AZURE_CLIENT_SECRET"]),
+        }
+    )
 
 
 @pytest.fixture

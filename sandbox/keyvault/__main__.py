@@ -21,8 +21,9 @@ def main() -> int:
         return 2
     port = settings.sandbox_keyvault_port
     logging.getLogger("sandbox.keyvault").info(
-        "sandbox Key Vault on https://127.0.0.1:%d: *.vault.azure.net and management.azure.com (ckey resolves them "
-        "here in sandbox mode), control at https://localhost:%d/sandbox/, data in %s",
+        "sandbox Key Vault on https://127.0.0.1:%d: *.vault.azure.net, management.azure.com and "
+        "login.microsoftonline.com (ckey resolves them here in sandbox mode), control at "
+        "https://localhost:%d/sandbox/, data in %s",
         port,
         port,
         settings.data_dir,

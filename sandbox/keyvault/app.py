@@ -1,7 +1,9 @@
 """The sandbox Key Vault as one ASGI app that serves every host, chosen by the ``Host`` header.
 
 ``<vault>.vault.azure.net`` (and ``<vault>.vault.ckey.test``) is Key Vault's data plane for that vault,
-``management.azure.com`` is Resource Manager, ``localhost`` / ``127.0.0.1`` is the sandbox's control endpoint.
+``management.azure.com`` is Resource Manager, ``login.microsoftonline.com`` is the tenant's Microsoft Entra ID
+(:mod:`sandbox.entra`: the token endpoint ckey's ``azure-identity`` credential signs in at), ``localhost`` /
+``127.0.0.1`` is the sandbox's control endpoint.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from starlette.routing import Host
 
 from ckey.config import Settings
 from sandbox.common import sandbox_app
+from sandbox.entra import Entra, ensure_app_registrations
 from sandbox.identity import SandboxIdentity
 from sandbox.keyvault.admin import build_control_app
 from sandbox.keyvault.arm import Arm
@@ -73,6 +76,11 @@ def create_app(settings: Settings, *, database_url: str | None = None, seed: boo
     dataplane = DataPlane(sandbox)
     control = build_control_app(sandbox)
     arm = Arm(sandbox)
+    entra = Entra(
+        sandbox.identity,
+        ensure_app_registrations(settings.data_dir, settings.azure_principal),
+        {settings.azure_tenant_id, settings.m365_organization},
+    )
 
     return sandbox_app(
         sandbox,
@@ -80,6 +88,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, seed: boo
             Host("{vault}.vault.azure.net", app=dataplane),
             Host("{vault}.vault.ckey.test", app=dataplane),
             Host("management.azure.com", app=arm),
+            Host("login.microsoftonline.com", app=entra.router()),
             Host("localhost", app=control),
             Host("127.0.0.1", app=control),
         ],

@@ -5,13 +5,15 @@
 | ``outlook.office365.com`` | Exchange Online admin REST: ``POST /adminapi/beta/{tenant}/InvokeCommand`` |
 | ``<tenant>[<geo>]-admin.sharepoint.com`` | the sandbox's stand-in for SharePoint PowerShell's CSOM calls: ``POST
   /adminapi/InvokeCommand`` with the same body and answer |
-| ``graph.microsoft.com`` | Windows 365 (``/beta/deviceManagement/virtualEndpoint/...``) |
+| ``graph.microsoft.com`` | Windows 365 (``/beta/deviceManagement/virtualEndpoint/...``); the directory lookups ckey
+  makes (``/v1.0/users/{upn}``, ``/v1.0/servicePrincipals(appId='{id}')``, :class:`sandbox.entra.SandboxDirectory`) |
 | ``support.ckey.test`` | the support desk (``/providers/Microsoft.Support/supportTickets/...``) |
 | ``localhost``, ``127.0.0.1`` | the sandbox's control endpoint ``/sandbox/...`` |
 
 Every workload request passes the same gate: injected latency, bearer token (401 with ``WWW-Authenticate``; only
 ``settings.azure_principal`` holds the admin roles, anyone else gets 403 naming the role), injected 5xx, throttling
 (429 with ``Retry-After``), then Microsoft's due steps run (:meth:`SandboxM365.tick`) and the request is served.
+Directory lookups only check the token: faults injected for the workloads are not spent on them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import json
 import logging
 import random
+import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -36,6 +39,7 @@ from starlette.routing import Host, Route, Router
 
 from ckey.config import Settings
 from sandbox.common import sandbox_app
+from sandbox.entra import SandboxDirectory, ensure_app_registrations
 from sandbox.identity import Caller, SandboxIdentity
 from sandbox.m365.admin import build_control_app
 from sandbox.m365.clock import SimClock
@@ -130,6 +134,9 @@ class SandboxM365:
         self.sharepoint = SharePoint(self.core)
         self.desk = SupportDesk(self.core, self.exchange, self.multi)
         self.identity = SandboxIdentity(settings.sandbox_identity_key_path, settings.azure_tenant_id)
+        self.directory = SandboxDirectory(
+            settings.azure_tenant_id, ensure_app_registrations(settings.data_dir, settings.azure_principal)
+        )
         self.seed = seed or EMPTY_TENANT
         self.speed = speed or settings.sandbox_m365_speed or 1.0
         self.counters: Counter[str] = Counter()
@@ -224,7 +231,12 @@ class SandboxM365:
 
     # The gate ---------------------------------------------------------------------------------------------------
 
-    def _authenticate(self, request: Request, resources: tuple[str, ...], family: Family) -> Caller:
+    def authenticate(self, request: Request, resources: tuple[str, ...], family: Family) -> Caller:
+        """The caller behind the request's bearer token, if it holds the family's admin role.
+
+        Raises:
+            _Reject: 401 (no valid token for one of ``resources``) or 403 (another principal).
+        """
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
         resource = resources[0]
@@ -310,7 +322,7 @@ class SandboxM365:
         self.counters[f"{family.value}.requests"] += 1
         if self.core.faults.latency_ms:
             await asyncio.sleep(self.core.faults.latency_ms / 1000)
-        caller = self._authenticate(request, resources, family)
+        caller = self.authenticate(request, resources, family)
         if family is not Family.SUPPORT:
             await self._faults(family)
         await self.tick()
@@ -462,6 +474,10 @@ def _host(request: Request) -> str:
     return request.headers.get("host", "").split(":", 1)[0].lower()
 
 
+_USER_BY_KEY = re.compile(r"users\('(?P<key>(?:[^']|'')*)'\)")
+_SERVICE_PRINCIPAL_BY_APP_ID = re.compile(r"servicePrincipals\(appId='(?P<app_id>[^']*)'\)")
+
+
 def _graph(sandbox: SandboxM365) -> Router:
     multi = sandbox.multi
     base = "/beta/deviceManagement/virtualEndpoint"
@@ -506,8 +522,36 @@ def _graph(sandbox: SandboxM365) -> Router:
     def guard(handler: Endpoint) -> Endpoint:
         return _guarded(sandbox, (GRAPH_RESOURCE,), Family.GRAPH, handler)
 
+    async def directory_object(request: Request) -> Response:
+        try:
+            sandbox.authenticate(request, (GRAPH_RESOURCE,), Family.GRAPH)
+        except _Reject as exc:
+            return exc.response
+        entity = str(request.path_params["entity"])
+        found: dict[str, Any] | None
+        if match := _USER_BY_KEY.fullmatch(entity):
+            found = sandbox.directory.user(match["key"].replace("''", "'"))
+        elif entity.startswith("users/") and "/" not in entity.removeprefix("users/"):
+            found = sandbox.directory.user(entity.removeprefix("users/"))
+        elif match := _SERVICE_PRINCIPAL_BY_APP_ID.fullmatch(entity):
+            found = sandbox.directory.service_principal(match["app_id"])
+        else:
+            return graph_error(400, "BadRequest", f"Resource not found for the segment '{entity.split('/')[0]}'.")
+        if found is None:
+            return graph_error(
+                404,
+                "Request_ResourceNotFound",
+                f"Resource '{entity}' does not exist or one of its queried reference-property objects are not present.",
+            )
+        select = request.query_params.get("$select")
+        if select:
+            wanted = {name.strip() for name in select.split(",")}
+            found = {k: v for k, v in found.items() if k in wanted or k.startswith("@odata.")}
+        return JSONResponse(found)
+
     return Router(
         [
+            Route("/v1.0/{entity:path}", directory_object, methods=["GET"]),
             Route(f"{base}/cloudPCs", guard(cloud_pcs), methods=["GET"]),
             Route(f"{base}/cloudPCs/{{id}}", guard(cloud_pc), methods=["GET"]),
             Route(f"{base}/organizationSettings", guard(organization_settings), methods=["GET", "PATCH"]),

@@ -2,8 +2,10 @@
 
 Microsoft 365 reaches a customer key as the workload's service principal (Exchange Online, SharePoint Online, the
 Microsoft 365 data-at-rest principal), never as the customer's administrator. In the sandbox the same SDK clients
-ckey uses go through :class:`ckey.azure.AzureConnection` with ``credential(principal=<app id>)``, so the sandbox Key
-Vault sees the principal's token and answers by its access policies or role assignments exactly as for anyone else.
+ckey uses go through :class:`ckey.azure.AzureConnection`'s transport with a token the sandbox's identity provider
+mints for the principal (:class:`sandbox.identity.SandboxCredential`: Microsoft 365 signs in as its first-party
+apps, which no client secret of the customer's tenant names), so the sandbox Key Vault sees the principal's token and
+answers by its access policies or role assignments exactly as for anyone else.
 
 Wrapping is done *by the vault* (``POST .../wrapkey`` through ``KeyClient.send_request``): the SDK's
 ``CryptographyClient`` would wrap locally once it holds the public key, and then the ``wrapKey`` permission the seed
@@ -31,6 +33,7 @@ from azure.keyvault.keys.crypto.aio import CryptographyClient
 from ckey.azure import AzureConnection
 from ckey.config import Settings
 from ckey.models import KeyUri
+from sandbox.identity import SandboxCredential, SandboxIdentity
 
 WRAP_ALGORITHM = KeyWrapAlgorithm.rsa_oaep_256
 KEYVAULT_RETRIES = 1
@@ -118,6 +121,7 @@ class KeyVaultAccess:
 
     def __init__(self, settings: Settings, retries: int = KEYVAULT_RETRIES) -> None:
         self.connection = AzureConnection(settings)
+        self.identity = SandboxIdentity(settings.sandbox_identity_key_path, settings.azure_tenant_id)
         self.retries = retries
         self._keys: dict[tuple[str, str], KeyClient] = {}
         self._crypto: dict[tuple[str, str], CryptographyClient] = {}
@@ -137,13 +141,15 @@ class KeyVaultAccess:
         # Cached per vault and principal: the challenge handshake happens once, as in a long-running service.
         cache_key = (vault_url.lower(), principal)
         if cache_key not in self._keys:
-            self._keys[cache_key] = KeyClient(vault_url, self.connection.credential(principal), **self._options())
+            self._keys[cache_key] = KeyClient(vault_url, SandboxCredential(self.identity, principal), **self._options())
         return self._keys[cache_key]
 
     def _crypto_client(self, kid: str, principal: str) -> CryptographyClient:
         cache_key = (kid.lower(), principal)
         if cache_key not in self._crypto:
-            self._crypto[cache_key] = CryptographyClient(kid, self.connection.credential(principal), **self._options())
+            self._crypto[cache_key] = CryptographyClient(
+                kid, SandboxCredential(self.identity, principal), **self._options()
+            )
         return self._crypto[cache_key]
 
     async def get_key(self, uri: KeyUri, principal: str) -> KeyVaultKey:

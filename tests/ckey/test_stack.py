@@ -22,15 +22,19 @@ from typing import Any
 
 import httpx
 import pytest
+from azure.identity.aio import ClientSecretCredential
 from azure.keyvault.keys.aio import KeyClient
 from rich.console import Console
 
 from ckey import stack
 from ckey.azure import AzureConnection
 from ckey.config import Settings, load_settings
+from ckey.keyvault import Directory
 from ckey.m365 import M365Gateway, build_transport
 from ckey.stack import check_ports, child_environment, describe_exit, find_temporal, sandbox_services
+from sandbox.identity import object_id as sandbox_object_id
 from sandbox.m365 import SandboxM365Control
+from tests.conftest import signed_in_to_sandbox
 from tests.workflows.test_exchange import check_calls
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -297,13 +301,21 @@ def test_describe_exit() -> None:
 
 def test_shared_keys_and_ca_exist_before_any_child_starts(tmp_path: Path) -> None:
     settings = stack.stack_settings(load_settings(data_dir=tmp_path, _env_file=None))
-    stack.prepare_shared_files(settings)
+    sign_in = stack.prepare_shared_files(settings)
     assert settings.signing_key_path.is_file()
     assert settings.sandbox_identity_key_path.is_file()
     assert settings.resolved_ca_file.is_file()
     ca = settings.resolved_ca_file.read_bytes()
-    stack.prepare_shared_files(settings)  # a second `ckey up` keeps them
+    # The sandbox's app registration for ckey, which the children sign in with.
+    assert set(sign_in) == {"CKEY_AZURE_CLIENT_ID", "CKEY_AZURE_CLIENT_SECRET"}
+    assert stack.prepare_shared_files(settings) == sign_in  # a second `ckey up` keeps them
     assert settings.resolved_ca_file.read_bytes() == ca
+
+
+def test_a_stack_outside_the_sandbox_runs_no_sandbox_bootstrap(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path, sandbox=False, _env_file=None)
+    assert stack.prepare_shared_files(settings) == {}
+    assert not settings.resolved_ca_file.exists()
 
 
 def test_check_ports_explains_an_address_it_cannot_listen_on(tmp_path: Path) -> None:
@@ -364,9 +376,20 @@ def test_sandbox_keyvault_is_up_with_demo_vaults_and_keeps_keys_across_restarts(
         ):
             return str((await keys.get_key("restart-probe")).id)
 
+    async def look_up(upn: str) -> tuple[str, object]:
+        async with AzureConnection(settings) as conn:
+            return await Directory(conn).object_id(upn), conn.credential()
+
     first = Up(tmp_path, env)
     try:
         first.wait_for(READY_LINE, READY_TIMEOUT)
+        # The client credentials `ckey up` handed its children (the sandbox tenant's app registration for ckey).
+        settings = signed_in_to_sandbox(settings)
+        # azure-identity's ClientSecretCredential signs in at the sandbox's login.microsoftonline.com; the
+        # production Directory code resolves the user through the sandbox's graph.microsoft.com.
+        oid, credential = asyncio.run(look_up("alice@contoso.com"))
+        assert isinstance(credential, ClientSecretCredential)
+        assert oid == sandbox_object_id(settings.azure_tenant_id, "alice@contoso.com")
         headers = {"Authorization": f"Bearer {_operator_token(first)}"}
         vaults = {v["name"]: v for v in httpx.get(f"{api}/api/vaults", headers=headers, timeout=30).json()}
         assert {vaults["contoso-eastus-kv1"]["region"], vaults["contoso-westus-kv1"]["region"]} == {"eastus", "westus"}
@@ -506,6 +529,7 @@ def test_killing_the_worker_then_the_whole_stack_mid_assignment_leaves_no_call_u
     try:
         first.wait_for(READY_LINE, READY_TIMEOUT)
         marks = {"up": time.monotonic() - started_at}
+        settings = signed_in_to_sandbox(settings)
         assert any("demo timings" in line for line in first.lines), first.output()
         headers = {"Authorization": f"Bearer {_operator_token(first)}"}
         name = f"KILL_{uuid.uuid4().hex[:8]}"

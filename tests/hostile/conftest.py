@@ -25,7 +25,7 @@ from ckey.store import create_engine
 from ckey.store.migrate import upgrade
 from sandbox.keyvault import SandboxKeyVaultServer
 from sandbox.m365 import SandboxM365Server, TenantSpec
-from tests.conftest import free_port
+from tests.conftest import free_port, signed_in_to_sandbox
 
 LONG = bool(os.environ.get("CKEY_HYPOTHESIS_LONG"))
 """``CKEY_HYPOTHESIS_LONG=1``: many more examples per endpoint and model (minutes, not seconds)."""
@@ -66,15 +66,16 @@ class HostileStack:
 @pytest.fixture(scope="session")
 def hostile_stack(tmp_path_factory: pytest.TempPathFactory, env: WorkflowEnvironment) -> Iterator[HostileStack]:
     data_dir = tmp_path_factory.mktemp("hostile") / "data"
-    settings = load_settings(
-        data_dir=data_dir,
-        sandbox=True,
-        sandbox_keyvault_port=free_port(),
-        sandbox_m365_port=free_port(),
-        api_port=free_port(),
-        temporal_address=env.client.service_client.config.target_host,
-        temporal_task_queue="hostile-no-worker",
-        _env_file=None,
+    settings = signed_in_to_sandbox(
+        load_settings(
+            data_dir=data_dir,
+            sandbox_keyvault_port=free_port(),
+            sandbox_m365_port=free_port(),
+            api_port=free_port(),
+            temporal_address=env.client.service_client.config.target_host,
+            temporal_task_queue="hostile-no-worker",
+            _env_file=None,
+        )
     )
     store_file = data_dir / "ckey.db"
     with SandboxKeyVaultServer(settings), SandboxM365Server(settings, seed=SMALL_TENANT, speed=1.0):

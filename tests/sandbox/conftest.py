@@ -16,7 +16,9 @@ from azure.keyvault.keys.crypto.aio import CryptographyClient
 
 from ckey.azure import AzureConnection
 from ckey.config import Settings, load_settings
+from sandbox.identity import SandboxCredential, SandboxIdentity
 from sandbox.keyvault import SandboxKeyVaultControl, SandboxKeyVaultServer
+from tests.conftest import signed_in_to_sandbox
 
 
 def free_port() -> int:
@@ -27,7 +29,15 @@ def free_port() -> int:
 
 
 def sandbox_settings(data_dir: Path) -> Settings:
-    return load_settings(data_dir=data_dir, sandbox=True, sandbox_keyvault_port=free_port(), _env_file=None)
+    return signed_in_to_sandbox(load_settings(data_dir=data_dir, sandbox_keyvault_port=free_port(), _env_file=None))
+
+
+def as_principal(conn: AzureConnection, principal: str | None = None) -> Any:
+    """ckey's own credential, or (``principal``) a token the sandbox's identity provider mints for anyone else."""
+    if principal is None:
+        return conn.credential()
+    settings = conn.settings
+    return SandboxCredential(SandboxIdentity(settings.sandbox_identity_key_path, settings.azure_tenant_id), principal)
 
 
 def vault_url(vault: str) -> str:
@@ -89,7 +99,7 @@ def keys(conn: AzureConnection) -> Callable[..., KeyClient]:
     """A KeyClient factory: ``keys(vault, principal=None, **client_kwargs)`` (use it as an async context manager)."""
 
     def make(vault: str, principal: str | None = None, **kwargs: Any) -> KeyClient:
-        return KeyClient(vault_url(vault), conn.credential(principal), **conn.client_kwargs(), **kwargs)
+        return KeyClient(vault_url(vault), as_principal(conn, principal), **conn.client_kwargs(), **kwargs)
 
     return make
 
@@ -99,7 +109,7 @@ def crypto(conn: AzureConnection) -> Callable[..., CryptographyClient]:
     """A CryptographyClient factory: ``crypto(key_or_id, principal=None, **client_kwargs)``."""
 
     def make(key: Any, principal: str | None = None, **kwargs: Any) -> CryptographyClient:
-        return CryptographyClient(key, conn.credential(principal), **conn.client_kwargs(), **kwargs)
+        return CryptographyClient(key, as_principal(conn, principal), **conn.client_kwargs(), **kwargs)
 
     return make
 

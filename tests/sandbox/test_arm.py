@@ -30,7 +30,7 @@ from ckey.azure import AzureConnection
 from ckey.config import Settings
 from sandbox.identity import object_id
 from sandbox.keyvault import SandboxKeyVaultControl
-from tests.sandbox.conftest import MakeVault, inner_code, message, unique
+from tests.sandbox.conftest import MakeVault, as_principal, inner_code, message, unique
 
 Keys = Callable[..., KeyClient]
 Crypto = Callable[..., CryptographyClient]
@@ -49,7 +49,7 @@ async def mgmt(conn: AzureConnection, kv_settings: Settings) -> AsyncIterator[Ke
 def authorization(conn: AzureConnection, kv_settings: Settings) -> Callable[..., AuthorizationManagementClient]:
     def make(principal: str | None = None) -> AuthorizationManagementClient:
         return AuthorizationManagementClient(
-            conn.credential(principal), kv_settings.azure_subscription_id, **conn.client_kwargs()
+            as_principal(conn, principal), kv_settings.azure_subscription_id, **conn.client_kwargs()
         )
 
     return make
@@ -240,7 +240,7 @@ async def test_arm_authorizes_with_role_assignments(
 ) -> None:
     outsider = f"{unique('eve')}@contoso.com"
     sub = kv_settings.azure_subscription_id
-    async with KeyVaultManagementClient(conn.credential(outsider), sub, **conn.client_kwargs()) as mgmt:
+    async with KeyVaultManagementClient(as_principal(conn, outsider), sub, **conn.client_kwargs()) as mgmt:
         with pytest.raises(HttpResponseError) as refused:
             await mgmt.vaults.get(kv_settings.azure_resource_group, "contoso-eastus-kv1")
         assert refused.value.status_code == 403 and refused.value.error is not None

@@ -24,7 +24,7 @@ from ckey.store import Store
 from ckey.support import HttpSupportDesk
 from sandbox.keyvault import SandboxKeyVaultControl, SandboxKeyVaultServer
 from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
-from tests.conftest import free_port
+from tests.conftest import free_port, signed_in_to_sandbox
 from worker import WORKFLOW_FAILURE_TYPES
 from workflows import all_workflows
 
@@ -33,12 +33,10 @@ from workflows import all_workflows
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     """Settings of a sandbox stack for the workflow tests (its own data dir and ports)."""
     data_dir = tmp_path_factory.mktemp("workflows") / "data"
-    return load_settings(
-        data_dir=data_dir,
-        sandbox=True,
-        sandbox_keyvault_port=free_port(),
-        sandbox_m365_port=free_port(),
-        _env_file=None,
+    return signed_in_to_sandbox(
+        load_settings(
+            data_dir=data_dir, sandbox_keyvault_port=free_port(), sandbox_m365_port=free_port(), _env_file=None
+        )
     )
 
 

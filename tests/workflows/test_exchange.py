@@ -651,6 +651,11 @@ async def test_killing_the_worker_mid_assignment_assigns_every_mailbox_once(
         "CKEY_TEMPORAL_TASK_QUEUE": op_settings.temporal_task_queue,
         "CKEY_SANDBOX_KEYVAULT_PORT": str(op_settings.sandbox_keyvault_port),
         "CKEY_SANDBOX_M365_PORT": str(op_settings.sandbox_m365_port),
+        # Signed in to the sandbox tenant as `ckey up` signs its worker in.
+        "CKEY_AZURE_CLIENT_ID": str(op_settings.azure_client_id),
+        "CKEY_AZURE_CLIENT_SECRET": op_settings.azure_client_secret.get_secret_value()
+        if op_settings.azure_client_secret
+        else "",
         "PYTHONPATH": str(Path(__file__).parents[2]),
     }
 

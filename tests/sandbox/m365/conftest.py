@@ -21,6 +21,7 @@ from ckey.models import ServicePrincipal
 from sandbox.identity import SandboxIdentity
 from sandbox.keyvault import SandboxKeyVaultControl, SandboxKeyVaultServer
 from sandbox.m365 import SMALL_TENANT, SandboxM365Control, SandboxM365Server, TenantSpec
+from tests.conftest import signed_in_to_sandbox
 from tests.sandbox.conftest import free_port
 
 EXO = "https://outlook.office365.com"
@@ -114,8 +115,8 @@ class M365:
 
 
 def tenant_settings(data_dir: Path, kv_port: int) -> Settings:
-    return load_settings(
-        data_dir=data_dir, sandbox=True, sandbox_keyvault_port=kv_port, sandbox_m365_port=free_port(), _env_file=None
+    return signed_in_to_sandbox(
+        load_settings(data_dir=data_dir, sandbox_keyvault_port=kv_port, sandbox_m365_port=free_port(), _env_file=None)
     )
 
 
@@ -127,7 +128,9 @@ def m365_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def m365_kv(m365_data: Path) -> Iterator[SandboxKeyVaultServer]:
     """The sandbox Key Vault with its demo vaults, shared by every tenant of the session."""
-    settings = load_settings(data_dir=m365_data, sandbox=True, sandbox_keyvault_port=free_port(), _env_file=None)
+    settings = signed_in_to_sandbox(
+        load_settings(data_dir=m365_data, sandbox_keyvault_port=free_port(), _env_file=None)
+    )
     with SandboxKeyVaultServer(settings) as server:
         yield server
 
