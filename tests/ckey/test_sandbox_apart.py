@@ -12,7 +12,7 @@ PROBE = """
 import sys
 import ckey.azure, ckey.keyvault, ckey.stack
 from ckey.config import load_settings
-settings = load_settings(data_dir={data!r}, _env_file=None)
+settings = load_settings(data_dir={data!r}, sandbox=True, _env_file=None)
 assert [s.module for s in ckey.stack.sandbox_services(settings)] == ["sandbox.keyvault", "sandbox.m365"]
 ckey.stack.prepare_shared_files(settings)  # runs python -m sandbox.bootstrap in a child
 loaded = sorted(name for name in sys.modules if name == "sandbox" or name.startswith("sandbox."))
