@@ -20,6 +20,7 @@ run: install
 test: install lint typecheck pytest
 
 lint:
+	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

@@ -11,28 +11,33 @@ Each sandbox subclasses these and adds its specifics (its port, its database fil
 
 from __future__ import annotations
 
+import os
 import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Protocol, Self
 
 import httpx
+import jwt
 import uvicorn
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import MetaData
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy import MetaData, event
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from starlette.applications import Starlette
 from starlette.routing import BaseRoute
 
-from ckey.auth import AuthError, Principal, TokenVerifier, mint_local_token
 from ckey.config import Settings
-from ckey.models import Role
-from ckey.store import create_engine
 from sandbox.tls import client_ssl_context, ensure_server_cert, server_ssl_context
+
+ADMIN_ROLE = "admin"
+"""The role claim value the control endpoint requires (the local stack's tokens carry plain role names)."""
 
 # Control endpoint: client -----------------------------------------------------------------------------------------
 
@@ -82,7 +87,7 @@ class SandboxControlClient:
     @classmethod
     def from_settings(cls, settings: Settings, user: str = "sandbox-admin") -> Self:
         """A client for the sandbox of ``settings``, with a freshly minted local admin token."""
-        token = mint_local_token(settings, user, [Role.ADMIN])
+        token = admin_token(settings, user)
         return cls(f"https://localhost:{cls.port(settings)}", token, client_ssl_context(settings.resolved_ca_file))
 
     async def __aenter__(self) -> Self:
@@ -111,37 +116,121 @@ class SandboxControlClient:
 
 
 # Control endpoint: server side --------------------------------------------------------------------------------------
+#
+# The control endpoint takes the local stack's bearer tokens (Ed25519, the key in the data dir that `ckey token`
+# signs with). It checks them with its own few lines of PyJWT rather than with ckey's auth module: a stand-in that
+# borrowed the product's code could not catch the product's bugs.
+
+
+def _signing_key(settings: Settings) -> Ed25519PrivateKey:
+    """The local stack's token-signing key (created 0600 if nobody has yet, as ``ckey token`` would)."""
+    path = settings.signing_key_path
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        try:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as out:
+                out.write(pem)
+            return key
+        except FileExistsError:  # another process made it first: use that one
+            pass
+    loaded = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise ValueError(f"{path} is not an Ed25519 private key")
+    return loaded
+
+
+def admin_token(settings: Settings, user: str = "sandbox-admin", ttl: timedelta = timedelta(hours=12)) -> str:
+    """A bearer token with the ``admin`` role for a sandbox's control endpoint, signed with the local stack's key."""
+    now = datetime.now(UTC)
+    claims = {
+        "iss": settings.local_issuer,
+        "aud": settings.audience,
+        "sub": user,
+        settings.user_claim: user,
+        settings.roles_claim: [ADMIN_ROLE],
+        "iat": now,
+        "nbf": now,
+        "exp": now + ttl,
+    }
+    return jwt.encode(claims, _signing_key(settings), algorithm="EdDSA")
+
+
+class AdminTokens:
+    """Checks control-endpoint tokens: the local stack's signature, issuer, audience, expiry, the ``admin`` role."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.public_key = _signing_key(settings).public_key()
+
+    def user(self, token: str) -> str:
+        """The admin behind ``token``.
+
+        Raises:
+            HTTPException: 401 for a token that is not valid, 403 for one without the ``admin`` role.
+        """
+        s = self.settings
+        try:
+            claims = jwt.decode(
+                token,
+                self.public_key,
+                algorithms=["EdDSA"],
+                audience=s.audience,
+                issuer=s.local_issuer,
+                options={"require": ["exp", "iss", "aud", "sub"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise HTTPException(401, f"invalid token: {exc}", {"WWW-Authenticate": "Bearer"}) from None
+        user = str(claims.get(s.user_claim) or claims["sub"])
+        roles = claims.get(s.roles_claim, [])
+        if ADMIN_ROLE not in (roles if isinstance(roles, list) else [roles]):
+            raise HTTPException(403, f"{user} is not an admin")
+        return user
+
 
 _bearer = HTTPBearer(auto_error=False)
 
 
 def require_admin(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> Principal:
-    """The caller, who must present a valid token of ckey's auth with the ``admin`` role.
+) -> str:
+    """The caller, who must present a valid local-stack token with the ``admin`` role.
 
-    The control app keeps its :class:`ckey.auth.TokenVerifier` in ``app.state.verifier``.
+    The control app keeps its :class:`AdminTokens` in ``app.state.verifier``.
 
     Raises:
         HTTPException: 401 without a valid token, 403 without the ``admin`` role.
     """
     if credentials is None:
-        raise HTTPException(401, "a bearer token of ckey's auth is required", {"WWW-Authenticate": "Bearer"})
-    verifier: TokenVerifier = request.app.state.verifier
-    try:
-        principal = verifier.verify(credentials.credentials)
-    except AuthError as exc:
-        raise HTTPException(401, f"invalid token: {exc}", {"WWW-Authenticate": "Bearer"}) from None
-    if not principal.has(Role.ADMIN):
-        raise HTTPException(403, f"{principal.user} is not an admin")
-    return principal
+        raise HTTPException(401, "a bearer token of the local stack is required", {"WWW-Authenticate": "Bearer"})
+    verifier: AdminTokens = request.app.state.verifier
+    return verifier.user(credentials.credentials)
 
 
-Admin = Annotated[Principal, Depends(require_admin)]
-"""An endpoint parameter that requires an admin caller."""
+Admin = Annotated[str, Depends(require_admin)]
+"""An endpoint parameter that requires an admin caller (the caller's name)."""
 
 
 # Database ---------------------------------------------------------------------------------------------------------
+
+
+def _engine(url: str) -> AsyncEngine:
+    """An async engine; on SQLite with WAL and a busy timeout, as several threads and processes write."""
+    is_sqlite = url.startswith("sqlite")
+    engine = create_async_engine(url, connect_args={"timeout": 30} if is_sqlite else {}, pool_pre_ping=not is_sqlite)
+    if is_sqlite and ":memory:" not in url:
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+    return engine
 
 
 class SandboxDatabase:
@@ -157,8 +246,7 @@ class SandboxDatabase:
     def __init__(self, url: str) -> None:
         if url.startswith("sqlite") and ":memory:" not in url:
             Path(url.split("///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
-        # ckey's engine factory: WAL and a busy timeout on SQLite, pre-ping elsewhere.
-        self.engine: AsyncEngine = create_engine(url)
+        self.engine: AsyncEngine = _engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
 
     async def create_all(self) -> None:

@@ -15,8 +15,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
-from ckey.auth import TokenVerifier
-from sandbox.common import Admin
+from sandbox.common import Admin, AdminTokens
 from sandbox.identity import object_id
 from sandbox.keyvault.authz import KEY_PERMISSIONS, find_role
 from sandbox.keyvault.db import VaultRow
@@ -131,7 +130,7 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
     settings = sandbox.settings
     service = sandbox.service
     app = FastAPI(title="ckey sandbox Key Vault control", docs_url="/sandbox/docs", openapi_url="/sandbox/openapi.json")
-    app.state.verifier = TokenVerifier(settings)
+    app.state.verifier = AdminTokens(settings)
 
     @app.exception_handler(ServiceError)
     async def _service_error(_: Request, exc: ServiceError) -> JSONResponse:
@@ -303,7 +302,7 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
             role.id,
             oid_of(body),
             principal_type=principal_type(body.principal) if body.principal else "ServicePrincipal",
-            created_by=principal.user,
+            created_by=principal,
         )
         return {
             "name": row.name,

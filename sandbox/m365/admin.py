@@ -16,8 +16,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from ckey.auth import TokenVerifier
-from sandbox.common import Admin
+from sandbox.common import Admin, AdminTokens
 from sandbox.m365.clock import iso
 from sandbox.m365.core import Faults
 from sandbox.m365.db import CallRow, CaseRow, DepRow, GeoRow, MailboxRow
@@ -59,7 +58,7 @@ def build_control_app(sandbox: SandboxM365) -> FastAPI:
     """The FastAPI app behind ``https://localhost:<port>/sandbox/``."""
     core = sandbox.core
     app = FastAPI(title="ckey sandbox tenant control", docs_url="/sandbox/docs", openapi_url="/sandbox/openapi.json")
-    app.state.verifier = TokenVerifier(sandbox.settings)
+    app.state.verifier = AdminTokens(sandbox.settings)
 
     @app.exception_handler(CmdletFailure)
     async def _failure(_: Request, exc: CmdletFailure) -> JSONResponse:
