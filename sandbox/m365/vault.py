@@ -32,8 +32,8 @@ from azure.keyvault.keys.crypto.aio import CryptographyClient
 
 from ckey.azure import AzureConnection
 from ckey.config import Settings
-from ckey.models import KeyUri
 from sandbox.identity import SandboxCredential, SandboxIdentity
+from sandbox.vocabulary import KeyUri
 
 WRAP_ALGORITHM = KeyWrapAlgorithm.rsa_oaep_256
 KEYVAULT_RETRIES = 1
