@@ -44,14 +44,11 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, Router
 
 from sandbox.identity import SandboxIdentity, object_id, scope_to_resource
+from sandbox.vocabulary import ServicePrincipal
 
 AUTHORITY = "https://login.microsoftonline.com"
 
-FIRST_PARTY_APPS: dict[str, str] = {
-    "c066d759-24ae-40e7-a56f-027002b5d3e4": "Microsoft 365 Data At Rest Encryption",
-    "00000002-0000-0ff1-ce00-000000000000": "Office 365 Exchange Online",
-    "00000003-0000-0ff1-ce00-000000000000": "Office 365 SharePoint Online",
-}
+FIRST_PARTY_APPS: dict[str, str] = {sp.value: sp.display_name for sp in ServicePrincipal}
 """Service principals every tenant has (application id → display name): the ones Customer Key grants."""
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 import uuid
 
 from ckey.config import Settings
-from ckey.models import ServicePrincipal
 from sandbox.identity import is_application, object_id
 from sandbox.keyvault.authz import KEY_PERMISSIONS, find_role
 from sandbox.keyvault.service import KeyVaultService, PolicyEntry, VaultSpec
+from sandbox.vocabulary import ServicePrincipal
 
 REGION_VAULTS = {"contoso-eastus-kv1": "eastus", "contoso-westus-kv1": "westus"}
 RBAC_VAULT = ("contoso-rbac-kv1", "centralus")

@@ -17,24 +17,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, Field
-from pydantic_core import PydanticCustomError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ckey.config import Settings
-from ckey.models import KeyUri, ServicePrincipal, Workload
 from sandbox.m365 import keys
 from sandbox.m365.clock import SimClock
 from sandbox.m365.db import AlertRow, Database, DepRow, StateRow
 from sandbox.m365.durations import Durations
 from sandbox.m365.errors import CmdletFailure
 from sandbox.m365.vault import KeyCheck, KeyVaultAccess, VaultDenied, VaultError, VaultUnavailable
+from sandbox.vocabulary import KeyUri, KeyUriError, ServicePrincipal, Workload
 
-PRINCIPAL_NAMES = {
-    ServicePrincipal.MICROSOFT_365: "Microsoft 365 Data At Rest Encryption",
-    ServicePrincipal.EXCHANGE_ONLINE: "Office 365 Exchange Online",
-    ServicePrincipal.SHAREPOINT_ONLINE: "Office 365 SharePoint Online",
-}
 DEP_KEY_CACHE_SECONDS = 60.0
 """Real seconds an unwrapped DEP key stays in memory for writes (assignments); reads of data always go to Key
 Vault, so that a revoked permission shows at once."""
@@ -95,7 +89,7 @@ class NewDepKey:
 
 def principal_for(workload: Workload) -> str:
     """The application id that reaches a workload's customer keys."""
-    return ServicePrincipal.for_workload(workload).value
+    return ServicePrincipal.of(workload).value
 
 
 class Core:
@@ -197,7 +191,7 @@ class Core:
                 and purge protection (400); or Key Vault did not answer (503).
         """
         principal = principal_for(workload)
-        who = f"'{PRINCIPAL_NAMES[ServicePrincipal(principal)]}' ({principal})"
+        who = f"'{ServicePrincipal(principal).display_name}' ({principal})"
         try:
             check = await self.vault.check(uri, principal)
         except VaultUnavailable as exc:
@@ -248,7 +242,7 @@ class Core:
             CmdletFailure: the principal lacks wrapKey or unwrapKey (400), or Key Vault did not answer (503).
         """
         principal = principal_for(workload)
-        who = f"'{PRINCIPAL_NAMES[ServicePrincipal(principal)]}' ({principal})"
+        who = f"'{ServicePrincipal(principal).display_name}' ({principal})"
         step = "wrapKey"
         try:
             used, wrapped = await self.vault.wrap(kid, dep_key, principal)
@@ -370,7 +364,7 @@ class Core:
             opened = await self.open_dep_key(dep, record_alert=False)
         except KeyUnavailable as exc:
             raise CmdletFailure(exc.message, exception_type, 503 if exc.transient else 400) from None
-        uris = [_versionless(uri) for uri in dep.azure_key_ids]
+        uris = [KeyUri.parse(uri).versionless for uri in dep.azure_key_ids]
         checks = [await self.check_key(uri, workload, exception_type) for uri in uris]
         wrapped = [await self.wrap_with(check.kid, opened.key, workload, exception_type) for check in checks]
         dep.key_versions = [w[0] for w in wrapped]
@@ -405,11 +399,6 @@ class Core:
             return list((await s.scalars(select(AlertRow).order_by(AlertRow.id))).all())
 
 
-def _versionless(text: str) -> KeyUri:
-    uri = KeyUri.parse(text)
-    return KeyUri(vault=uri.vault, host=uri.host, name=uri.name, version=None, port=uri.port)
-
-
 def parse_key_uri(text: str, exception_type: str) -> KeyUri:
     """A key URI from a cmdlet's parameter.
 
@@ -418,7 +407,7 @@ def parse_key_uri(text: str, exception_type: str) -> KeyUri:
     """
     try:
         return KeyUri.parse(text)
-    except PydanticCustomError:
+    except KeyUriError:
         raise CmdletFailure(
             f"'{text}' isn't a valid Azure Key Vault key URI. A key URI looks like "
             f"https://<vault>.vault.azure.net/keys/<key name>[/<key version>].",

@@ -42,7 +42,7 @@ class DepRow(Base):
 
     guid: Mapped[str] = mapped_column(String(36), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), index=True)
-    """``exchange``, ``multi_workload`` or ``sharepoint`` (:class:`ckey.models.Workload`)."""
+    """``exchange``, ``multi_workload`` or ``sharepoint`` (:class:`sandbox.vocabulary.Workload`)."""
     name: Mapped[str]
     name_lower: Mapped[str] = mapped_column(index=True)
     description: Mapped[str | None] = mapped_column(default=None)

@@ -15,12 +15,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ckey.models import Workload
 from sandbox.m365.clock import iso
 from sandbox.m365.core import Core, check_two_keys
 from sandbox.m365.db import DepRow
 from sandbox.m365.durations import MAX_DEPS
 from sandbox.m365.errors import ALREADY_EXISTS, VALIDATION, CmdletFailure, not_found
+from sandbox.vocabulary import Workload
 
 _NAME_MAX = 64
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")

@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ckey.models import ServicePrincipal, Workload
 from sandbox.m365 import deps, keys
 from sandbox.m365.clock import iso
 from sandbox.m365.core import Core, KeyUnavailable
@@ -26,6 +25,7 @@ from sandbox.m365.durations import DEFAULT_RESULT_SIZE, GB
 from sandbox.m365.errors import INVALID_OPERATION, KEY_VAULT, PARAMETER_BINDING, CmdletFailure, not_found
 from sandbox.m365.params import Cmdlet, Kind, Output, Param, Spec
 from sandbox.m365.vault import VaultDenied, VaultUnavailable
+from sandbox.vocabulary import ServicePrincipal, Workload
 
 MAILBOX_TYPES = ("UserMailbox", "SharedMailbox")
 MAIL_USER_TYPES = ("MailUser",)

@@ -14,7 +14,6 @@ from typing import Any
 
 from sqlalchemy import select
 
-from ckey.models import Workload
 from sandbox.m365 import deps
 from sandbox.m365.clock import iso
 from sandbox.m365.core import Core, KeyUnavailable
@@ -23,6 +22,7 @@ from sandbox.m365.durations import spread
 from sandbox.m365.errors import INVALID_OPERATION, KEY_VAULT, CmdletFailure, GraphError
 from sandbox.m365.exchange import NO_CHANGE
 from sandbox.m365.params import Cmdlet, Kind, Output, Param, Spec
+from sandbox.vocabulary import Workload
 
 ASSIGNMENT = "multi_workload_assignment"
 CMK = "customerManagedKey"

@@ -17,13 +17,13 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ckey.models import KeyUri, SpoState, Workload
 from sandbox.m365.clock import iso
 from sandbox.m365.core import Core, KeyUnavailable, parse_key_uri
 from sandbox.m365.db import DepRow, GeoRow, SiteRow
 from sandbox.m365.errors import SPO_ARGUMENT, SPO_INVALID_OPERATION, SPO_SERVER, CmdletFailure
 from sandbox.m365.exchange import read_unit
 from sandbox.m365.params import Cmdlet, Kind, Output, Param, Spec
+from sandbox.vocabulary import KeyUri, SpoState, Workload
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func, select
 
-from ckey.models import Workload
 from sandbox.m365 import deps
 from sandbox.m365.clock import iso
 from sandbox.m365.core import Core, KeyUnavailable
@@ -40,6 +39,7 @@ from sandbox.m365.db import CaseRow, DepRow, MailboxRow
 from sandbox.m365.errors import DeskError
 from sandbox.m365.exchange import Exchange
 from sandbox.m365.multiworkload import MultiWorkload
+from sandbox.vocabulary import Workload
 
 ESCALATION = "mailboxEncryptionEscalation"
 ROLLBACK = "multiWorkloadRollback"

@@ -2,7 +2,8 @@
 
 Microsoft 365 reaches a customer key as the workload's service principal (Exchange Online, SharePoint Online, the
 Microsoft 365 data-at-rest principal), never as the customer's administrator. In the sandbox the same SDK clients
-ckey uses go through :class:`ckey.azure.AzureConnection`'s transport with a token the sandbox's identity provider
+ckey uses go through the sandbox's own transport (:class:`sandbox.m365.transport.KeyVaultTransport`: the vault's
+real host name, resolved to the sandbox Key Vault, over the local CA) with a token the sandbox's identity provider
 mints for the principal (:class:`sandbox.identity.SandboxCredential`: Microsoft 365 signs in as its first-party
 apps, which no client secret of the customer's tenant names), so the sandbox Key Vault sees the principal's token and
 answers by its access policies or role assignments exactly as for anyone else.
@@ -30,10 +31,10 @@ from azure.keyvault.keys.aio import KeyClient
 from azure.keyvault.keys.crypto import KeyWrapAlgorithm
 from azure.keyvault.keys.crypto.aio import CryptographyClient
 
-from ckey.azure import AzureConnection
 from ckey.config import Settings
-from ckey.models import KeyUri
 from sandbox.identity import SandboxCredential, SandboxIdentity
+from sandbox.m365.transport import KeyVaultTransport
+from sandbox.vocabulary import KeyUri
 
 WRAP_ALGORITHM = KeyWrapAlgorithm.rsa_oaep_256
 KEYVAULT_RETRIES = 1
@@ -115,12 +116,12 @@ class KeyVaultAccess:
     """Key Vault as the Microsoft 365 service principals reach it (one instance per server; an event loop's own).
 
     Args:
-        settings: ckey's settings (sandbox transport and identity, or production credentials).
+        settings: the shared settings (the sandbox Key Vault's port, the local CA, the identity provider's key).
         retries: retries per call before a vault counts as unavailable.
     """
 
     def __init__(self, settings: Settings, retries: int = KEYVAULT_RETRIES) -> None:
-        self.connection = AzureConnection(settings)
+        self.transport = KeyVaultTransport(settings)
         self.identity = SandboxIdentity(settings.sandbox_identity_key_path, settings.azure_tenant_id)
         self.retries = retries
         self._keys: dict[tuple[str, str], KeyClient] = {}
@@ -132,10 +133,10 @@ class KeyVaultAccess:
             await client.close()
         self._keys.clear()
         self._crypto.clear()
-        await self.connection.close()
+        await self.transport.close()
 
     def _options(self) -> dict[str, Any]:
-        return {**self.connection.client_kwargs(), "retry_total": self.retries}
+        return {**self.transport.client_kwargs(), "retry_total": self.retries}
 
     def _key_client(self, vault_url: str, principal: str) -> KeyClient:
         # Cached per vault and principal: the challenge handshake happens once, as in a long-running service.
