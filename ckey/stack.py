@@ -23,7 +23,6 @@ import contextlib
 import ctypes
 import errno
 import functools
-import importlib.machinery
 import json
 import os
 import shutil
@@ -115,15 +114,24 @@ def sandbox_services(settings: Settings) -> list[SandboxService]:
 
 
 def _runnable(package: str) -> bool:
-    """Whether ``python -m <package>`` finds its ``__main__``, looked up on the path without importing anything.
+    """Whether ``python -m <package>`` finds its ``__main__``, looked up without importing anything.
 
-    ``importlib.util.find_spec`` of a submodule would import its parents: ``ckey up`` would load the sandbox.
+    ``importlib.util.find_spec`` of a submodule would import its parents: ``ckey up`` would load the sandbox. So the
+    top package is asked of every finder on ``sys.meta_path`` (not only the path: an editable install is found by
+    its own finder, and the ``ckey`` script's ``sys.path`` holds neither the checkout nor the working directory).
     """
     top, *inner = package.split(".")
-    spec = importlib.machinery.PathFinder.find_spec(top)
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    return any(Path(where, *inner, "__main__.py").is_file() for where in spec.submodule_search_locations)
+    for finder in sys.meta_path:
+        find_spec = getattr(finder, "find_spec", None)
+        if find_spec is None:
+            continue
+        try:
+            spec = find_spec(top, None)
+        except (ImportError, ValueError, TypeError):  # a finder that cannot answer for a top-level name
+            continue
+        if spec is not None and spec.submodule_search_locations:
+            return any(Path(where, *inner, "__main__.py").is_file() for where in spec.submodule_search_locations)
+    return False
 
 
 def stack_ports(settings: Settings) -> list[PortUse]:
