@@ -202,6 +202,31 @@ class AuditRecord(AuditEvent):
 
 
 @dataclass(frozen=True)
+class KindUpdate:
+    """An update a kind's running workflow accepts from the API (``POST /api/operations/{id}/<name>``).
+
+    The API calls it by method reference, never by a string it spells itself, so renaming the workflow's update
+    breaks the declaration at import, not a request at run time.
+    """
+
+    method: Callable[..., Any]
+    """The ``@workflow.update`` method of the kind's workflow (``MailboxFollowWorkflow.close``)."""
+    result_model: type[BaseModel]
+    """What the update returns."""
+    role: Role = Role.OPERATOR
+    """The role a caller needs to send it."""
+    description: str = ""
+
+    @property
+    def name(self) -> str:
+        """The update's name as Temporal knows it (the method's name unless its decorator set one)."""
+        # @workflow.update keeps its definition on the method (temporalio.workflow.UpdateMethodMultiParam._defn).
+        defn = getattr(self.method, "_defn", None)
+        name = getattr(defn, "name", None)
+        return str(name) if name else self.method.__name__
+
+
+@dataclass(frozen=True)
 class OperationKind:
     """One kind of operation the API can start."""
 
@@ -226,9 +251,15 @@ class OperationKind:
     activities: tuple[type, ...] = ()
     """The activity stubs (``contracts.<family>``) whose activities the workflow calls: the worker registers their
     implementations. Every operation workflow also calls :class:`contracts.operation.OperationActivityStub`."""
+    updates: tuple[KindUpdate, ...] = ()
+    """The updates the running workflow accepts from the API (``close`` for a follow-up); none: only cancel."""
     history: str | None = ""
     """The checked-in replay history of a run of the workflow (``tests/workflows/histories/<history>.json``);
     empty: the kind's name with ``_`` for ``.``; ``None`` only for a kind that refuses and never starts a workflow."""
+
+    def update(self, name: str) -> KindUpdate | None:
+        """The declared update of that name, if the kind has one."""
+        return next((u for u in self.updates if u.name == name), None)
 
     @property
     def history_name(self) -> str | None:

@@ -20,7 +20,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from ckey.models import FollowCounts, Role, Workload
-    from ckey.operations import Escalation, OperationKind, lazy
+    from ckey.operations import Escalation, KindUpdate, OperationKind, lazy
     from contracts.exchange import (
         AssignBatchInput,
         AssignBatchResult,
@@ -413,6 +413,14 @@ class ExchangeEncryptionVerifyWorkflow(MailboxFollowWorkflow):
 # Registration ------------------------------------------------------------------------------------------------------
 
 
+CLOSE = KindUpdate(
+    method=MailboxFollowWorkflow.close,
+    result_model=CloseResult,
+    role=Role.OPERATOR,
+    description="End the follow-up now; the operation finishes with what it reached.",
+)
+
+
 def _dep(params: BaseModel) -> str | None:
     return str(getattr(params, "dep", None) or getattr(params, "name", None) or "") or None
 
@@ -441,6 +449,7 @@ KINDS: tuple[OperationKind, ...] = (
         claim_check=lazy("ckey.store.targets:claim_check_mailboxes"),
         result_model=MailboxFollowResult,
         activities=(ExchangeActivityStub,),
+        updates=(CLOSE,),
     ),
     OperationKind(
         name="exchange.encryption.verify",
@@ -454,6 +463,7 @@ KINDS: tuple[OperationKind, ...] = (
         claim_check=lazy("ckey.store.targets:claim_check_mailboxes"),
         result_model=MailboxFollowResult,
         activities=(ExchangeActivityStub,),
+        updates=(CLOSE,),
     ),
 )
 """The kinds this module runs, declared once: the registry (:func:`workflows.product_registry`) collects them."""

@@ -78,6 +78,8 @@ class KindInfo(BaseModel):
     role: str
     description: str
     params_schema: dict[str, Any]
+    updates: list[str] = Field(default_factory=list)
+    """What a running operation of the kind accepts besides cancel (``close``: ``POST /{id}/close``)."""
 
 
 class CancelAccepted(BaseModel):
@@ -101,7 +103,11 @@ async def list_kinds(_: Viewer) -> list[KindInfo]:
     """The operation kinds this deployment can start, with the role each needs and its parameters' schema."""
     return [
         KindInfo(
-            kind=k.name, role=k.role.value, description=k.description, params_schema=k.public_params.model_json_schema()
+            kind=k.name,
+            role=k.role.value,
+            description=k.description,
+            params_schema=k.public_params.model_json_schema(),
+            updates=[u.name for u in k.updates],
         )
         for k in product_registry()
     ]
@@ -310,19 +316,30 @@ class CloseOperation(BaseModel):
 async def close_operation(
     operation_id: OperationId, body: CloseOperation, principal: Operator, store: StoreDep, client: ClientDep
 ) -> dict[str, Any]:
-    """End a follow-up (mailboxes still encrypting, escalated) now; it finishes with what it reached."""
+    """End a follow-up (mailboxes still encrypting, escalated) now; it finishes with what it reached.
+
+    Only kinds that declare a ``close`` update (:attr:`ckey.operations.OperationKind.updates`) can be closed.
+    """
     record = await _must_get(store, operation_id)
+    kind = product_registry().get(record.kind)
+    update = kind.update("close") if kind is not None else None
+    if update is None:
+        raise Problem(409, "operation-closable", f"a {record.kind} operation has no follow-up to close; cancel it")
+    ensure_role(principal, update.role)
     if record.state.ended:
         raise Problem(409, "operation-ended", f"operation {operation_id} has already {record.state.value}")
     handle = client.get_workflow_handle(operation_id)
     try:
-        result = await handle.execute_update("close", {"reason": body.reason, "by": principal.user}, result_type=dict)
+        # The name comes from the workflow's own @workflow.update definition, not from a literal here.
+        result = await handle.execute_update(
+            update.name, {"reason": body.reason, "by": principal.user}, result_type=update.result_model
+        )
     except WorkflowUpdateFailedError as exc:
         cause = getattr(exc.cause, "message", None) or str(exc.cause or exc)
         raise Problem(409, "operation-closable", cause) from None
     except RPCError as exc:
         raise Problem(409, "operation-closable", f"operation {operation_id} cannot be closed: {exc.message}") from None
-    answer: dict[str, Any] = dict(result)
+    answer: dict[str, Any] = result.model_dump(mode="json") if isinstance(result, BaseModel) else dict(result)
     return answer
 
 
