@@ -53,6 +53,49 @@ class lazy:
         return await self.resolve()(params, targets, user)
 
 
+class LeaseMode(StrEnum):
+    """How an operation holds a target: readers share it, a writer holds it alone."""
+
+    READ = "read"
+    WRITE = "write"
+
+
+class Lease(BaseModel):
+    """One target an operation holds from its start to its end, whatever the end.
+
+    Targets are ``<type>:<name>``, lower case because Microsoft 365 and Azure compare these names without case:
+    ``mailbox:<identity>``, ``dep:<workload>:<name>``, ``vault:<name>``, ``geo:<code>``.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    target: str = Field(min_length=3, max_length=400)
+    mode: LeaseMode = LeaseMode.WRITE
+
+    @classmethod
+    def on(cls, kind: str, name: str, mode: LeaseMode = LeaseMode.WRITE) -> Lease:
+        """The lease of a ``kind`` target (``dep:exchange``, ``vault`` ...) named ``name``."""
+        return cls(target=f"{kind}:{name.strip().lower()}", mode=mode)
+
+
+class LeaseRequest(BaseModel):
+    """What an operation holds while it runs: named targets, and the mailboxes of a claim-checked set."""
+
+    leases: list[Lease] = Field(default_factory=list)
+    mailbox_set: str | None = None
+    """A target set (``ckey.store.targets``) whose every identity is held as ``mailbox:<identity>``."""
+    mailbox_mode: LeaseMode = LeaseMode.WRITE
+
+    @property
+    def empty(self) -> bool:
+        """Whether the operation holds nothing."""
+        return not self.leases and self.mailbox_set is None
+
+
+LeasesOf = Callable[[BaseModel], LeaseRequest]
+"""What an operation of a kind holds, from its validated (and claim-checked) params: ``(params)``."""
+
+
 BuildInput = Callable[[BaseModel, "Settings"], BaseModel]
 """Builds a workflow's input from its public params and the settings: ``(params, settings)``."""
 
@@ -251,6 +294,9 @@ class OperationKind:
     activities: tuple[type, ...] = ()
     """The activity stubs (``contracts.<family>``) whose activities the workflow calls: the worker registers their
     implementations. Every operation workflow also calls :class:`contracts.operation.OperationActivityStub`."""
+    leases_of: LeasesOf | None = None
+    """What the operation holds from start to end (mailboxes, a DEP, a vault): a second operation that needs a
+    held target is refused before it starts, unless both only read. ``None``: it holds nothing."""
     updates: tuple[KindUpdate, ...] = ()
     """The updates the running workflow accepts from the API (``close`` for a follow-up); none: only cancel."""
     history: str | None = ""

@@ -20,7 +20,15 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from ckey.models import FollowCounts, Role, Workload
-    from ckey.operations import Escalation, KindUpdate, OperationKind, lazy
+    from ckey.operations import (
+        Escalation,
+        KindUpdate,
+        Lease,
+        LeaseMode,
+        LeaseRequest,
+        OperationKind,
+        lazy,
+    )
     from contracts.exchange import (
         AssignBatchInput,
         AssignBatchResult,
@@ -421,6 +429,29 @@ CLOSE = KindUpdate(
 )
 
 
+def _creates_dep(params: BaseModel) -> LeaseRequest:
+    """A DEP being created is held alone: a second creation of the same name waits for this one's outcome."""
+    return LeaseRequest(leases=[Lease.on("dep:exchange", str(getattr(params, "name", "")))])
+
+
+def _assigns_mailboxes(params: BaseModel) -> LeaseRequest:
+    """Assignment writes its mailboxes (held alone) and reads its DEP (no purge or re-creation meanwhile)."""
+    return LeaseRequest(
+        leases=[Lease.on("dep:exchange", str(getattr(params, "dep", "")), LeaseMode.READ)],
+        mailbox_set=getattr(params, "mailbox_file", None),
+        mailbox_mode=LeaseMode.WRITE,
+    )
+
+
+def _follows_mailboxes(params: BaseModel) -> LeaseRequest:
+    """Verification only reads: it runs beside other verifications, never beside an assignment of its mailboxes."""
+    return LeaseRequest(
+        leases=[Lease.on("dep:exchange", str(getattr(params, "dep", "")), LeaseMode.READ)],
+        mailbox_set=getattr(params, "mailbox_file", None),
+        mailbox_mode=LeaseMode.READ,
+    )
+
+
 def _dep(params: BaseModel) -> str | None:
     return str(getattr(params, "dep", None) or getattr(params, "name", None) or "") or None
 
@@ -434,6 +465,7 @@ KINDS: tuple[OperationKind, ...] = (
         role=Role.OPERATOR,
         description="Create a mailbox DEP (New-DataEncryptionPolicy) after checking both keys against every rule.",
         dep_of=_dep,
+        leases_of=_creates_dep,
         result_model=ExchangeDepCreateResult,
         activities=(KeyVaultActivityStub, ExchangeActivityStub),
     ),
@@ -446,6 +478,7 @@ KINDS: tuple[OperationKind, ...] = (
         role=Role.OPERATOR,
         description="Assign a DEP to mailboxes or mail users, follow encryption to the end, escalate after a week.",
         dep_of=_dep,
+        leases_of=_assigns_mailboxes,
         claim_check=lazy("ckey.store.targets:claim_check_mailboxes"),
         result_model=MailboxFollowResult,
         activities=(ExchangeActivityStub,),
@@ -460,6 +493,7 @@ KINDS: tuple[OperationKind, ...] = (
         role=Role.OPERATOR,
         description="Follow mailboxes until encrypted with a DEP (after a key roll, a new DEP or a migration).",
         dep_of=_dep,
+        leases_of=_follows_mailboxes,
         claim_check=lazy("ckey.store.targets:claim_check_mailboxes"),
         result_model=MailboxFollowResult,
         activities=(ExchangeActivityStub,),

@@ -27,6 +27,7 @@ class Problem(Exception):
         detail: a sentence an operator can act on.
         errors: per-field errors (``loc``, ``rule``, ``msg``), for validation problems.
         headers: extra response headers (``WWW-Authenticate`` on 401).
+        **extensions: more members of the problem (RFC 9457 extension members), e.g. ``holders``.
     """
 
     def __init__(
@@ -38,11 +39,13 @@ class Problem(Exception):
         title: str | None = None,
         errors: Sequence[dict[str, Any]] = (),
         headers: dict[str, str] | None = None,
+        **extensions: Any,
     ) -> None:
         super().__init__(detail)
         self.status, self.rule, self.detail = status, rule, detail
         self.title = title or rule.replace("-", " ").capitalize()
         self.errors, self.headers = list(errors), headers
+        self.extensions = extensions
 
     def response(self, instance: str | None = None) -> JSONResponse:
         """The problem+json response."""
@@ -57,6 +60,7 @@ class Problem(Exception):
             body["instance"] = instance
         if self.errors:
             body["errors"] = self.errors
+        body.update(self.extensions)
         return JSONResponse(body, status_code=self.status, media_type=PROBLEM_JSON, headers=self.headers)
 
 

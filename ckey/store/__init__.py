@@ -36,11 +36,14 @@ from ckey.config import ensure_private_dir
 from ckey.operations import (
     AuditEvent,
     AuditRecord,
+    LeaseRequest,
     OperationRecord,
     OperationState,
     OperationUpdate,
     Outcome,
 )
+from ckey.store import leases as lease_table
+from ckey.store.leases import LeaseConflict, LeaseHolder
 from ckey.store.schema import AuditCheckpointRow, AuditEventRow, AuditHeadRow, OperationRow
 
 if TYPE_CHECKING:
@@ -160,21 +163,37 @@ class Store:
                 return _to_record(stored)
         return record
 
-    async def reserve_operation(self, record: OperationRecord) -> tuple[OperationRecord, bool]:
-        """Insert an operation's record before its workflow starts: the reservation of its id.
+    async def reserve_operation(
+        self, record: OperationRecord, leases: LeaseRequest | None = None
+    ) -> tuple[OperationRecord, bool]:
+        """Insert an operation's record before its workflow starts: the reservation of its id and of its targets.
 
         The primary key makes this atomic across API processes and databases: of concurrent requests for the same
-        id (the same caller and Idempotency-Key), exactly one inserts.
+        id (the same caller and Idempotency-Key), exactly one inserts. ``leases`` are taken in the same transaction,
+        so an operation never runs without what it holds, nor holds anything without a record that will end.
 
         Returns:
             The stored record and whether this call inserted it (``False``: another request holds the id).
+
+        Raises:
+            LeaseConflict: other running operations hold targets of ``leases``; nothing was stored.
         """
+        holding = leases is not None and not leases.empty
         async with self._writing(), self._sessions() as session:
+            if holding:
+                await lease_table.lock(session)
             existing = await session.get(OperationRow, record.id)
             if existing is not None:
                 return _to_record(existing), False
+            if leases is not None and holding:
+                holders = await lease_table.conflicts(session, record.id, leases)
+                if holders:
+                    raise LeaseConflict(holders)
             session.add(OperationRow(**_row_values(record)))
             try:
+                await session.flush()
+                if leases is not None and holding:
+                    await lease_table.acquire(session, record.id, leases, record.started_at)
                 await session.commit()
             except IntegrityError:
                 await session.rollback()
@@ -190,6 +209,20 @@ class Store:
             row = await session.get(OperationRow, operation_id, with_for_update=True)
             if row is not None and row.phase == RESERVED_PHASE and not OperationState(row.state).ended:
                 await session.delete(row)
+                await lease_table.release(session, operation_id)
+
+    async def release_leases(self, operation_id: str) -> int:
+        """Drop what an operation holds; how many leases it held.
+
+        Its end does it; this is for a workflow that ended without its code running, as a termination does.
+        """
+        async with self._writing(), self._sessions() as session, session.begin():
+            return await lease_table.release(session, operation_id)
+
+    async def leases(self, operation_id: str, limit: int = 1000) -> list[tuple[str, str]]:
+        """What an operation holds: ``(target, mode)``, at most ``limit``."""
+        async with self._sessions() as session:
+            return await lease_table.held(session, operation_id, limit)
 
     async def update_operation(self, change: OperationUpdate) -> OperationRecord | None:
         """Apply ``change`` to a stored operation. A record that has ended keeps its final state.
@@ -209,6 +242,8 @@ class Store:
             row.updated_at = change.at
             if change.state is not None and change.state.ended:
                 row.ended_at = change.at
+                # Whatever the end, the targets are free again in the same transaction that records it.
+                await lease_table.release(session, change.id)
             return _to_record(row)
 
     async def get_operation(self, operation_id: str) -> OperationRecord | None:
@@ -464,4 +499,13 @@ def _to_checkpoint(row: RowMapping | Mapping[str, Any]) -> Checkpoint:
     )
 
 
-__all__: Sequence[str] = ("GENESIS_HASH", "ChainVerification", "Checkpoint", "Store", "audit_hash", "create_engine")
+__all__: Sequence[str] = (
+    "GENESIS_HASH",
+    "ChainVerification",
+    "Checkpoint",
+    "LeaseConflict",
+    "LeaseHolder",
+    "Store",
+    "audit_hash",
+    "create_engine",
+)

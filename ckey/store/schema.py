@@ -146,3 +146,24 @@ class KeyBackupRow(Base):
     data: Mapped[bytes] = mapped_column(LargeBinary)
     created_by: Mapped[str] = mapped_column(String(256))
     created_at: Mapped[datetime]
+
+
+class LeaseRow(Base):
+    """A target an operation holds until its end (``ckey.operations.Lease``)."""
+
+    __tablename__ = "leases"
+    __table_args__ = (Index("ix_leases_operation", "operation_id"),)
+
+    target: Mapped[str] = mapped_column(String(400), primary_key=True)
+    operation_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(8))
+    acquired_at: Mapped[datetime]
+
+
+class LeaseLockRow(Base):
+    """One row that every lease acquisition updates first, so acquisitions never interleave on any database."""
+
+    __tablename__ = "lease_lock"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    generation: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), default=0)

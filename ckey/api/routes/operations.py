@@ -18,7 +18,7 @@ from temporalio.common import (
     WorkflowIDReusePolicy,
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
 from ckey import temporal as sa
 from ckey.api.deps import Caller, ClientDep, Operator, SettingsDep, StoreDep, Viewer, ensure_role
@@ -29,6 +29,7 @@ from ckey.config import Settings
 from ckey.operations import (
     AuditEvent,
     AuditRecord,
+    LeaseRequest,
     OperationKind,
     OperationRecord,
     OperationState,
@@ -36,7 +37,7 @@ from ckey.operations import (
     Outcome,
     request_fingerprint,
 )
-from ckey.store import RESERVED_PHASE, Store
+from ckey.store import RESERVED_PHASE, LeaseConflict, Store
 from ckey.store.targets import TargetStore
 from workflows import product_registry
 
@@ -170,23 +171,22 @@ async def start_operation(
             ) from None
     dep = kind.dep_of(params) if kind.dep_of else None
     now = datetime.now(UTC)
-    # The reservation: the record is inserted before the workflow starts, and its primary key lets exactly one of
-    # concurrent requests for this id through.
-    stored, reserved = await store.reserve_operation(
-        OperationRecord(
-            id=op_id,
-            kind=kind.name,
-            state=OperationState.RUNNING,
-            phase=RESERVED_PHASE,
-            params=params.model_dump(mode="json"),
-            started_by=principal.user,
-            started_at=now,
-            updated_at=now,
-            idempotency_key=idempotency_key,
-            fingerprint=fingerprint,
-            dep=dep,
-        )
+    record = OperationRecord(
+        id=op_id,
+        kind=kind.name,
+        state=OperationState.RUNNING,
+        phase=RESERVED_PHASE,
+        params=params.model_dump(mode="json"),
+        started_by=principal.user,
+        started_at=now,
+        updated_at=now,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        dep=dep,
     )
+    # The reservation: the record is inserted before the workflow starts, and its primary key lets exactly one of
+    # concurrent requests for this id through; what the operation holds is leased in the same transaction.
+    stored, reserved = await _reserve(store, client, record, kind.leases_of(params) if kind.leases_of else None)
     if not reserved:
         response.headers["Idempotent-Replayed"] = "true"
         return _replayed(stored, fingerprint)
@@ -217,6 +217,51 @@ async def start_operation(
         await store.release_operation(op_id)
         raise Problem(503, "temporal-reachable", f"the operation could not be started: {exc.message}") from None
     return OperationAccepted(id=op_id, kind=kind.name, state=OperationState.RUNNING)
+
+
+STALE_RESERVATION = timedelta(minutes=2)
+"""A reservation older than this whose workflow Temporal does not know was left by an API that died starting it."""
+
+
+async def _reserve(
+    store: Store, client: Client, record: OperationRecord, leases: LeaseRequest | None
+) -> tuple[OperationRecord, bool]:
+    try:
+        return await store.reserve_operation(record, leases)
+    except LeaseConflict as conflict:
+        # A holder whose workflow has ended without its code running (terminated, timed out) never released what
+        # it held: free it, once, and try again; any other holder refuses the start.
+        stale = [h for h in conflict.holders if await _holder_is_gone(store, client, h.operation_id)]
+        if not stale:
+            raise _lease_problem(conflict) from None
+        for holder in stale:
+            await store.release_leases(holder.operation_id)
+    try:
+        return await store.reserve_operation(record, leases)
+    except LeaseConflict as conflict:
+        raise _lease_problem(conflict) from None
+
+
+def _lease_problem(conflict: LeaseConflict) -> Problem:
+    return Problem(
+        409,
+        "targets-leased",
+        f"this operation needs targets that running operations hold (wait for them to end, or cancel them): {conflict}",
+        holders=[h.operation_id for h in conflict.holders],
+    )
+
+
+async def _holder_is_gone(store: Store, client: Client, operation_id: str) -> bool:
+    record = await store.get_operation(operation_id)
+    if record is None or record.state.ended:
+        return True
+    try:
+        description = await client.get_workflow_handle(operation_id).describe(rpc_timeout=_QUERY_TIMEOUT)
+    except RPCError as exc:
+        if exc.status != RPCStatusCode.NOT_FOUND:
+            return False  # Temporal unreachable: nothing is freed on a guess
+        return record.phase != RESERVED_PHASE or datetime.now(UTC) - record.updated_at > STALE_RESERVATION
+    return description.status != WorkflowExecutionStatus.RUNNING
 
 
 async def _start_request(request: Request, settings: Settings) -> StartOperation:
