@@ -167,3 +167,80 @@ class LeaseLockRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     generation: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), default=0)
+
+
+class RecipientRow(Base):
+    """The inventory's view of one recipient (mailbox or mail user).
+
+    ``inventory.sync`` keeps it fresh, and so does every operation that assigns a DEP or reads an encryption status.
+    """
+
+    __tablename__ = "inventory_recipients"
+    __table_args__ = (
+        Index("ix_inventory_recipients_dep", "dep_key", "key"),
+        Index("ix_inventory_recipients_encrypted", "is_encrypted", "key"),
+        Index("ix_inventory_recipients_upn", "upn_key"),
+    )
+
+    key: Mapped[str] = mapped_column(String(320), primary_key=True)
+    """The identity in lower case (Exchange compares identities without case): the sort order of every page."""
+    identity: Mapped[str] = mapped_column(String(320))
+    recipient_type: Mapped[str | None] = mapped_column(String(64), default=None)
+    user_principal_name: Mapped[str | None] = mapped_column(String(320), default=None)
+    upn_key: Mapped[str | None] = mapped_column(String(320), default=None)
+    """The UPN in lower case: operations name recipients by identity or by UPN."""
+    dep: Mapped[str | None] = mapped_column(String(128), default=None)
+    """The DEP assigned (Get-Mailbox / Get-MailUser's DataEncryptionPolicy)."""
+    dep_key: Mapped[str | None] = mapped_column(String(128), default=None)
+    dep_guid: Mapped[str | None] = mapped_column(String(64), default=None)
+    is_encrypted: Mapped[bool | None] = mapped_column(default=None)
+    """Get-MailboxStatistics' IsEncrypted under the assigned DEP; null for a mail user or not read yet."""
+    encrypted_with: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The DEP GUID Get-MailboxStatistics last reported (the one its data is encrypted with)."""
+    status_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When the encryption status was last read."""
+    seen_at: Mapped[datetime]
+    """When the tenant last listed this recipient."""
+    updated_at: Mapped[datetime]
+    source: Mapped[str | None] = mapped_column(String(64), default=None)
+    """The operation that last changed this row (an assignment, a status round, a sync)."""
+
+
+class InventoryDepRow(Base):
+    """A DEP of a workload as the tenant last reported it."""
+
+    __tablename__ = "inventory_deps"
+
+    workload: Mapped[str] = mapped_column(String(32), primary_key=True)
+    key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    guid: Mapped[str | None] = mapped_column(String(64), default=None, index=True)
+    azure_key_ids: Mapped[list[Any]] = mapped_column(default=list)
+    enabled: Mapped[bool] = mapped_column(default=True)
+    purge_requested: Mapped[bool] = mapped_column(default=False)
+    seen_at: Mapped[datetime]
+    source: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class InventoryKeyRow(Base):
+    """A key in use by a DEP and its health as last checked."""
+
+    __tablename__ = "inventory_keys"
+
+    key_id: Mapped[str] = mapped_column(String(400), primary_key=True)
+    vault: Mapped[str] = mapped_column(String(64), index=True)
+    healthy: Mapped[bool | None] = mapped_column(default=None)
+    problems: Mapped[list[Any]] = mapped_column(default=list)
+    checked_at: Mapped[datetime | None] = mapped_column(default=None)
+    source: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class InventorySyncRow(Base):
+    """When each part of the inventory was last completely read from the tenant (the pages' ``as_of``)."""
+
+    __tablename__ = "inventory_sync"
+
+    scope: Mapped[str] = mapped_column(String(32), primary_key=True)
+    as_of: Mapped[datetime]
+    operation_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    count: Mapped[int] = mapped_column(Integer, default=0)
