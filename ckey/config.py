@@ -160,6 +160,22 @@ class Settings(BaseSettings):
     exchange_assign_batch_size: Annotated[int, Field(ge=1, le=1000)] = 200
     """Mailboxes per assignment activity (each activity call assigns up to this many)."""
 
+    # The inventory and the schedules that keep it (Temporal Schedules, created by the worker)
+    inventory_sync_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=7))] = timedelta(
+        hours=1
+    )
+    """How often the ``ckey-inventory-sync`` schedule runs ``inventory.sync`` (``ckey up``: seconds)."""
+    inventory_status_batch: Annotated[int, Field(ge=0, le=100_000)] = 2000
+    """Mailboxes whose encryption status one ``inventory.sync`` reads at most (least recently read first)."""
+    health_check_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=7))] = timedelta(
+        days=1
+    )
+    """How often the ``ckey-keyvault-health`` schedule checks every key in use."""
+    schedules: bool = True
+    """Whether the worker creates (or updates) ckey's Temporal Schedules when it starts."""
+    alert_webhook_url: str | None = None
+    """Where alerts (a broken key rule, an escalation) are also POSTed as JSON; unset: the log and the record."""
+
     # SQL
     database_url: str | None = None
     """SQLAlchemy URL; default a SQLite file in the data dir. PostgreSQL: ``postgresql+psycopg://...``."""

@@ -1,0 +1,56 @@
+"""``inventory.sync`` against the sandbox tenant: the read side's data comes from bulk reads into SQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from temporalio.worker import Worker
+
+from ckey.m365 import M365Gateway
+from ckey.models import Role
+from ckey.store import Store
+from ckey.store.inventory import InventoryStore
+from tests.workflows.test_exchange import DEMO_KEYS
+from tests.workflows.test_keyvault import Auth, Recorder, run_operation
+
+
+async def test_a_sync_reads_every_dep_and_recipient_and_the_statuses_it_is_allowed(
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    m365: M365Gateway,
+    store: Store,
+    record_history: Recorder,
+) -> None:
+    operator = auth(Role.OPERATOR)
+    name = f"INV_{uuid.uuid4().hex[:8]}"
+    created, _ = await run_operation(api, operator, "exchange.dep.create", {"name": name, "azure_key_ids": DEMO_KEYS})
+    assert created["state"] == "succeeded", created["error"]
+    mailboxes = sorted(b.identity for b in await m365.get_mailbox(result_size="Unlimited"))
+    mail_users = sorted(b.identity for b in await m365.get_mail_user(result_size="Unlimited"))
+    # Two mailboxes get the DEP behind ckey's back (as an admin's own Set-Mailbox would): the sync finds them.
+    for identity in mailboxes[600:602]:
+        await m365.set_mailbox(identity, name)
+
+    body, events = await run_operation(api, operator, "inventory.sync", {})
+    assert body["state"] == "succeeded", body["error"]
+    result = body["result"]
+    assert result["recipients"] == len(mailboxes) + len(mail_users)
+    assert result["deps"] >= 1 and result["statuses"] >= 2
+    await record_history(body["id"], "inventory_sync")
+    inventory = InventoryStore(store)
+    page = await inventory.page(dep=name)
+    assert sorted(r.identity for r in page.items) == mailboxes[600:602]
+    assert page.as_of is not None and all(r.dep_guid == created["result"]["guid"] for r in page.items)
+    assert (await inventory.find_dep("exchange", name)) is not None
+    user = await inventory.get(mail_users[0])
+    assert user is not None and user.is_mail_user and user.is_encrypted is None
+    # One audited call per listing; statistics summarised once, not one entry per mailbox.
+    calls = [e["action"] for e in events if e["action"].startswith("m365.")]
+    assert calls.count("m365.Get-Mailbox") == 1 and calls.count("m365.Get-MailboxStatistics") == 1, calls
+
+    params = await api.post(
+        "/api/operations", json={"kind": "inventory.sync", "params": {"status_batch": 5}}, headers=operator
+    )
+    assert params.status_code == 422 and "status_batch" in params.text  # the batch is the deployment's, not a caller's
