@@ -14,6 +14,7 @@ import httpx
 from temporalio.client import Client, WorkflowHistory
 from temporalio.worker import Worker
 
+from ckey import temporal as sa
 from ckey.config import Settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.models import KeyUri, Role, ServicePrincipal
@@ -89,6 +90,11 @@ async def test_health_reports_each_broken_rule(
     keys = [f"https://{first}.vault.azure.net/keys/exo-key", f"https://{second}.vault.azure.net/keys/exo-key"]
 
     body, _ = await run_operation(api, auth(Role.OPERATOR), "keyvault.health", {"keys": keys})
+    # A broken rule turns the operation red; its error names the rules, its result still holds every line.
+    assert body["state"] == "failed"
+    assert body["error"].startswith("keyvault-health-failed: 3 rule(s) broken: ")
+    for rule in ("keys-purge-protection", "service-principal-get-wrap-unwrap", "two-keys-two-regions"):
+        assert rule in body["error"]
     report = body["result"]
     failed = {(line["rule"], line["key"].split("/")[2].split(".")[0]) for line in report["lines"] if not line["ok"]}
     assert report["ok"] is False
@@ -106,8 +112,37 @@ async def test_health_reports_each_broken_rule(
 async def test_health_of_a_missing_key(api: httpx.AsyncClient, product_worker: Worker, auth: Auth) -> None:
     keys = ["https://contoso-eastus-kv1.vault.azure.net/keys/no-such-key"]
     body, _ = await run_operation(api, auth(Role.OPERATOR), "keyvault.health", {"keys": keys})
+    assert body["state"] == "failed" and "key-exists" in body["error"]
     lines = {line["rule"]: line["ok"] for line in body["result"]["lines"]}
     assert lines["key-exists"] is False and "key-enabled" not in lines
+
+
+async def test_health_after_a_key_was_soft_deleted_fails_and_says_so(
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    client: Client,
+    kv_control: SandboxKeyVaultControl,
+    keyvault: KeyVaultGateway,
+) -> None:
+    vault = unique("hd")
+    await kv_control.create_vault(vault, purge_protection=True)
+    await kv_control.grant(vault, "ckey-automation@contoso.com", ["all"])
+    await kv_control.grant(vault, EXO, ["get", "wrapKey", "unwrapKey"])
+    await kv_control.create_key(vault, "exo-key")
+    key = f"https://{vault}.vault.azure.net/keys/exo-key"
+    await keyvault.key_client(f"https://{vault}.vault.azure.net").delete_key("exo-key")
+
+    body, events = await run_operation(api, auth(Role.OPERATOR), "keyvault.health", {"keys": [key]})
+    assert body["state"] == "failed", body
+    assert body["error"].startswith("keyvault-health-failed: 1 rule(s) broken: key-exists"), body["error"]
+    assert body["result"]["ok"] is False
+    assert [line["rule"] for line in body["result"]["lines"] if not line["ok"]] == ["key-exists"]
+    assert events[-1]["action"] == "operation.failed" and "key-exists" in events[-1]["detail"]["error"]
+    # The search attribute a dashboard filters on says failed too.
+    described = await client.get_workflow_handle(body["id"]).describe()
+    assert described.status is not None and described.status.name == "FAILED"
+    assert described.typed_search_attributes.get(sa.STATE) == "failed"
 
 
 # keyvault.key.restore -----------------------------------------------------------------------------------------------
