@@ -210,8 +210,8 @@ class OperationWorkflow:
             if is_cancelled_exception(exc):
                 await self._finish(OperationState.CANCELLED, error="cancelled on request")
             else:
-                result = exc.result.model_dump(mode="json") if isinstance(exc, FailedWithResult) else None
-                await self._finish(OperationState.FAILED, error=failure_message(exc), result=result)
+                kept = exc.result.model_dump(mode="json") if isinstance(exc, FailedWithResult) else None
+                await self._finish(OperationState.FAILED, error=failure_message(exc), result=kept)
             raise
         except WORKFLOW_FAILURE_TYPES as exc:
             await _settled(start, swallow=True)
