@@ -63,7 +63,10 @@ def gateway_problem(exc: Exception) -> Problem | None:
     if isinstance(exc, HttpResponseError):
         status = exc.status_code or 0
         if status in (403, 404):
-            return _problem(service_error(exc))
+            refused = service_error(exc)
+            if refused.code == "Error":  # the service named no code: name the rule ckey holds to
+                refused.code = "azure-permission" if status == 403 else "vault-exists"
+            return _problem(refused)
         if status in (429, 503):
             return Problem(503, "vault-available", f"Azure is throttling or unavailable ({status}): try again later")
         return Problem(502, "vault-reachable", f"Azure answered {status or 'an error'}: {_first_line(exc)}")
