@@ -133,7 +133,7 @@ async def test_describe_asks_graph_once_for_every_object_and_own_ids_come_from_t
     calls: list[tuple[str, Any]] = []
 
     def handle(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content) if request.content else None
+        body: Any = json.loads(request.content) if request.content else None
         calls.append((request.url.path, body))
         if request.url.path == "/v1.0/directoryObjects/getByIds":
             assert request.method == "POST" and body["types"] == ["user", "servicePrincipal", "group"]
