@@ -256,7 +256,13 @@ class KeyVaultActivities(KeyVaultActivityStub):
 
     @activity.defn
     async def remove_access_policy(self, input: RemoveAccessPolicyInput) -> RemoveAccessPolicyResult:
-        """Remove a user's access policy by UPN; never a Microsoft 365 service principal's."""
+        """Remove a user's access policy by UPN.
+
+        Refused (non-retryable, audited as refused): a Microsoft 365 service principal (``m365-principal-protected``),
+        ckey's own principal (``ckey-principal-protected``: it would lock ckey out of the vault), a user who holds no
+        policy on the vault (``access-policy-exists``). Principals are compared by object id, so any name of them is
+        caught.
+        """
         upn = input.user_principal_name
         target = render("Remove-AzKeyVaultAccessPolicy", VaultName=input.vault, UserPrincipalName=upn)
         async with _refusals():

@@ -98,7 +98,8 @@ class RemoveAccessPolicyInput(BaseModel):
 
 
 class RemoveAccessPolicyResult(BaseModel):
-    """What was removed (nothing when the user held no policy)."""
+    """What was removed (nothing only on a retry after the removal went through: a user without a policy is
+    refused, ``access-policy-exists``)."""
 
     object_id: str
     removed_permissions: list[str] = Field(default_factory=list)
@@ -206,4 +207,4 @@ class KeyVaultAccessRevokeResult(BaseModel):
 
     removed_permissions: list[str]
     remaining: list[str]
-    """Object ids (and names where known) that still hold an access policy."""
+    """Who still holds an access policy: UPN or display name where the directory knows it, and object id."""

@@ -248,7 +248,8 @@ KINDS: tuple[OperationKind, ...] = (
         input_model=KeyVaultHealthInput,
         role=Role.OPERATOR,
         description="Check a workload's Customer Keys: exists, enabled, soft delete, purge protection, no expiry, "
-        "RSA, two vaults in two regions, the service principal's get/wrapKey/unwrapKey.",
+        "RSA, two vaults in two regions, the service principal's get/wrapKey/unwrapKey. A broken rule ends it failed "
+        "(keyvault-health-failed), the rules named, the report kept as its result.",
         result_model=KeyVaultHealthResult,
         activities=(KeyVaultActivityStub,),
     ),
@@ -268,7 +269,8 @@ KINDS: tuple[OperationKind, ...] = (
         workflow=KeyVaultAccessRevokeWorkflow,
         input_model=KeyVaultAccessRevokeInput,
         role=Role.ADMIN,
-        description="Remove a user's access policy from a vault (never a Microsoft 365 service principal's).",
+        description="Remove a user's access policy from a vault (never a Microsoft 365 service principal's, never "
+        "ckey's own; a user without a policy there is refused).",
         result_model=KeyVaultAccessRevokeResult,
         activities=(KeyVaultActivityStub,),
     ),
