@@ -98,8 +98,7 @@ class RemoveAccessPolicyInput(BaseModel):
 
 
 class RemoveAccessPolicyResult(BaseModel):
-    """What was removed (nothing only on a retry after the removal went through: a user without a policy is
-    refused, ``access-policy-exists``)."""
+    """What was removed; nothing only on a retry after the removal went through (no policy is refused)."""
 
     object_id: str
     removed_permissions: list[str] = Field(default_factory=list)
