@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 from temporalio.client import Client, WorkflowHistory
-from temporalio.worker import Worker
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, Worker
 
 from ckey import temporal as sa
 from ckey.config import Settings
@@ -21,6 +22,7 @@ from ckey.models import KeyUri, Role, ServicePrincipal
 from ckey.store import Store
 from sandbox.keyvault import SandboxKeyVaultControl
 from tests.workflows.conftest import unique
+from workflows import all_workflows
 
 Auth = Callable[..., dict[str, str]]
 Recorder = Callable[[str, str], Awaitable[None]]
@@ -144,6 +146,13 @@ async def test_health_after_a_key_was_soft_deleted_fails_and_says_so(
     described = await client.get_workflow_handle(body["id"]).describe()
     assert described.status is not None and described.status.name == "FAILED"
     assert described.typed_search_attributes.get(sa.STATE) == "failed"
+    # The new ending replays (its patch marker is in the history).
+    history = await client.get_workflow_handle(body["id"]).fetch_history()
+    replayed = await Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter).replay_workflow(
+        history
+    )
+    assert replayed.replay_failure is None
+    assert any(e.HasField("marker_recorded_event_attributes") for e in history.events)
 
 
 # keyvault.key.restore -----------------------------------------------------------------------------------------------
