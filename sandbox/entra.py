@@ -382,6 +382,9 @@ class Entra:
         )
 
 
+REMEMBERED_USERS_MAX = 10_000
+"""UPNs the sandbox directory remembers at most (lookups are of administrators: a bound, not a working limit)."""
+
 KNOWN_USERS: tuple[str, ...] = ("alice@contoso.com",)
 """Users the sandbox directory can name by object id from the start: the sandbox vaults' seeded administrator."""
 
@@ -415,7 +418,8 @@ class SandboxDirectory:
         if not (name and at and domain):
             return None
         oid = object_id(self.tenant_id, upn)
-        self._users.setdefault(oid, upn)
+        if len(self._users) < REMEMBERED_USERS_MAX:
+            self._users.setdefault(oid, upn)
         return {
             "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
             "id": oid,
