@@ -387,13 +387,12 @@ class KeyVaultGateway:
         if not policies:
             return
         m365 = {sp.value for sp in ServicePrincipal}
+        names: dict[str, str] = {}
         try:
             found = await self.directory.describe(p.object_id for p in policies)
         except (httpx.HTTPError, KeyVaultError, AzureError) as exc:
             log.warning("Microsoft Graph could not name the vaults' principals: %s", exc)
             found = {}
-        names: dict[str, str] = {}
-        if not found:
             try:
                 names = await self.directory.known_names()
             except (httpx.HTTPError, KeyVaultError, AzureError):

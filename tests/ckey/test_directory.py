@@ -175,3 +175,27 @@ def _async(value: Any) -> Any:
         return value
 
     return get
+
+
+async def test_a_graph_that_cannot_answer_leaves_the_access_view_readable() -> None:
+    from ckey.keyvault import AccessPolicy, KeyVaultGateway
+
+    class DownGraph:
+        async def describe(self, ids: Any) -> Any:
+            raise httpx.ConnectError("graph.microsoft.com unreachable")
+
+        async def known_names(self) -> dict[str, str]:
+            return {"exo-oid": "Office 365 Exchange Online"}
+
+        async def own_object_ids(self) -> frozenset[str]:
+            return frozenset({"ckey-oid"})
+
+    gateway = cast(Any, KeyVaultGateway.__new__(KeyVaultGateway))
+    gateway.directory = DownGraph()
+    policies = [AccessPolicy(object_id=oid) for oid in ("exo-oid", "ckey-oid", "bob-oid")]
+    await KeyVaultGateway._name_principals(gateway, policies)
+    assert [(p.principal, p.microsoft_365, p.ckey) for p in policies] == [
+        ("Office 365 Exchange Online", True, False),
+        (None, False, True),
+        (None, False, False),
+    ]
