@@ -256,22 +256,54 @@ class KeyVaultActivities(KeyVaultActivityStub):
 
     @activity.defn
     async def remove_access_policy(self, input: RemoveAccessPolicyInput) -> RemoveAccessPolicyResult:
-        """Remove a user's access policy by UPN; never a Microsoft 365 service principal's."""
+        """Remove a user's access policy by UPN.
+
+        Refused (non-retryable, audited as refused): a Microsoft 365 service principal (``m365-principal-protected``),
+        ckey's own principal (``ckey-principal-protected``: it would lock ckey out of the vault), a user who holds no
+        policy on the vault (``access-policy-exists``). Principals are compared by object id, so any name of them is
+        caught.
+        """
+        upn = input.user_principal_name
+        target = render("Remove-AzKeyVaultAccessPolicy", VaultName=input.vault, UserPrincipalName=upn)
         async with _refusals():
-            object_id = await self.gateway.directory.object_id(input.user_principal_name)
+            object_id = await self.gateway.directory.object_id(upn)
             protected = {await self.gateway.directory.object_id(sp.value): sp for sp in ServicePrincipal}
+            own = await self.gateway.directory.own_object_ids()
+        refusal: ApplicationError | None = None
         if object_id in protected:
-            raise ApplicationError(
-                f"{input.user_principal_name} is the {protected[object_id].name} service principal; its access is "
+            refusal = ApplicationError(
+                f"{upn} is the {protected[object_id].name} service principal; its access is "
                 "removed only by the data purge path",
                 type="m365-principal-protected",
                 non_retryable=True,
             )
-        target = render(
-            "Remove-AzKeyVaultAccessPolicy", VaultName=input.vault, UserPrincipalName=input.user_principal_name
-        )
+        elif object_id in own:
+            # ckey without its policy can no longer read, check or restore the keys: the health check fails and
+            # only a person in the Azure portal can give the access back.
+            refusal = ApplicationError(
+                f"{upn} is ckey's own principal (object id {object_id}); revoking it would lock ckey out of vault "
+                f"{input.vault}",
+                type="ckey-principal-protected",
+                non_retryable=True,
+            )
+        else:
+            async with _refusals():
+                vault = await self.gateway.vault(input.vault)
+            held = any(p.object_id == object_id for p in vault.access_policies)
+            if not held and activity.info().attempt > 1:
+                # A retry after a removal that went through (its answer lost with a worker): the revoke is done.
+                return RemoveAccessPolicyResult(object_id=object_id, removed_permissions=[])
+            if not held:
+                refusal = ApplicationError(
+                    f"no access policy for {upn} on vault {vault.name}: nothing to revoke",
+                    type="access-policy-exists",
+                    non_retryable=True,
+                )
+        if refusal is not None:
+            detail = {"error": refusal.message, "code": refusal.type, "object_id": object_id}
+            await audit_call(self.store, "keyvault.access.remove", target, Outcome.REFUSED, detail)
+            raise refusal
         async with _refusals():
-            vault = await self.gateway.vault(input.vault)
             removed = await self.gateway.remove_access_policy(vault, object_id)
         await audit_call(
             self.store,

@@ -8,6 +8,10 @@ own retry policy; what still fails reaches the activity, which lets Temporal ret
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import json
+import logging
 import os
 import re
 import uuid
@@ -16,7 +20,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 from azure.keyvault.keys import KeyVaultKey
 from azure.keyvault.keys.aio import KeyClient
 from azure.keyvault.keys.crypto import KeyWrapAlgorithm
@@ -29,6 +33,7 @@ from azure.mgmt.keyvault.models import (
     VaultAccessPolicyParameters,
     VaultAccessPolicyProperties,
 )
+from pydantic import BaseModel
 
 from ckey.azure import AzureConnection
 from ckey.models import AccessPolicy as AccessPolicy
@@ -36,6 +41,8 @@ from ckey.models import DeletedKeyInfo as DeletedKeyInfo
 from ckey.models import KeyInfo as KeyInfo
 from ckey.models import KeyUri, ServicePrincipal
 from ckey.models import VaultInfo as VaultInfo
+
+log = logging.getLogger(__name__)
 
 KEY_PERMISSIONS_FOR_SERVICE = ("get", "wrapKey", "unwrapKey")
 """What a Microsoft 365 service principal needs on each Customer Key (seed: "get, wrapKey, unwrapKey")."""
@@ -126,6 +133,16 @@ class Directory:
     def __init__(self, connection: AzureConnection, transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.connection = connection
         self.transport = transport
+        self._own: frozenset[str] | None = None
+
+    async def _token(self) -> str:
+        token = await self.connection.credential().get_token(GRAPH_SCOPE)
+        return str(token.token)
+
+    def _http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=GRAPH_URL, timeout=30, transport=self.transport or self.connection.httpx_transport()
+        )
 
     async def object_id(self, principal: str) -> str:
         """The object id of a user (UPN) or a service principal (application id).
@@ -135,17 +152,61 @@ class Directory:
                 know it (404).
         """
         path = graph_principal_path(principal)
-        token = await self.connection.credential().get_token("https://graph.microsoft.com/.default")
-        async with httpx.AsyncClient(
-            base_url=GRAPH_URL, timeout=30, transport=self.transport or self.connection.httpx_transport()
-        ) as http:
-            response = await http.get(
-                path, params={"$select": "id"}, headers={"Authorization": f"Bearer {token.token}"}
-            )
+        token = await self._token()
+        async with self._http() as http:
+            response = await http.get(path, params={"$select": "id"}, headers={"Authorization": f"Bearer {token}"})
         if response.status_code == 404:
             raise KeyVaultError(404, "PrincipalNotFound", f"{principal} is not in the directory")
         response.raise_for_status()
         return str(response.json()["id"])
+
+    async def own_object_ids(self) -> frozenset[str]:
+        """The object ids ckey acts as: its access token's ``oid`` and its app registration's service principal.
+
+        The token's ``oid`` names the identity ckey authenticates as whatever the credential (client secret,
+        certificate, managed identity, Azure CLI); ``CKEY_AZURE_CLIENT_ID``'s service principal is added when it
+        resolves. Computed once per process.
+        """
+        if self._own is None:
+            own = {oid} if (oid := token_object_id(await self._token())) else set()
+            client_id = getattr(self.connection.settings, "azure_client_id", None)
+            if client_id:
+                with contextlib.suppress(KeyVaultError, httpx.HTTPError):
+                    own.add(await self.object_id(client_id))
+            self._own = frozenset(own)
+        return self._own
+
+    async def describe(self, object_ids: Iterable[str]) -> dict[str, DirectoryObject]:
+        """Users, service principals and groups by object id (``POST /v1.0/directoryObjects/getByIds``).
+
+        Objects the directory does not know are left out, as Graph leaves them out.
+
+        Raises:
+            httpx.HTTPError: Microsoft Graph refused (403 without ``Directory.Read.All``) or failed.
+        """
+        ids = sorted({i for i in object_ids if i})
+        found: dict[str, DirectoryObject] = {}
+        if not ids:
+            return found
+        headers = {"Authorization": f"Bearer {await self._token()}"}
+        async with self._http() as http:
+            for start in range(0, len(ids), GET_BY_IDS_MAX):
+                response = await http.post(
+                    "/v1.0/directoryObjects/getByIds",
+                    json={"ids": ids[start : start + GET_BY_IDS_MAX], "types": ["user", "servicePrincipal", "group"]},
+                    headers=headers,
+                )
+                response.raise_for_status()
+                for item in response.json().get("value", []):
+                    kind = str(item.get("@odata.type", "")).removeprefix("#microsoft.graph.")
+                    found[str(item["id"])] = DirectoryObject(
+                        object_id=str(item["id"]),
+                        type=kind or "directoryObject",
+                        display_name=item.get("displayName"),
+                        user_principal_name=item.get("userPrincipalName"),
+                        app_id=item.get("appId"),
+                    )
+        return found
 
     async def known_names(self) -> dict[str, str]:
         """Object id → name for the principals ckey knows: the Microsoft 365 service principals and itself."""
@@ -161,6 +222,28 @@ class Directory:
         return out
 
 
+class DirectoryObject(BaseModel):
+    """A directory object as Microsoft Graph describes it (``getByIds``)."""
+
+    object_id: str
+    type: str
+    """``user``, ``servicePrincipal`` or ``group``."""
+    display_name: str | None = None
+    user_principal_name: str | None = None
+    app_id: str | None = None
+
+
+def token_object_id(token: str) -> str | None:
+    """The ``oid`` claim of an Entra access token (who ckey is), read without verifying: ckey's own token."""
+    try:
+        payload = token.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError):
+        return None
+    oid = claims.get("oid") if isinstance(claims, dict) else None
+    return str(oid) if oid else None
+
+
 def _is_guid(text: str) -> bool:
     try:
         uuid.UUID(text)
@@ -170,6 +253,9 @@ def _is_guid(text: str) -> bool:
 
 
 GRAPH_URL = "https://graph.microsoft.com"
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"
+GET_BY_IDS_MAX = 1000
+"""Ids one ``directoryObjects/getByIds`` call takes at most (Graph's limit)."""
 _UPN_REFUSED = re.compile(r"[/\\#?%\s\x00-\x1f\x7f-\x9f]")
 """Characters a UPN never holds that would change a Graph URL: path, fragment and query delimiters, percent
 escapes, whitespace and control characters."""
@@ -265,10 +351,10 @@ class KeyVaultGateway:
 
     async def vaults(self) -> list[VaultInfo]:
         """Every vault of the subscription."""
-        names = await self.directory.known_names()
-        found = [self._vault_info(v, names) async for v in self.arm.vaults.list_by_subscription()]
+        found = [self._vault_info(v) async for v in self.arm.vaults.list_by_subscription()]
         for info in found:
             self._resource_groups[info.name.lower()] = info.resource_group
+        await self._name_principals([p for info in found for p in info.access_policies])
         return sorted(found, key=lambda v: v.name)
 
     async def vault(self, name: str) -> VaultInfo:
@@ -287,15 +373,55 @@ class KeyVaultGateway:
             vault = await self.arm.vaults.get(group, name)
         except ResourceNotFoundError:
             raise KeyVaultError(404, "ResourceNotFound", f"no vault named {name} in the subscription") from None
-        return self._vault_info(vault, await self.directory.known_names())
+        info = self._vault_info(vault)
+        await self._name_principals(info.access_policies)
+        return info
 
-    def _vault_info(self, vault: Any, names: dict[str, str]) -> VaultInfo:
+    async def _name_principals(self, policies: list[AccessPolicy]) -> None:
+        """Name who holds each policy (UPN or display name, application id), and mark Microsoft 365's and ckey's.
+
+        One ``getByIds`` call for all of them. The names are a courtesy to the reader: when Microsoft Graph cannot
+        answer (no ``Directory.Read.All``, an outage) the policies keep their object ids, and only ckey's own
+        principal and the Microsoft 365 ones are named, from lookups ckey makes anyway.
+        """
+        if not policies:
+            return
+        m365 = {sp.value for sp in ServicePrincipal}
+        names: dict[str, str] = {}
+        try:
+            found = await self.directory.describe(p.object_id for p in policies)
+        except (httpx.HTTPError, KeyVaultError, AzureError) as exc:
+            log.warning("Microsoft Graph could not name the vaults' principals: %s", exc)
+            found = {}
+            try:
+                names = await self.directory.known_names()
+            except (httpx.HTTPError, KeyVaultError, AzureError):
+                names = {}
+        try:
+            own = await self.directory.own_object_ids()
+        except (httpx.HTTPError, KeyVaultError, AzureError):
+            own = frozenset()
+        for policy in policies:
+            obj = found.get(policy.object_id)
+            if obj is not None:
+                policy.principal_type = obj.type
+                policy.display_name = obj.display_name
+                policy.user_principal_name = obj.user_principal_name
+                policy.application_id = policy.application_id or obj.app_id
+                policy.principal = obj.user_principal_name or obj.display_name
+            else:
+                policy.principal = names.get(policy.object_id)
+            policy.microsoft_365 = (obj is not None and obj.app_id in m365) or (
+                names.get(policy.object_id) in SERVICE_PRINCIPAL_NAMES.values()
+            )
+            policy.ckey = policy.object_id in own
+
+    def _vault_info(self, vault: Any) -> VaultInfo:
         props = vault.properties
         group = vault.id.split("/resourceGroups/")[1].split("/")[0]
         policies = [
             AccessPolicy(
                 object_id=p.object_id,
-                principal=names.get(p.object_id),
                 application_id=p.application_id,
                 # The SDK's models are mappings too: ``.keys`` is the mapping method, the field is ["keys"].
                 keys=sorted(str(k) for k in (p.permissions.get("keys") or [])),

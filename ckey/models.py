@@ -470,8 +470,17 @@ class AccessPolicy(BaseModel):
 
     object_id: str
     principal: str | None = None
-    """The principal's name where ckey knows it (the Microsoft 365 service principals, ckey itself)."""
+    """Who holds it: a user's UPN, else the principal's display name (Microsoft Graph); ``None`` when unknown."""
+    principal_type: str | None = None
+    """``user``, ``servicePrincipal`` or ``group`` (Microsoft Graph); ``None`` when the directory was not asked."""
+    display_name: str | None = None
+    user_principal_name: str | None = None
     application_id: str | None = None
+    """A service principal's application id (the policy's own, else Microsoft Graph's ``appId``)."""
+    microsoft_365: bool = False
+    """One of the Microsoft 365 service principals Customer Key grants: ckey never revokes it."""
+    ckey: bool = False
+    """ckey's own principal: ckey never revokes it (it would lock itself out)."""
     keys: list[str] = Field(default_factory=list)
 
 

@@ -98,7 +98,7 @@ class RemoveAccessPolicyInput(BaseModel):
 
 
 class RemoveAccessPolicyResult(BaseModel):
-    """What was removed (nothing when the user held no policy)."""
+    """What was removed; nothing only on a retry after the removal went through (no policy is refused)."""
 
     object_id: str
     removed_permissions: list[str] = Field(default_factory=list)
@@ -206,4 +206,4 @@ class KeyVaultAccessRevokeResult(BaseModel):
 
     removed_permissions: list[str]
     remaining: list[str]
-    """Object ids (and names where known) that still hold an access policy."""
+    """Who still holds an access policy: UPN or display name where the directory knows it, and object id."""

@@ -382,6 +382,17 @@ class Entra:
         )
 
 
+REMEMBERED_USERS_MAX = 10_000
+"""UPNs the sandbox directory remembers at most (lookups are of administrators: a bound, not a working limit)."""
+
+KNOWN_USERS: tuple[str, ...] = ("alice@contoso.com",)
+"""Users the sandbox directory can name by object id from the start: the sandbox vaults' seeded administrator."""
+
+
+def _without_context(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in entry.items() if k != "@odata.context"}
+
+
 class SandboxDirectory:
     """The directory objects Microsoft Graph returns for the lookups ckey makes, with the tokens' object ids.
 
@@ -393,21 +404,48 @@ class SandboxDirectory:
         apps: its app registrations.
     """
 
-    def __init__(self, tenant_id: str, apps: list[AppRegistration]) -> None:
+    def __init__(self, tenant_id: str, apps: list[AppRegistration], users: tuple[str, ...] = KNOWN_USERS) -> None:
         self.tenant_id = tenant_id
         self.apps = {app.client_id.lower(): app for app in apps}
+        # Object ids are hashes of the UPN: the directory can name an object id only for a UPN it has seen.
+        self._users: dict[str, str] = {}
+        for upn in (*users, *(app.principal for app in apps if "@" in app.principal)):
+            self.user(upn)
 
     def user(self, upn: str) -> dict[str, Any] | None:
         """``/v1.0/users/{upn}``, or None (404) for a name that is no UPN."""
         name, at, domain = upn.partition("@")
         if not (name and at and domain):
             return None
+        oid = object_id(self.tenant_id, upn)
+        if len(self._users) < REMEMBERED_USERS_MAX:
+            self._users.setdefault(oid, upn)
         return {
             "@odata.context": "https://graph.microsoft.com/v1.0/$metadata#users/$entity",
-            "id": object_id(self.tenant_id, upn),
+            "id": oid,
             "userPrincipalName": upn,
             "displayName": name,
         }
+
+    def by_ids(self, ids: list[str], types: list[str] | None = None) -> list[dict[str, Any]]:
+        """``POST /v1.0/directoryObjects/getByIds``: the objects among ``ids`` the directory knows, of ``types``.
+
+        Graph answers each as its own type (``@odata.type``) and leaves unknown ids out.
+        """
+        wanted = {t.lower() for t in types} if types else {"user", "serviceprincipal", "group"}
+        principals = {object_id(self.tenant_id, app_id): app_id for app_id in FIRST_PARTY_APPS} | {
+            object_id(self.tenant_id, app.principal): app.client_id for app in self.apps.values()
+        }
+        found: list[dict[str, Any]] = []
+        for oid in ids:
+            key = oid.lower()
+            if key in self._users and "user" in wanted:
+                entry = self.user(self._users[key]) or {}
+                found.append({"@odata.type": "#microsoft.graph.user"} | _without_context(entry))
+            elif key in principals and "serviceprincipal" in wanted:
+                entry = self.service_principal(principals[key]) or {}
+                found.append({"@odata.type": "#microsoft.graph.servicePrincipal"} | _without_context(entry))
+        return found
 
     def service_principal(self, app_id: str) -> dict[str, Any] | None:
         """``/v1.0/servicePrincipals(appId='{app_id}')``, or None (404)."""

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
         RestoreKeyBackupInput,
         VaultRef,
     )
-    from workflows.operation import OperationWorkflow, call
+    from workflows.operation import FailedWithResult, OperationWorkflow, call
 
 
 # keyvault.health ---------------------------------------------------------------------------------------------------
@@ -87,8 +87,28 @@ class KeyVaultHealthWorkflow(OperationWorkflow):
         if len(uris) == 2:
             lines += pair_lines(uris, regions)
         ok = all(line.ok for line in lines)
-        await self.set_phase(HealthPhase.REPORTED, {"ok": ok, "failed": [line.rule for line in lines if not line.ok]})
-        return KeyVaultHealthResult(ok=ok, lines=lines)
+        failed = [line.rule for line in lines if not line.ok]
+        await self.set_phase(HealthPhase.REPORTED, {"ok": ok, "failed": failed})
+        report = KeyVaultHealthResult(ok=ok, lines=lines)
+        # Runs started before this change end as they began: succeeded, the broken rules only in their report.
+        if not ok and workflow.patched(HEALTH_FAILS_ON_BROKEN_RULE):
+            raise FailedWithResult(broken_rules_message(lines), report, type=HEALTH_FAILED)
+        return report
+
+
+HEALTH_FAILS_ON_BROKEN_RULE = "keyvault-health-fails-on-broken-rule"
+"""The patch under which a health check that finds a broken rule ends ``failed`` (it used to succeed)."""
+
+HEALTH_FAILED = "keyvault-health-failed"
+"""The failure type of a health check that found broken rules (non-retryable: the report is the answer)."""
+
+
+def broken_rules_message(lines: list[HealthLine]) -> str:
+    """``N rule(s) broken: rule (key: detail); ...`` -- the operation record's error, naming every broken rule."""
+    broken = [line for line in lines if not line.ok]
+    rules = sorted({line.rule for line in broken})
+    parts = [f"{line.rule} ({line.key}{': ' + line.detail if line.detail else ''})" for line in broken]
+    return f"{len(rules)} rule(s) broken: {', '.join(rules)} -- " + "; ".join(parts)
 
 
 def pair_lines(uris: list[str], regions: list[tuple[str, str | None]]) -> list[HealthLine]:
@@ -228,7 +248,8 @@ KINDS: tuple[OperationKind, ...] = (
         input_model=KeyVaultHealthInput,
         role=Role.OPERATOR,
         description="Check a workload's Customer Keys: exists, enabled, soft delete, purge protection, no expiry, "
-        "RSA, two vaults in two regions, the service principal's get/wrapKey/unwrapKey.",
+        "RSA, two vaults in two regions, the service principal's get/wrapKey/unwrapKey. A broken rule ends it failed "
+        "(keyvault-health-failed), the rules named, the report kept as its result.",
         result_model=KeyVaultHealthResult,
         activities=(KeyVaultActivityStub,),
     ),
@@ -248,7 +269,8 @@ KINDS: tuple[OperationKind, ...] = (
         workflow=KeyVaultAccessRevokeWorkflow,
         input_model=KeyVaultAccessRevokeInput,
         role=Role.ADMIN,
-        description="Remove a user's access policy from a vault (never a Microsoft 365 service principal's).",
+        description="Remove a user's access policy from a vault (never a Microsoft 365 service principal's, never "
+        "ckey's own; a user without a policy there is refused).",
         result_model=KeyVaultAccessRevokeResult,
         activities=(KeyVaultActivityStub,),
     ),

@@ -135,6 +135,23 @@ RECORD_RETRY = RetryPolicy(
 SYSTEM_ACTOR = "ckey"
 
 
+class FailedWithResult(ApplicationError):
+    """A non-retryable end of an operation that still has a result to record: a check that found broken rules.
+
+    :meth:`OperationWorkflow.operate` records the operation ``failed`` with this error's message *and* ``result``,
+    so a dashboard turns red and the report stays readable. The result also travels as the failure's first detail.
+
+    Args:
+        message: what broke, naming the rules.
+        result: the operation's result (its result model), recorded with the failure.
+        type: the rule id (the failure's type).
+    """
+
+    def __init__(self, message: str, result: BaseModel, *, type: str) -> None:
+        super().__init__(message, result.model_dump(mode="json"), type=type, non_retryable=True)
+        self.result = result
+
+
 class OperationWorkflow:
     """Base class of operation workflows (not a workflow itself).
 
@@ -193,7 +210,8 @@ class OperationWorkflow:
             if is_cancelled_exception(exc):
                 await self._finish(OperationState.CANCELLED, error="cancelled on request")
             else:
-                await self._finish(OperationState.FAILED, error=failure_message(exc))
+                kept = exc.result.model_dump(mode="json") if isinstance(exc, FailedWithResult) else None
+                await self._finish(OperationState.FAILED, error=failure_message(exc), result=kept)
             raise
         except WORKFLOW_FAILURE_TYPES as exc:
             await _settled(start, swallow=True)

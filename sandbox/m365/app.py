@@ -549,8 +549,28 @@ def _graph(sandbox: SandboxM365) -> Router:
             found = {k: v for k, v in found.items() if k in wanted or k.startswith("@odata.")}
         return JSONResponse(found)
 
+    async def directory_objects_by_ids(request: Request) -> Response:
+        try:
+            sandbox.authenticate(request, (GRAPH_RESOURCE,), Family.GRAPH)
+        except _Reject as exc:
+            return exc.response
+        try:
+            body = await _json_body(request)
+        except GraphError as exc:
+            return exc.response()
+        ids, types = body.get("ids"), body.get("types")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids) or len(ids) > 1000:
+            return graph_error(400, "Request_BadRequest", "ids: a list of at most 1000 object ids is required.")
+        return JSONResponse(
+            {
+                "@odata.context": f"{GRAPH_RESOURCE}/v1.0/$metadata#directoryObjects",
+                "value": sandbox.directory.by_ids(ids, types if isinstance(types, list) else None),
+            }
+        )
+
     return Router(
         [
+            Route("/v1.0/directoryObjects/getByIds", directory_objects_by_ids, methods=["POST"]),
             Route("/v1.0/{entity:path}", directory_object, methods=["GET"]),
             Route(f"{base}/cloudPCs", guard(cloud_pcs), methods=["GET"]),
             Route(f"{base}/cloudPCs/{{id}}", guard(cloud_pc), methods=["GET"]),

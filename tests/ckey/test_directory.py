@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from types import SimpleNamespace
 from typing import Any, cast
 from urllib.parse import unquote
@@ -10,7 +12,7 @@ import httpx
 import pytest
 
 from ckey.azure import AzureConnection
-from ckey.keyvault import Directory, KeyVaultError
+from ckey.keyvault import Directory, KeyVaultError, token_object_id
 
 BOB_ID = "6f1b2c3d-0000-4000-8000-00000000b0b0"
 
@@ -111,3 +113,89 @@ async def test_any_other_upn_arrives_as_exactly_one_encoded_segment(
 async def test_a_upn_starting_with_a_dollar_is_addressed_in_parentheses(directory: Directory, graph: Graph) -> None:
     await directory.object_id("$o'neil@contoso.com")
     assert graph.paths == ["/v1.0/users('%24o%27%27neil%40contoso.com')?%24select=id"]
+
+
+def _token(claims: dict[str, Any]) -> str:
+    def part(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256'})}.{part(claims)}.c2ln"
+
+
+def test_the_object_id_ckey_acts_as_is_its_tokens_oid() -> None:
+    assert token_object_id(_token({"oid": "0b0e-ckey", "appid": "x"})) == "0b0e-ckey"
+    assert token_object_id(_token({"appid": "x"})) is None
+    assert token_object_id("not-a-jwt") is None
+    assert token_object_id("a.!!!.c") is None
+
+
+async def test_describe_asks_graph_once_for_every_object_and_own_ids_come_from_the_token() -> None:
+    calls: list[tuple[str, Any]] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        body: Any = json.loads(request.content) if request.content else None
+        calls.append((request.url.path, body))
+        if request.url.path == "/v1.0/directoryObjects/getByIds":
+            assert request.method == "POST" and body["types"] == ["user", "servicePrincipal", "group"]
+            return httpx.Response(
+                200,
+                json={
+                    "value": [
+                        {"@odata.type": "#microsoft.graph.user", "id": "u1", "userPrincipalName": "bob@contoso.com"},
+                        {
+                            "@odata.type": "#microsoft.graph.servicePrincipal",
+                            "id": "s1",
+                            "appId": "00000002-0000-0ff1-ce00-000000000000",
+                            "displayName": "Office 365 Exchange Online",
+                        },
+                    ]
+                },
+            )
+        return httpx.Response(200, json={"id": "sp-of-client-id"})
+
+    token = _token({"oid": "ckey-oid"})
+    connection = SimpleNamespace(
+        settings=SimpleNamespace(sandbox=False, azure_client_id="5a5a5a5a-0000-4000-8000-000000000001"),
+        credential=lambda: SimpleNamespace(get_token=_async(SimpleNamespace(token=token))),
+    )
+    directory = Directory(cast(AzureConnection, connection), transport=httpx.MockTransport(handle))
+    found = await directory.describe(["u1", "s1", "gone", "u1"])
+    assert [call[0] for call in calls] == ["/v1.0/directoryObjects/getByIds"]
+    assert sorted(calls[0][1]["ids"]) == ["gone", "s1", "u1"]
+    assert (found["u1"].type, found["u1"].user_principal_name) == ("user", "bob@contoso.com")
+    assert (found["s1"].type, found["s1"].app_id) == ("servicePrincipal", "00000002-0000-0ff1-ce00-000000000000")
+    assert "gone" not in found
+    assert await directory.own_object_ids() == {"ckey-oid", "sp-of-client-id"}
+    assert await directory.own_object_ids() == {"ckey-oid", "sp-of-client-id"}
+    assert len(calls) == 2  # computed once
+
+
+def _async(value: Any) -> Any:
+    async def get(*_: Any) -> Any:
+        return value
+
+    return get
+
+
+async def test_a_graph_that_cannot_answer_leaves_the_access_view_readable() -> None:
+    from ckey.keyvault import AccessPolicy, KeyVaultGateway
+
+    class DownGraph:
+        async def describe(self, ids: Any) -> Any:
+            raise httpx.ConnectError("graph.microsoft.com unreachable")
+
+        async def known_names(self) -> dict[str, str]:
+            return {"exo-oid": "Office 365 Exchange Online"}
+
+        async def own_object_ids(self) -> frozenset[str]:
+            return frozenset({"ckey-oid"})
+
+    gateway = cast(Any, KeyVaultGateway.__new__(KeyVaultGateway))
+    gateway.directory = DownGraph()
+    policies = [AccessPolicy(object_id=oid) for oid in ("exo-oid", "ckey-oid", "bob-oid")]
+    await KeyVaultGateway._name_principals(gateway, policies)
+    assert [(p.principal, p.microsoft_365, p.ckey) for p in policies] == [
+        ("Office 365 Exchange Online", True, False),
+        (None, False, True),
+        (None, False, False),
+    ]

@@ -172,3 +172,27 @@ async def test_an_assertion_for_another_audience_is_refused(
             )
     assert answers[0].status_code == 401 and answers[0].json()["error_codes"] == [700027]
     assert answers[1].status_code == 200
+
+
+def test_the_directory_names_object_ids_as_graph_get_by_ids_does() -> None:
+    from sandbox.entra import AppRegistration, SandboxDirectory
+    from sandbox.identity import object_id
+    from sandbox.vocabulary import ServicePrincipal
+
+    tenant = "72f988bf-0000-4000-8000-00000000c0de"
+    app = AppRegistration("11111111-2222-4333-8444-555555555555", "s", "ckey-automation@contoso.com", "ckey automation")
+    directory = SandboxDirectory(tenant, [app])
+    directory.user("bob@contoso.com")  # looked up once: known by object id from then on
+    exo = ServicePrincipal.EXCHANGE_ONLINE.value
+    ids = [object_id(tenant, p) for p in ("alice@contoso.com", "bob@contoso.com", exo, "nobody@contoso.com")]
+    found = directory.by_ids(ids, ["user", "servicePrincipal"])
+    assert [(o["@odata.type"], o.get("userPrincipalName"), o.get("appId")) for o in found] == [
+        ("#microsoft.graph.user", "alice@contoso.com", None),
+        ("#microsoft.graph.user", "bob@contoso.com", None),
+        ("#microsoft.graph.servicePrincipal", None, exo),
+    ]
+    assert all("@odata.context" not in o for o in found)
+    assert found[2]["displayName"] == "Office 365 Exchange Online"
+    assert directory.by_ids(ids, ["servicePrincipal"])[0]["appId"] == exo
+    # ckey's app signs in as its automation principal: its object id is named.
+    assert directory.by_ids([object_id(tenant, app.principal)])[0]["userPrincipalName"] == app.principal

@@ -12,14 +12,17 @@ from typing import Any
 
 import httpx
 from temporalio.client import Client, WorkflowHistory
-from temporalio.worker import Worker
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, Worker
 
+from ckey import temporal as sa
 from ckey.config import Settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.models import KeyUri, Role, ServicePrincipal
 from ckey.store import Store
 from sandbox.keyvault import SandboxKeyVaultControl
 from tests.workflows.conftest import unique
+from workflows import all_workflows
 
 Auth = Callable[..., dict[str, str]]
 Recorder = Callable[[str, str], Awaitable[None]]
@@ -89,6 +92,11 @@ async def test_health_reports_each_broken_rule(
     keys = [f"https://{first}.vault.azure.net/keys/exo-key", f"https://{second}.vault.azure.net/keys/exo-key"]
 
     body, _ = await run_operation(api, auth(Role.OPERATOR), "keyvault.health", {"keys": keys})
+    # A broken rule turns the operation red; its error names the rules, its result still holds every line.
+    assert body["state"] == "failed"
+    assert body["error"].startswith("keyvault-health-failed: 3 rule(s) broken: ")
+    for rule in ("keys-purge-protection", "service-principal-get-wrap-unwrap", "two-keys-two-regions"):
+        assert rule in body["error"]
     report = body["result"]
     failed = {(line["rule"], line["key"].split("/")[2].split(".")[0]) for line in report["lines"] if not line["ok"]}
     assert report["ok"] is False
@@ -106,8 +114,45 @@ async def test_health_reports_each_broken_rule(
 async def test_health_of_a_missing_key(api: httpx.AsyncClient, product_worker: Worker, auth: Auth) -> None:
     keys = ["https://contoso-eastus-kv1.vault.azure.net/keys/no-such-key"]
     body, _ = await run_operation(api, auth(Role.OPERATOR), "keyvault.health", {"keys": keys})
+    assert body["state"] == "failed" and "key-exists" in body["error"]
     lines = {line["rule"]: line["ok"] for line in body["result"]["lines"]}
     assert lines["key-exists"] is False and "key-enabled" not in lines
+
+
+async def test_health_after_a_key_was_soft_deleted_fails_and_says_so(
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    client: Client,
+    kv_control: SandboxKeyVaultControl,
+    keyvault: KeyVaultGateway,
+) -> None:
+    vault = unique("hd")
+    await kv_control.create_vault(vault, purge_protection=True)
+    await kv_control.grant(vault, "ckey-automation@contoso.com", ["all"])
+    await kv_control.grant(vault, EXO, ["get", "wrapKey", "unwrapKey"])
+    await kv_control.create_key(vault, "exo-key")
+    key = f"https://{vault}.vault.azure.net/keys/exo-key"
+    await keyvault.key_client(f"https://{vault}.vault.azure.net").delete_key("exo-key")
+
+    body, events = await run_operation(api, auth(Role.OPERATOR), "keyvault.health", {"keys": [key]})
+    assert body["state"] == "failed", body
+    assert body["error"].startswith("keyvault-health-failed: 1 rule(s) broken: key-exists"), body["error"]
+    assert body["result"]["ok"] is False
+    assert [line["rule"] for line in body["result"]["lines"] if not line["ok"]] == ["key-exists"]
+    ended = next(e for e in events if e["action"] == "operation.failed")
+    assert "key-exists" in ended["detail"]["error"]
+    # The search attribute a dashboard filters on says failed too.
+    described = await client.get_workflow_handle(body["id"]).describe()
+    assert described.status is not None and described.status.name == "FAILED"
+    assert described.typed_search_attributes.get(sa.STATE) == "failed"
+    # The new ending replays (its patch marker is in the history).
+    history = await client.get_workflow_handle(body["id"]).fetch_history()
+    replayed = await Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter).replay_workflow(
+        history
+    )
+    assert replayed.replay_failure is None
+    assert any(e.HasField("marker_recorded_event_attributes") for e in history.events)
 
 
 # keyvault.key.restore -----------------------------------------------------------------------------------------------
@@ -362,6 +407,89 @@ async def test_revoke_refuses_the_service_principals_and_needs_admin(
     )
     assert operator.status_code == 403
     assert await store.list_operations() == []
+
+
+async def test_revoke_of_a_user_without_a_policy_is_refused_by_name(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, kv_control: SandboxKeyVaultControl
+) -> None:
+    vault = unique("ar")
+    await kv_control.create_vault(vault)
+    await kv_control.grant(vault, "ckey-automation@contoso.com", ["all"])
+    body, events = await run_operation(
+        api, auth(Role.ADMIN), "keyvault.access.revoke", {"vault": vault, "user_principal_name": "carol@contoso.com"}
+    )
+    assert body["state"] == "failed", body
+    assert body["error"] == (
+        f"access-policy-exists: no access policy for carol@contoso.com on vault {vault}: nothing to revoke"
+    )
+    refused = [e for e in events if e["action"] == "keyvault.access.remove"]
+    assert [e["outcome"] for e in refused] == ["refused"]
+
+
+async def test_revoke_of_ckeys_own_principal_is_refused_and_ckey_keeps_its_access(
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    kv_control: SandboxKeyVaultControl,
+    keyvault: KeyVaultGateway,
+    stack_settings: Settings,
+) -> None:
+    vault = unique("ar")
+    await kv_control.create_vault(vault)
+    await kv_control.grant(vault, stack_settings.azure_principal, ["all"])
+    before = await keyvault.vault(vault)
+    body, _ = await run_operation(
+        api,
+        auth(Role.ADMIN),
+        "keyvault.access.revoke",
+        {"vault": vault, "user_principal_name": stack_settings.azure_principal},
+    )
+    assert body["state"] == "failed", body
+    assert body["error"].startswith(f"ckey-principal-protected: {stack_settings.azure_principal} is ckey's own")
+    assert await keyvault.vault(vault) == before
+    vaults = await api.get("/api/vaults", headers=auth(Role.VIEWER))
+    assert vaults.status_code == 200, vaults.text
+
+
+async def test_the_access_view_names_who_has_access(
+    api: httpx.AsyncClient, auth: Auth, kv_control: SandboxKeyVaultControl, stack_settings: Settings
+) -> None:
+    vault = unique("av")
+    await kv_control.create_vault(vault)
+    await kv_control.grant(vault, stack_settings.azure_principal, ["all"])
+    await kv_control.grant(vault, "alice@contoso.com", ["get", "list"])
+    for sp in ServicePrincipal:
+        await kv_control.grant(vault, sp.value, ["get", "wrapKey", "unwrapKey"])
+    shown = await api.get(f"/api/vaults/{vault}/access", headers=auth(Role.VIEWER))
+    assert shown.status_code == 200, shown.text
+    policies = {p["principal"]: p for p in shown.json()["access_policies"]}
+    assert set(policies) == {
+        stack_settings.azure_principal,
+        "alice@contoso.com",
+        "Office 365 Exchange Online",
+        "Microsoft 365 Data At Rest Encryption",
+        "Office 365 SharePoint Online",
+    }, policies
+    alice = policies["alice@contoso.com"]
+    assert (alice["principal_type"], alice["user_principal_name"], alice["microsoft_365"], alice["ckey"]) == (
+        "user",
+        "alice@contoso.com",
+        False,
+        False,
+    )
+    assert alice["object_id"]
+    for name, sp in (
+        ("Office 365 Exchange Online", ServicePrincipal.EXCHANGE_ONLINE),
+        ("Microsoft 365 Data At Rest Encryption", ServicePrincipal.MICROSOFT_365),
+        ("Office 365 SharePoint Online", ServicePrincipal.SHAREPOINT_ONLINE),
+    ):
+        entry = policies[name]
+        assert (entry["principal_type"], entry["application_id"], entry["microsoft_365"]) == (
+            "servicePrincipal",
+            sp.value,
+            True,
+        ), entry
+    assert policies[stack_settings.azure_principal]["ckey"] is True
 
 
 async def test_revoke_on_an_rbac_vault_is_refused_with_nothing_changed(

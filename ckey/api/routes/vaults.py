@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ServiceRequestError
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from ckey.api.deps import KeyVaultDep, Viewer
 from ckey.api.problems import Problem
-from ckey.keyvault import AccessPolicy, KeyInfo, KeyVaultError, VaultInfo
+from ckey.keyvault import AccessPolicy, KeyInfo, KeyVaultError, VaultInfo, service_error
 from ckey.models import VaultName
 
 router = APIRouter(prefix="/api/vaults", tags=["vaults"])
@@ -44,10 +49,60 @@ def _problem(exc: KeyVaultError) -> Problem:
     return Problem(status, "vault-reachable" if status == 502 else exc.code, exc.message)
 
 
+def gateway_problem(exc: Exception) -> Problem | None:
+    """The problem+json answer for an error of Azure (ARM, Key Vault, Entra sign-in) or Microsoft Graph.
+
+    Azure's refusals keep their status and code (403, 404); throttling and an unreachable service are 503 (try
+    again), anything else from the service 502. ``None`` for an error that is not the gateway's.
+    """
+    if isinstance(exc, KeyVaultError):
+        return _problem(exc)
+    if isinstance(exc, ClientAuthenticationError):
+        # Before HttpResponseError: it is one. ckey's own credential failed, not the caller's.
+        return Problem(502, "azure-sign-in", f"ckey could not sign in to Azure: {_first_line(exc)}")
+    if isinstance(exc, HttpResponseError):
+        status = exc.status_code or 0
+        if status in (403, 404):
+            refused = service_error(exc)
+            if refused.code == "Error":  # the service named no code: name the rule ckey holds to
+                refused.code = "azure-permission" if status == 403 else "vault-exists"
+            return _problem(refused)
+        if status in (429, 503):
+            return Problem(503, "vault-available", f"Azure is throttling or unavailable ({status}): try again later")
+        return Problem(502, "vault-reachable", f"Azure answered {status or 'an error'}: {_first_line(exc)}")
+    if isinstance(exc, ServiceRequestError):
+        return Problem(503, "vault-reachable", f"Azure could not be reached: {_first_line(exc)}")
+    if isinstance(exc, AzureError):
+        return Problem(502, "vault-reachable", f"Azure failed: {_first_line(exc)}")
+    if isinstance(exc, httpx.HTTPStatusError):
+        status = exc.response.status_code
+        return Problem(502, "graph-reachable", f"Microsoft Graph answered {status} to {exc.request.url.path}")
+    if isinstance(exc, httpx.HTTPError):
+        return Problem(503, "graph-reachable", f"Microsoft Graph could not be reached: {type(exc).__name__}")
+    return None
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(getattr(exc, "message", None) or exc or type(exc).__name__)
+    return text.strip().splitlines()[0][:300] if text.strip() else type(exc).__name__
+
+
+@asynccontextmanager
+async def _gateway_errors() -> AsyncIterator[None]:
+    """Answer an error of the gateways as problem+json, never as a bare 500."""
+    try:
+        yield
+    except Exception as exc:
+        problem = gateway_problem(exc)
+        if problem is None:
+            raise
+        raise problem from None
+
+
 @router.get("", response_model=list[VaultView])
 async def list_vaults(_: Viewer, keyvault: KeyVaultDep) -> list[VaultView]:
     """Every vault of the subscription: region, permission model, soft delete, purge protection, keys."""
-    try:
+    async with _gateway_errors():
         vaults = await keyvault.vaults()
         return [
             VaultView(
@@ -62,15 +117,11 @@ async def list_vaults(_: Viewer, keyvault: KeyVaultDep) -> list[VaultView]:
             )
             for v in vaults
         ]
-    except KeyVaultError as exc:
-        raise _problem(exc) from None
 
 
 @router.get("/{name}/access", response_model=VaultAccessView)
 async def vault_access(name: VaultName, _: Viewer, keyvault: KeyVaultDep) -> VaultAccessView:
     """The vault's permission model and access policies."""
-    try:
+    async with _gateway_errors():
         vault = await keyvault.vault(name)
-    except KeyVaultError as exc:
-        raise _problem(exc) from None
     return VaultAccessView(vault=vault.name, permission_model=_model(vault), access_policies=vault.access_policies)

@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
 import pytest
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
 
 from ckey.api import deps
 from ckey.api.app import create_app
@@ -100,3 +107,70 @@ async def test_the_gateway_dependencies_are_declared_once_in_deps(settings: Sett
     async with httpx.AsyncClient(transport=transport, base_url="http://ckey.test") as http:
         answer = await http.get("/api/vaults", headers=viewer)
     assert answer.status_code == 403, answer.text
+
+
+class FailingGateway:
+    """A gateway whose every read raises ``error`` (ARM, Key Vault, Entra sign-in or Graph failing)."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def vaults(self) -> list[VaultInfo]:
+        raise self.error
+
+    async def vault(self, name: str) -> VaultInfo:
+        raise self.error
+
+    async def close(self) -> None:
+        pass
+
+
+def _http_error(status: int, message: str) -> HttpResponseError:
+    request = httpx.Request("GET", "https://management.azure.com/subscriptions/s/providers/Microsoft.KeyVault/vaults")
+    error = HttpResponseError(message=message)
+    error.status_code = status
+    error.response = cast(Any, SimpleNamespace(status_code=status, request=request, headers={}, reason=message))
+    return error
+
+
+GATEWAY_ERRORS = [
+    pytest.param(
+        ClientAuthenticationError(message="AADSTS7000215: Invalid client secret provided."),
+        502,
+        "azure-sign-in",
+        "Invalid client secret",
+        id="sign-in-refused",
+    ),
+    pytest.param(
+        ServiceRequestError("Cannot connect to host management.azure.com"),
+        503,
+        "vault-reachable",
+        "Cannot connect",
+        id="unreachable",
+    ),
+    pytest.param(ServiceResponseError("Connection reset by peer"), 502, "vault-reachable", "reset", id="dropped"),
+    pytest.param(_http_error(500, "Internal server error"), 502, "vault-reachable", "500", id="azure-500"),
+    pytest.param(_http_error(429, "Too many requests"), 503, "vault-available", "try again", id="throttled"),
+    pytest.param(
+        _http_error(403, "The client does not have authorization to perform action"),
+        403,
+        "azure-permission",
+        "authorization",
+        id="arm-forbidden",
+    ),
+    pytest.param(
+        httpx.ConnectError("graph.microsoft.com unreachable"), 503, "graph-reachable", "Graph", id="graph-unreachable"
+    ),
+]
+
+
+@pytest.mark.parametrize(("error", "status", "rule", "said"), GATEWAY_ERRORS)
+@pytest.mark.parametrize("path", ["/api/vaults", "/api/vaults/contoso-eastus-kv1/access"])
+async def test_every_gateway_error_of_a_vault_route_is_a_problem_with_a_rule(
+    settings: Settings, viewer: dict[str, str], error: Exception, status: int, rule: str, said: str, path: str
+) -> None:
+    response = await _get(settings, FailingGateway(error), path, viewer)
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["rule"] == rule and said in body["detail"], body

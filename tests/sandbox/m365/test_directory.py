@@ -46,3 +46,23 @@ async def test_directory_lookups_do_not_spend_injected_faults(m365: M365, contro
     cloud_pcs = await m365.graph("GET", "cloudPCs")
     assert user.status == 200
     assert cloud_pcs.status >= 500
+
+
+async def test_get_by_ids_names_users_and_service_principals_and_leaves_unknown_ids_out(
+    m365: M365, settings_m365: Settings
+) -> None:
+    tenant = settings_m365.azure_tenant_id
+    exo = "00000002-0000-0ff1-ce00-000000000000"
+    ids = [object_id(tenant, p) for p in ("alice@contoso.com", exo, "never-seen@contoso.com")]
+    url = f"{GRAPH}/v1.0/directoryObjects/getByIds"
+    found = await m365.request("POST", url, resource=GRAPH, json={"ids": ids, "types": ["user", "servicePrincipal"]})
+    assert found.status == 200, found.body
+    assert found.body["@odata.context"].endswith("$metadata#directoryObjects")
+    named = {o["id"]: o for o in found.body["value"]}
+    assert set(named) == set(ids[:2])
+    assert named[ids[0]]["@odata.type"] == "#microsoft.graph.user"
+    assert named[ids[0]]["userPrincipalName"] == "alice@contoso.com"
+    assert (named[ids[1]]["@odata.type"], named[ids[1]]["appId"]) == ("#microsoft.graph.servicePrincipal", exo)
+    bad = await m365.request("POST", url, resource=GRAPH, json={"ids": "not-a-list"})
+    other = await m365.request("POST", url, resource=GRAPH, json={"ids": ids}, principal="mallory@contoso.com")
+    assert bad.status == 400 and other.status == 403
