@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 from enum import StrEnum
 
+from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from ckey.models import Role
-    from ckey.operations import OperationKind, lazy
+    from ckey.models import KeyUri, Role
+    from ckey.operations import Lease, LeaseMode, LeaseRequest, OperationKind, lazy
     from contracts.keyvault import (
         CheckKeyHealthInput,
         CheckKeyHealthResult,
@@ -241,6 +242,29 @@ class KeyVaultAccessRevokeWorkflow(OperationWorkflow):
         return KeyVaultAccessRevokeResult(removed_permissions=before, remaining=remaining)
 
 
+def _key_lease(uri: object, mode: LeaseMode) -> Lease:
+    key = KeyUri.parse(str(uri))
+    return Lease.on("key", f"{key.vault}/{key.name}", mode)
+
+
+def _checks_keys(params: BaseModel) -> LeaseRequest:
+    """A health check reads its keys (the named ones, or the workload's configured set): never beside a restore."""
+    keys = list(getattr(params, "keys", []) or [])
+    if keys:
+        return LeaseRequest(leases=[_key_lease(k, LeaseMode.READ) for k in keys])
+    return LeaseRequest(leases=[Lease.on("keys", str(getattr(params, "workload", "exchange")), LeaseMode.READ)])
+
+
+def _restores_key(params: BaseModel) -> LeaseRequest:
+    """A restore writes its key: a second restore of it, or a health check of it, waits for this one."""
+    return LeaseRequest(leases=[_key_lease(getattr(params, "key_uri", ""), LeaseMode.WRITE)])
+
+
+def _revokes_access(params: BaseModel) -> LeaseRequest:
+    """A revoke writes its vault's access policies."""
+    return LeaseRequest(leases=[Lease.on("vault", str(getattr(params, "vault", "")), LeaseMode.WRITE)])
+
+
 KINDS: tuple[OperationKind, ...] = (
     OperationKind(
         name=KeyVaultHealthWorkflow.kind,
@@ -251,6 +275,7 @@ KINDS: tuple[OperationKind, ...] = (
         "RSA, two vaults in two regions, the service principal's get/wrapKey/unwrapKey. A broken rule ends it failed "
         "(keyvault-health-failed), the rules named, the report kept as its result.",
         result_model=KeyVaultHealthResult,
+        leases_of=_checks_keys,
         activities=(KeyVaultActivityStub,),
     ),
     OperationKind(
@@ -262,6 +287,7 @@ KINDS: tuple[OperationKind, ...] = (
         "(POST /api/uploads/key-backups); then verify it.",
         claim_check=lazy("ckey.store.backups:claim_check_key_backup"),
         result_model=KeyVaultKeyRestoreResult,
+        leases_of=_restores_key,
         activities=(KeyVaultActivityStub,),
     ),
     OperationKind(
@@ -272,6 +298,7 @@ KINDS: tuple[OperationKind, ...] = (
         description="Remove a user's access policy from a vault (never a Microsoft 365 service principal's, never "
         "ckey's own; a user without a policy there is refused).",
         result_model=KeyVaultAccessRevokeResult,
+        leases_of=_revokes_access,
         activities=(KeyVaultActivityStub,),
     ),
 )

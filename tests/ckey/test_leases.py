@@ -133,3 +133,20 @@ async def test_an_acquisition_waits_for_one_in_progress_and_then_sees_what_it_to
     with pytest.raises(LeaseConflict) as refused:
         await b
     assert [h.operation_id for h in refused.value.holders] == ["op-a"]
+
+
+def test_every_kind_that_changes_something_declares_what_it_holds() -> None:
+    from workflows import product_registry
+
+    kinds = {kind.name: kind for kind in product_registry()}
+    readers = {"inventory.sync"}  # reads the tenant only: holds nothing
+    for name, kind in kinds.items():
+        assert (kind.leases_of is None) == (name in readers), name
+    restore = kinds["keyvault.key.restore"].leases_of
+    health = kinds["keyvault.health"].leases_of
+    assert restore is not None and health is not None
+    key = "https://Contoso-EastUS-KV1.vault.azure.net/keys/exo-key-01/0123456789abcdef0123456789abcdef"
+    params = kinds["keyvault.key.restore"].public_params.model_validate({"key_uri": key})
+    assert restore(params).leases == [Lease(target="key:contoso-eastus-kv1/exo-key-01", mode=LeaseMode.WRITE)]
+    checked = health(kinds["keyvault.health"].public_params.model_validate({"keys": [key]}))
+    assert checked.leases == [Lease(target="key:contoso-eastus-kv1/exo-key-01", mode=LeaseMode.READ)]
