@@ -8,23 +8,27 @@ token of ckey's own auth (``ckey token --role admin``) and must hold the ``admin
 from __future__ import annotations
 
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, model_validator
 
+from ckey.config import Settings
 from sandbox.common import Admin, AdminTokens
 from sandbox.identity import object_id
+from sandbox.keyvault.access import AccessPolicies, PolicyEntry, RoleAssignments
 from sandbox.keyvault.authz import KEY_PERMISSIONS, find_role
+from sandbox.keyvault.base import Store
 from sandbox.keyvault.db import VaultRow
+from sandbox.keyvault.deleted import DeletedKeys
 from sandbox.keyvault.errors import ServiceError
+from sandbox.keyvault.keys import KeyAttributes, Keys
+from sandbox.keyvault.limits import Throttle, VaultCounters
 from sandbox.keyvault.seed import principal_type
-from sandbox.keyvault.service import KeyAttributes, PolicyEntry, VaultSpec
-
-if TYPE_CHECKING:
-    from sandbox.keyvault.app import SandboxKeyVault
+from sandbox.keyvault.vaults import Vaults, VaultSpec
 
 
 class VaultIn(BaseModel):
@@ -125,10 +129,31 @@ def _iso(ts: int) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
-def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
-    """The FastAPI app behind ``https://localhost:<port>/sandbox/``."""
-    settings = sandbox.settings
-    service = sandbox.service
+def build_control_app(
+    settings: Settings,
+    *,
+    store: Store,
+    vaults: Vaults,
+    access: AccessPolicies,
+    roles: RoleAssignments,
+    keys: Keys,
+    deleted: DeletedKeys,
+    throttle: Throttle,
+    counters: defaultdict[str, VaultCounters],
+) -> FastAPI:
+    """The FastAPI app behind ``https://localhost:<port>/sandbox/``.
+
+    Args:
+        settings: ckey's settings (tenant, subscription and resource group of new vaults; admin tokens).
+        store: the sandbox clock.
+        vaults: vaults and their knobs.
+        access: access policies.
+        roles: role assignments.
+        keys: keys.
+        deleted: purges what the clock makes due.
+        throttle: the limits (reset when a vault's limits change).
+        counters: per-vault request counters, shown in a vault's summary.
+    """
     app = FastAPI(title="ckey sandbox Key Vault control", docs_url="/sandbox/docs", openapi_url="/sandbox/openapi.json")
     app.state.verifier = AdminTokens(settings)
 
@@ -140,15 +165,15 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
         return (ref.object_id or object_id(settings.azure_tenant_id, str(ref.principal))).lower()
 
     async def vault_or_404(name: str) -> VaultRow:
-        vault = await service.get_vault(name)
+        vault = await vaults.get_vault(name)
         if vault is None:
             raise HTTPException(404, f"no vault {name!r}")
         return vault
 
     async def summary(vault: VaultRow) -> dict[str, Any]:
-        keys = await service.list_keys(vault.name)
-        deleted = await service.list_keys(vault.name, deleted=True)
-        policies = await service.access_policies(vault.name)
+        active = await keys.list_keys(vault.name)
+        gone = await keys.list_keys(vault.name, deleted=True)
+        policies = await access.access_policies(vault.name)
         return {
             "name": vault.name,
             "id": vault.scope,
@@ -163,9 +188,9 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
             "rbac": vault.rbac_authorization,
             "protected_subscription": vault.protected_subscription,
             "recovery_level": vault.recovery_level,
-            "keys": [v.key.name for v in keys],
+            "keys": [v.key.name for v in active],
             "deleted_keys": [
-                {"name": v.key.name, "scheduled_purge": _iso(v.key.scheduled_purge_at or 0)} for v in deleted
+                {"name": v.key.name, "scheduled_purge": _iso(v.key.scheduled_purge_at or 0)} for v in gone
             ],
             "access_policies": [{"object_id": p.object_id, "keys": list(p.keys)} for p in policies],
             "limits": {
@@ -175,11 +200,11 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
                 "retry_after_seconds": vault.retry_after_seconds,
             },
             "faults": {"error_rate": vault.error_rate, "latency_ms": vault.latency_ms, "down": vault.down},
-            "counters": sandbox.counters[vault.name].as_dict(),
+            "counters": counters[vault.name].as_dict(),
         }
 
     def clock() -> dict[str, Any]:
-        return {"offset_seconds": service.clock_offset, "now": _iso(service.now())}
+        return {"offset_seconds": store.clock_offset, "now": _iso(store.now())}
 
     @app.get("/sandbox/health")
     async def health() -> dict[str, str]:
@@ -187,15 +212,15 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
 
     @app.get("/sandbox/status")
     async def status(_: Admin) -> dict[str, Any]:
-        return {"clock": clock(), "vaults": [await summary(v) for v in await service.list_vaults()]}
+        return {"clock": clock(), "vaults": [await summary(v) for v in await vaults.list_vaults()]}
 
     @app.get("/sandbox/vaults")
     async def list_vaults(_: Admin) -> list[dict[str, Any]]:
-        return [await summary(v) for v in await service.list_vaults()]
+        return [await summary(v) for v in await vaults.list_vaults()]
 
     @app.post("/sandbox/vaults", status_code=201)
     async def create_vault(body: VaultIn, _: Admin) -> dict[str, Any]:
-        vault = await service.create_vault(
+        vault = await vaults.create_vault(
             VaultSpec(
                 name=body.name,
                 location=body.location,
@@ -219,7 +244,7 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
 
     @app.patch("/sandbox/vaults/{name}")
     async def change_vault(name: str, body: VaultChange, _: Admin) -> dict[str, Any]:
-        vault = await service.update_vault(
+        vault = await vaults.update_vault(
             name,
             purge_protection=body.purge_protection,
             rbac_authorization=body.rbac,
@@ -230,7 +255,7 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
     @app.post("/sandbox/vaults/{name}/keys", status_code=201)
     async def create_key(name: str, body: KeyIn, _: Admin) -> dict[str, Any]:
         vault = await vault_or_404(name)
-        view = await service.create_key(
+        view = await keys.create_key(
             vault.name,
             body.name,
             kty=body.kty,
@@ -258,7 +283,7 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
         if unknown or not permissions:
             raise HTTPException(422, f"grant needs key permissions from {', '.join(KEY_PERMISSIONS)}; got {unknown}")
         entry = PolicyEntry(tenant_id=vault.tenant_id, object_id=oid_of(body), keys=permissions)
-        await service.edit_access_policies(vault.name, "add", [entry])
+        await access.edit_access_policies(vault.name, "add", [entry])
         return await summary(vault)
 
     @app.post("/sandbox/vaults/{name}/access-policies/revoke")
@@ -276,13 +301,13 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
                     certificates=list(p.certificates),
                     storage=list(p.storage),
                 )
-                for p in await service.access_policies(vault.name)
+                for p in await access.access_policies(vault.name)
                 if p.object_id.lower() != oid
             ]
-            await service.replace_access_policies(vault.name, remaining)
+            await access.replace_access_policies(vault.name, remaining)
         else:
             entry = PolicyEntry(tenant_id=vault.tenant_id, object_id=oid, keys=body.permissions)
-            await service.edit_access_policies(vault.name, "remove", [entry])
+            await access.edit_access_policies(vault.name, "remove", [entry])
         return await summary(vault)
 
     @app.post("/sandbox/role-assignments", status_code=201)
@@ -296,7 +321,7 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
             scope = (await vault_or_404(body.vault)).scope
         else:
             raise HTTPException(422, "name the vault or the scope of the assignment")
-        row, _ = await service.create_role_assignment(
+        row, _ = await roles.create_role_assignment(
             body.name or str(uuid.uuid4()),
             scope,
             role.id,
@@ -314,7 +339,7 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
 
     @app.delete("/sandbox/role-assignments/{name}", status_code=204)
     async def unassign(name: str, _: Admin) -> None:
-        if await service.delete_role_assignment(name) is None:
+        if await roles.delete_role_assignment(name) is None:
             raise HTTPException(404, f"no role assignment {name!r}")
 
     @app.get("/sandbox/clock")
@@ -323,24 +348,25 @@ def build_control_app(sandbox: SandboxKeyVault) -> FastAPI:
 
     @app.post("/sandbox/clock/advance")
     async def advance(body: ClockIn, _: Admin) -> dict[str, Any]:
-        purged = await service.advance_clock(body.days * 86400 + body.hours * 3600 + body.seconds)
+        await store.advance_clock(body.days * 86400 + body.hours * 3600 + body.seconds)
+        purged = await deleted.purge_expired()
         return {**clock(), "purged": purged}
 
     @app.put("/sandbox/vaults/{name}/limits")
     async def set_limits(name: str, body: LimitsIn, _: Admin) -> dict[str, Any]:
-        vault = await service.set_knobs(
+        vault = await vaults.set_knobs(
             name,
             create_limit=body.create,
             other_limit=body.other,
             limit_window_seconds=body.window_seconds,
             retry_after_seconds=body.retry_after_seconds,
         )
-        sandbox.throttle.reset(vault.name)
+        throttle.reset(vault.name)
         return await summary(vault)
 
     @app.put("/sandbox/vaults/{name}/faults")
     async def set_faults(name: str, body: FaultsIn, _: Admin) -> dict[str, Any]:
-        vault = await service.set_knobs(name, error_rate=body.error_rate, latency_ms=body.latency_ms, down=body.down)
+        vault = await vaults.set_knobs(name, error_rate=body.error_rate, latency_ms=body.latency_ms, down=body.down)
         return await summary(vault)
 
     return app

@@ -11,8 +11,10 @@ import uuid
 
 from ckey.config import Settings
 from sandbox.identity import is_application, object_id
+from sandbox.keyvault.access import PolicyEntry, RoleAssignments
 from sandbox.keyvault.authz import KEY_PERMISSIONS, find_role
-from sandbox.keyvault.service import KeyVaultService, PolicyEntry, VaultSpec
+from sandbox.keyvault.keys import Keys
+from sandbox.keyvault.vaults import Vaults, VaultSpec
 from sandbox.vocabulary import ServicePrincipal
 
 REGION_VAULTS = {"contoso-eastus-kv1": "eastus", "contoso-westus-kv1": "westus"}
@@ -33,19 +35,19 @@ def principal_type(principal: str) -> str:
     return "ServicePrincipal" if is_application(principal) else "User"
 
 
-async def assign(service: KeyVaultService, settings: Settings, principal: str, role: str, scope: str) -> None:
+async def assign(roles: RoleAssignments, settings: Settings, principal: str, role: str, scope: str) -> None:
     """Give ``principal`` (app id or UPN) a built-in role at ``scope``, idempotently."""
     definition = find_role(role)
     assert definition is not None, role
     oid = object_id(settings.azure_tenant_id, principal)
     name = str(uuid.uuid5(_ASSIGNMENT_NAMESPACE, f"{scope.lower()}|{definition.id}|{oid}"))
-    if await service.get_role_assignment(name) is None:
-        await service.create_role_assignment(
+    if await roles.get_role_assignment(name) is None:
+        await roles.create_role_assignment(
             name, scope, definition.id, oid, principal_type=principal_type(principal), created_by="sandbox-seed"
         )
 
 
-async def seed_demo(service: KeyVaultService, settings: Settings) -> None:
+async def seed_demo(vaults: Vaults, keys: Keys, roles: RoleAssignments, settings: Settings) -> None:
     """Create the demo vaults, keys, access policies and role assignments."""
     tenant = settings.azure_tenant_id
 
@@ -55,7 +57,7 @@ async def seed_demo(service: KeyVaultService, settings: Settings) -> None:
     policies = [entry(sp.value, SERVICE_PERMISSIONS) for sp in ServicePrincipal]
     policies += [entry(settings.azure_principal, list(KEY_PERMISSIONS)), entry(ALICE, ALICE_PERMISSIONS)]
     for name, location in REGION_VAULTS.items():
-        await service.create_vault(
+        await vaults.create_vault(
             VaultSpec(
                 name=name,
                 location=location,
@@ -70,9 +72,9 @@ async def seed_demo(service: KeyVaultService, settings: Settings) -> None:
             policies,
         )
         for key in DEMO_KEYS[name]:
-            await service.create_key(name, key, kty="RSA", size=2048, tags={"purpose": "customer-key-demo"})
+            await keys.create_key(name, key, kty="RSA", size=2048, tags={"purpose": "customer-key-demo"})
 
-    rbac = await service.create_vault(
+    rbac = await vaults.create_vault(
         VaultSpec(
             name=RBAC_VAULT[0],
             location=RBAC_VAULT[1],
@@ -87,8 +89,6 @@ async def seed_demo(service: KeyVaultService, settings: Settings) -> None:
         )
     )
     for sp in ServicePrincipal:
-        await assign(service, settings, sp.value, "Key Vault Crypto Service Encryption User", rbac.scope)
-    await assign(service, settings, settings.azure_principal, "Key Vault Administrator", rbac.scope)
-    await assign(
-        service, settings, settings.azure_principal, "Owner", f"/subscriptions/{settings.azure_subscription_id}"
-    )
+        await assign(roles, settings, sp.value, "Key Vault Crypto Service Encryption User", rbac.scope)
+    await assign(roles, settings, settings.azure_principal, "Key Vault Administrator", rbac.scope)
+    await assign(roles, settings, settings.azure_principal, "Owner", f"/subscriptions/{settings.azure_subscription_id}")
