@@ -35,7 +35,9 @@ from ckey.support import HttpSupportDesk
 from contracts.exchange import ExchangeDepAssignInput
 from sandbox.bootstrap import bootstrap
 from sandbox.keyvault import SandboxKeyVaultServer
-from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
+from sandbox.m365.control import SandboxM365Control
+from sandbox.m365.server import SandboxM365Server
+from sandbox.m365.tenant import TenantSpec
 from workflows import all_workflows
 from workflows.exchange import ExchangeDepAssignWorkflow
 

@@ -9,22 +9,26 @@ role (``ckey token --role admin``); ``/sandbox/health`` is open for readiness pr
 from __future__ import annotations
 
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
+from ckey.config import Settings
 from sandbox.common import Admin, AdminTokens
 from sandbox.m365.clock import iso
-from sandbox.m365.core import Faults
+from sandbox.m365.core import Core
 from sandbox.m365.db import CallRow, CaseRow, DepRow, GeoRow, MailboxRow
 from sandbox.m365.errors import CmdletFailure
+from sandbox.m365.exchange import Exchange
+from sandbox.m365.faults import Faults, FaultSwitchboard
+from sandbox.m365.multiworkload import MultiWorkload
+from sandbox.m365.sharepoint import SharePoint
 from sandbox.m365.tenant import TenantSpec
-
-if TYPE_CHECKING:
-    from sandbox.m365.app import SandboxM365
+from sandbox.m365.ticker import Ticker
 
 
 class ClockIn(BaseModel):
@@ -54,11 +58,35 @@ class MigrationsIn(BaseModel):
     identities: list[str] | None = None
 
 
-def build_control_app(sandbox: SandboxM365) -> FastAPI:
-    """The FastAPI app behind ``https://localhost:<port>/sandbox/``."""
-    core = sandbox.core
+def build_control_app(
+    settings: Settings,
+    *,
+    core: Core,
+    exchange: Exchange,
+    multi: MultiWorkload,
+    sharepoint: SharePoint,
+    faults: FaultSwitchboard,
+    ticker: Ticker,
+    counters: Counter[str],
+    set_faults: Callable[[Faults], Awaitable[None]],
+    reseed: Callable[[TenantSpec], Awaitable[None]],
+) -> FastAPI:
+    """The FastAPI app behind ``https://localhost:<port>/sandbox/``.
+
+    Args:
+        settings: the local stack's token settings (the control endpoint takes ckey's own admin tokens).
+        core: the clock, the tenant's description, its database and alerts.
+        exchange: mailboxes (status, stuck moves, migrations, sample items).
+        multi: the multi-workload assignment.
+        sharepoint: geos' progress and sites' sample items.
+        faults: the fault switchboard, as it stands.
+        ticker: moves the clock and runs Microsoft's due steps.
+        counters: the tenant's request counters.
+        set_faults: replaces the switchboard (stalling and releasing geos).
+        reseed: replaces the tenant with a newly generated one.
+    """
     app = FastAPI(title="ckey sandbox tenant control", docs_url="/sandbox/docs", openapi_url="/sandbox/openapi.json")
-    app.state.verifier = AdminTokens(sandbox.settings)
+    app.state.verifier = AdminTokens(settings)
 
     @app.exception_handler(CmdletFailure)
     async def _failure(_: Request, exc: CmdletFailure) -> JSONResponse:
@@ -86,8 +114,8 @@ def build_control_app(sandbox: SandboxM365) -> FastAPI:
             cases = (await s.scalars(select(CaseRow))).all()
         kinds = Counter(m.recipient_type_details for m in mailboxes if m.soft_deleted_at is None)
         assigned = [m for m in mailboxes if m.dep_guid and m.soft_deleted_at is None]
-        encrypted = sum(1 for m in assigned if sandbox.exchange.is_encrypted(m, dep_rows.get(m.dep_guid or ""), now))
-        assignment = await sandbox.multi.assignment()
+        encrypted = sum(1 for m in assigned if exchange.is_encrypted(m, dep_rows.get(m.dep_guid or ""), now))
+        assignment = await multi.assignment()
         return {
             "clock": clock(),
             "tenant": {k: v for k, v in core.tenant.items() if k != "spec"},
@@ -104,7 +132,7 @@ def build_control_app(sandbox: SandboxM365) -> FastAPI:
                 {
                     "geo": g.geo,
                     "admin_host": g.admin_host,
-                    **_progress(sandbox, g, now),
+                    **_progress(sharepoint, g, now),
                     "stalled": g.paused_at is not None,
                 }
                 for g in geos
@@ -117,8 +145,8 @@ def build_control_app(sandbox: SandboxM365) -> FastAPI:
                 "intune": iso(assignment.intune_ready_at),
             },
             "cases": {c.name: {"kind": c.kind, "status": c.status, "stage": c.stage} for c in cases},
-            "faults": core.faults.model_dump(),
-            "counters": dict(sandbox.counters),
+            "faults": faults.faults.model_dump(),
+            "counters": dict(counters),
             "alerts": len(await core.alerts()),
         }
 
@@ -128,38 +156,38 @@ def build_control_app(sandbox: SandboxM365) -> FastAPI:
 
     @app.post("/sandbox/clock/advance")
     async def advance(body: ClockIn, _: Admin) -> dict[str, Any]:
-        await sandbox.advance(body.total)
+        await ticker.advance(body.total)
         return clock()
 
     @app.post("/sandbox/seed")
     async def seed(body: TenantSpec, _: Admin) -> dict[str, Any]:
-        await sandbox.reseed(body)
+        await reseed(body)
         return {k: v for k, v in core.tenant.items()}
 
     @app.get("/sandbox/faults")
     async def get_faults(_: Admin) -> dict[str, Any]:
-        return core.faults.model_dump()
+        return faults.faults.model_dump()
 
     @app.put("/sandbox/faults")
     async def put_faults(body: Faults, _: Admin) -> dict[str, Any]:
-        await sandbox.set_faults(body)
-        return core.faults.model_dump()
+        await set_faults(body)
+        return faults.faults.model_dump()
 
     @app.post("/sandbox/mailboxes/stuck")
     async def stuck(body: StuckIn, _: Admin) -> dict[str, Any]:
         async with core.lock:
-            names = await sandbox.exchange.set_stuck(body.identities, body.stuck)
+            names = await exchange.set_stuck(body.identities, body.stuck)
         return {"mailboxes": names, "stuck": body.stuck}
 
     @app.post("/sandbox/migrations/complete")
     async def migrations(body: MigrationsIn, _: Admin) -> dict[str, Any]:
         async with core.lock:
-            names = await sandbox.exchange.complete_migrations(body.identities)
+            names = await exchange.complete_migrations(body.identities)
         return {"migrated": names}
 
     @app.get("/sandbox/mailboxes/{identity}")
     async def mailbox(identity: str, _: Admin) -> dict[str, Any]:
-        row = await sandbox.exchange.find_any(identity)
+        row = await exchange.find_any(identity)
         if row is None:
             raise HTTPException(404, f"no mailbox {identity!r}")
         dep = await core.dep(row.dep_guid) if row.dep_guid else None
@@ -177,19 +205,19 @@ def build_control_app(sandbox: SandboxM365) -> FastAPI:
             "moved_once": row.moved_once,
             "assignments": row.assignments,
             "stuck": row.stuck,
-            "is_encrypted": sandbox.exchange.is_encrypted(row, dep, now),
-            "data_dep_guid": sandbox.exchange.data_wrap(row, now)[1],
+            "is_encrypted": exchange.is_encrypted(row, dep, now),
+            "data_dep_guid": exchange.data_wrap(row, now)[1],
             "migrated_at": iso(row.migrated_at),
             "soft_deleted_at": iso(row.soft_deleted_at),
         }
 
     @app.get("/sandbox/mailboxes/{identity}/items")
     async def mailbox_items(identity: str, _: Admin) -> dict[str, Any]:
-        return await sandbox.exchange.read_items(identity)
+        return await exchange.read_items(identity)
 
     @app.get("/sandbox/sites/items")
     async def site_items(url: str, _: Admin) -> dict[str, Any]:
-        return await sandbox.sharepoint.read_site(url)
+        return await sharepoint.read_site(url)
 
     @app.get("/sandbox/alerts")
     async def alerts(_: Admin) -> list[dict[str, Any]]:
@@ -228,11 +256,11 @@ def build_control_app(sandbox: SandboxM365) -> FastAPI:
 
     @app.post("/sandbox/tick")
     async def tick(_: Admin) -> dict[str, int]:
-        return {"ran": await sandbox.tick()}
+        return {"ran": await ticker.tick()}
 
     return app
 
 
-def _progress(sandbox: SandboxM365, geo: GeoRow, now: float) -> dict[str, Any]:
-    progress = sandbox.sharepoint.progress(geo, now)
+def _progress(sharepoint: SharePoint, geo: GeoRow, now: float) -> dict[str, Any]:
+    progress = sharepoint.progress(geo, now)
     return {"state": progress.state.value, "percent": progress.percent, "done": progress.done, "total": progress.total}

@@ -1,4 +1,4 @@
-"""What every workload of the sandbox tenant shares: database, clock, durations, faults, and the key hierarchy.
+"""What every workload of the sandbox tenant shares: database, clock, durations, state, and the key hierarchy.
 
 The key hierarchy is real (see :mod:`sandbox.m365.keys`): a DEP key opens through the first customer key, else the
 second, both unwrapped by Azure Key Vault as the workload's service principal. Only when both fail with *system*
@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, Field
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,31 +26,13 @@ from sandbox.m365.db import AlertRow, Database, DepRow, StateRow
 from sandbox.m365.durations import Durations
 from sandbox.m365.errors import CmdletFailure
 from sandbox.m365.vault import KeyCheck, KeyVaultAccess, VaultDenied, VaultError, VaultUnavailable
-from sandbox.vocabulary import KeyUri, KeyUriError, ServicePrincipal, Workload
+from sandbox.vocabulary import KeyUri, ServicePrincipal, Workload
 
 DEP_KEY_CACHE_SECONDS = 60.0
 """Real seconds an unwrapped DEP key stays in memory for writes (assignments); reads of data always go to Key
 Vault, so that a revoked permission shows at once."""
 MICROSOFT_MANAGED = "microsoft-managed"
 AVAILABILITY = "availability"
-
-
-class Faults(BaseModel):
-    """The fault switchboard of the workload endpoints (Exchange, SharePoint, Graph)."""
-
-    error_rate: float = Field(0.0, ge=0, le=1)
-    """Share of requests answered with a 5xx."""
-    error_status: int = Field(503, ge=500, le=599)
-    fail_next: int = Field(0, ge=0)
-    """The next N requests fail with ``error_status`` (deterministic, for tests)."""
-    throttle_rate: float = Field(0.0, ge=0, le=1)
-    """Share of requests answered 429 with ``Retry-After``, as Exchange Online throttles."""
-    throttle_next: int = Field(0, ge=0)
-    """The next N requests are throttled."""
-    retry_after_seconds: int = Field(5, ge=0, le=3600)
-    latency_ms: int = Field(0, ge=0, le=60_000)
-    stalled_geos: list[str] = Field(default_factory=list)
-    """SharePoint geos whose registration or key roll makes no progress."""
 
 
 class KeyUnavailable(Exception):
@@ -108,7 +89,6 @@ class Core:
         self.vault = vault
         self.durations = durations
         self.clock = SimClock()
-        self.faults = Faults()
         self.lock = asyncio.Lock()
         """Serializes the tenant's read-modify-write changes (one process serves the tenant)."""
         self._root = keys.load_or_create_root_key(settings.data_dir / "keys" / "sandbox-m365-kek.bin")
@@ -142,10 +122,6 @@ class Core:
     async def save_clock(self) -> None:
         """Persist the clock."""
         await self.set_state("clock", self.clock.state())
-
-    async def save_faults(self) -> None:
-        """Persist the fault switchboard."""
-        await self.set_state("faults", self.faults.model_dump())
 
     @property
     def default_dep(self) -> str:
@@ -397,41 +373,3 @@ class Core:
         """Every alert, oldest first."""
         async with self.db.session() as s:
             return list((await s.scalars(select(AlertRow).order_by(AlertRow.id))).all())
-
-
-def parse_key_uri(text: str, exception_type: str) -> KeyUri:
-    """A key URI from a cmdlet's parameter.
-
-    Raises:
-        CmdletFailure: not a Key Vault key URI.
-    """
-    try:
-        return KeyUri.parse(text)
-    except KeyUriError:
-        raise CmdletFailure(
-            f"'{text}' isn't a valid Azure Key Vault key URI. A key URI looks like "
-            f"https://<vault>.vault.azure.net/keys/<key name>[/<key version>].",
-            exception_type,
-        ) from None
-
-
-def check_two_keys(texts: Sequence[str] | None, exception_type: str) -> list[KeyUri]:
-    """The seed's rule: exactly two keys, in two different vaults.
-
-    Raises:
-        CmdletFailure: not two keys, or both in one vault.
-    """
-    texts = list(texts or [])
-    if len(texts) != 2:
-        raise CmdletFailure(
-            f"AzureKeyIDs must name exactly two Azure Key Vault keys, in two different key vaults; {len(texts)} given.",
-            exception_type,
-        )
-    uris = [parse_key_uri(t, exception_type) for t in texts]
-    if uris[0].vault.lower() == uris[1].vault.lower():
-        raise CmdletFailure(
-            f"The two keys of a data encryption policy must be in two different Azure Key Vaults; both are in "
-            f"'{uris[0].vault}'.",
-            exception_type,
-        )
-    return uris

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sandbox.m365.clock import iso
-from sandbox.m365.core import Core, check_two_keys
+from sandbox.m365.core import Core
 from sandbox.m365.db import DepRow
 from sandbox.m365.durations import MAX_DEPS
 from sandbox.m365.errors import ALREADY_EXISTS, VALIDATION, CmdletFailure, not_found
-from sandbox.vocabulary import Workload
+from sandbox.vocabulary import KeyUri, KeyUriError, Workload
 
 _NAME_MAX = 64
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -145,3 +146,41 @@ def to_object(dep: DepRow) -> dict[str, Any]:
         "IsValid": True,
         "ObjectState": "Unchanged",
     }
+
+
+def parse_key_uri(text: str, exception_type: str) -> KeyUri:
+    """A key URI from a cmdlet's parameter.
+
+    Raises:
+        CmdletFailure: not a Key Vault key URI.
+    """
+    try:
+        return KeyUri.parse(text)
+    except KeyUriError:
+        raise CmdletFailure(
+            f"'{text}' isn't a valid Azure Key Vault key URI. A key URI looks like "
+            f"https://<vault>.vault.azure.net/keys/<key name>[/<key version>].",
+            exception_type,
+        ) from None
+
+
+def check_two_keys(texts: Sequence[str] | None, exception_type: str) -> list[KeyUri]:
+    """The seed's rule: exactly two keys, in two different vaults.
+
+    Raises:
+        CmdletFailure: not two keys, or both in one vault.
+    """
+    texts = list(texts or [])
+    if len(texts) != 2:
+        raise CmdletFailure(
+            f"AzureKeyIDs must name exactly two Azure Key Vault keys, in two different key vaults; {len(texts)} given.",
+            exception_type,
+        )
+    uris = [parse_key_uri(t, exception_type) for t in texts]
+    if uris[0].vault.lower() == uris[1].vault.lower():
+        raise CmdletFailure(
+            f"The two keys of a data encryption policy must be in two different Azure Key Vaults; both are in "
+            f"'{uris[0].vault}'.",
+            exception_type,
+        )
+    return uris

@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 NOT_FOUND = "Microsoft.Exchange.Configuration.Tasks.ManagementObjectNotFoundException"
 ALREADY_EXISTS = "Microsoft.Exchange.Configuration.Tasks.ManagementObjectAlreadyExistsException"
@@ -39,6 +40,28 @@ THROTTLED = "Microsoft.Exchange.Configuration.Tasks.ThrottlingException"
 SPO_SERVER = "Microsoft.SharePoint.Client.ServerException"
 SPO_INVALID_OPERATION = "System.InvalidOperationException"
 SPO_ARGUMENT = "System.ArgumentException"
+
+
+class Family(StrEnum):
+    """Which service's error shapes a host answers with."""
+
+    EXCHANGE = "exchange"
+    SHAREPOINT = "sharepoint"
+    GRAPH = "graph"
+    SUPPORT = "support"
+
+
+class Reject(Exception):
+    """A request answered before its handler ran (401, 403, an injected fault, throttling, an unreadable body).
+
+    Args:
+        response: the answer, in the shape of the host's service.
+    """
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
 
 _CODES = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "Conflict"}
 _CODES |= {429: "TooManyRequests", 500: "InternalServerError", 503: "ServiceUnavailable"}

@@ -17,19 +17,18 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from sandbox.m365 import deps, keys
+from sandbox.m365 import deps
 from sandbox.m365.clock import iso
 from sandbox.m365.core import Core, KeyUnavailable
 from sandbox.m365.db import DepRow, MailboxRow
 from sandbox.m365.durations import DEFAULT_RESULT_SIZE, GB
-from sandbox.m365.errors import INVALID_OPERATION, KEY_VAULT, PARAMETER_BINDING, CmdletFailure, not_found
-from sandbox.m365.params import Cmdlet, Kind, Output, Param, Spec
-from sandbox.m365.vault import VaultDenied, VaultUnavailable
-from sandbox.vocabulary import ServicePrincipal, Workload
+from sandbox.m365.errors import INVALID_OPERATION, KEY_VAULT, CmdletFailure, not_found
+from sandbox.m365.items import read_unit
+from sandbox.m365.params import NO_CHANGE, Cmdlet, Kind, Output, Param, Spec
+from sandbox.vocabulary import Workload
 
 MAILBOX_TYPES = ("UserMailbox", "SharedMailbox")
 MAIL_USER_TYPES = ("MailUser",)
-NO_CHANGE = "The command completed successfully but no settings of '{0}' have been modified."
 MORE_RESULTS = (
     "There are more results available than are currently displayed. To view them, increase the value for the "
     "ResultSize parameter."
@@ -45,7 +44,9 @@ def total_item_size(size: int) -> str:
 
 
 class Exchange:
-    """The Exchange Online cmdlets of Customer Key (mailbox DEPs and recipients).
+    """The Exchange Online cmdlets of Customer Key that act on recipients.
+
+    The DEPs' own cmdlets are :class:`~sandbox.m365.exchange_policies.ExchangePolicies`.
 
     Args:
         core: the tenant's shared state and key hierarchy.
@@ -57,33 +58,8 @@ class Exchange:
 
     def cmdlets(self) -> dict[str, Cmdlet]:
         """The cmdlets by name."""
-        s, n, b, w, ss, rs = Kind.STRING, Kind.NULLABLE_STRING, Kind.BOOL, Kind.SWITCH, Kind.STRINGS, Kind.RESULT_SIZE
+        s, n, w, ss, rs = Kind.STRING, Kind.NULLABLE_STRING, Kind.SWITCH, Kind.STRINGS, Kind.RESULT_SIZE
         specs = [
-            Cmdlet(
-                Spec(
-                    "New-DataEncryptionPolicy",
-                    (Param("Name", s, True), Param("AzureKeyIDs", ss, True), Param("Description", s)),
-                ),
-                self.new_policy,
-                changes=True,
-            ),
-            Cmdlet(Spec("Get-DataEncryptionPolicy", (Param("Identity", s),)), self.get_policy),
-            Cmdlet(
-                Spec(
-                    "Set-DataEncryptionPolicy",
-                    (
-                        Param("Identity", s, True),
-                        Param("Refresh", w),
-                        Param("Enabled", b),
-                        Param("Description", s),
-                        Param("PermanentDataPurgeRequested", w),
-                        Param("PermanentDataPurgeReason", s),
-                        Param("PermanentDataPurgeContact", s),
-                    ),
-                ),
-                self.set_policy,
-                changes=True,
-            ),
             Cmdlet(
                 Spec("Set-Mailbox", (Param("Identity", s, True), Param("DataEncryptionPolicy", n))),
                 self.set_mailbox,
@@ -110,104 +86,6 @@ class Exchange:
             Cmdlet(Spec("Get-MailUser", (Param("Identity", s), Param("ResultSize", rs))), self.get_mail_user),
         ]
         return {c.spec.name.lower(): c for c in specs}
-
-    # DEPs -------------------------------------------------------------------------------------------------------
-
-    async def new_policy(self, p: dict[str, Any]) -> Output:
-        """New-DataEncryptionPolicy -Name -AzureKeyIDs [-Description]."""
-        dep = await deps.create(self.core, Workload.EXCHANGE, p["Name"], p.get("AzureKeyIDs"), p.get("Description"))
-        return Output([deps.to_object(dep)])
-
-    async def get_policy(self, p: dict[str, Any]) -> Output:
-        """Get-DataEncryptionPolicy [[-Identity] <name or GUID>]."""
-        async with self.core.db.session() as s:
-            if p.get("Identity"):
-                return Output([deps.to_object(await deps.require(s, self.core, Workload.EXCHANGE, p["Identity"]))])
-            return Output([deps.to_object(d) for d in await deps.live(s, Workload.EXCHANGE)])
-
-    async def set_policy(self, p: dict[str, Any]) -> Output:
-        """Set-DataEncryptionPolicy <identity> [-Refresh] [-Enabled] [-PermanentDataPurgeRequested ...]."""
-        purge = bool(p.get("PermanentDataPurgeRequested"))
-        refresh = bool(p.get("Refresh"))
-        if purge and refresh:
-            raise CmdletFailure(
-                "Parameter set cannot be resolved using the specified named parameters.", PARAMETER_BINDING
-            )
-        if not purge and ("PermanentDataPurgeReason" in p or "PermanentDataPurgeContact" in p):
-            raise CmdletFailure(
-                "PermanentDataPurgeReason and PermanentDataPurgeContact go with the PermanentDataPurgeRequested "
-                "switch.",
-                PARAMETER_BINDING,
-            )
-        if purge:
-            missing = [n for n in ("PermanentDataPurgeReason", "PermanentDataPurgeContact") if not p.get(n)]
-            if missing:
-                raise CmdletFailure(
-                    f"Cannot process command because of one or more missing mandatory parameters: {' '.join(missing)}.",
-                    PARAMETER_BINDING,
-                )
-        now = self.core.now()
-        async with self.core.db.session() as s, s.begin():
-            dep = await deps.require(s, self.core, Workload.EXCHANGE, p["Identity"])
-            changed = False
-            if purge:
-                if dep.purge_requested:
-                    raise CmdletFailure(
-                        f"A permanent data purge has already been requested for '{dep.name}'.", INVALID_OPERATION
-                    )
-                await self._check_access_removed(dep)
-                dep.purge_requested = True
-                dep.purge_reason = p["PermanentDataPurgeReason"]
-                dep.purge_contact = p["PermanentDataPurgeContact"]
-                dep.purge_requested_at = now
-                changed = True
-            if refresh:
-                if dep.purge_requested:
-                    raise CmdletFailure(
-                        f"'{dep.name}' has a permanent data purge request; it can't be refreshed.", INVALID_OPERATION
-                    )
-                await self.core.rewrap_dep_key(dep, Workload.EXCHANGE, KEY_VAULT)
-                dep.refreshed_at = now
-                changed = True
-            if "Enabled" in p and p["Enabled"] != dep.enabled:
-                dep.enabled = bool(p["Enabled"])
-                changed = True
-            if "Description" in p and p["Description"] != dep.description:
-                dep.description = p["Description"]
-                changed = True
-            if not changed:
-                return Output(warnings=[NO_CHANGE.format(dep.name)])
-            dep.changed_at = now
-        return Output()
-
-    async def _check_access_removed(self, dep: DepRow) -> None:
-        """The seed's rule: the purge request fails while Exchange Online can still wrap or unwrap with either key."""
-        principal = ServicePrincipal.EXCHANGE_ONLINE.value
-        for kid, blob in zip(dep.key_versions, (dep.wrapped_1, dep.wrapped_2), strict=False):
-            for step in ("unwrapKey", "wrapKey"):
-                try:
-                    if step == "unwrapKey":
-                        if blob is None:
-                            continue
-                        await self.core.vault.unwrap(kid, blob, principal)
-                    else:
-                        await self.core.vault.wrap(kid, keys.new_key(), principal)
-                except VaultDenied:
-                    continue
-                except VaultUnavailable as exc:
-                    raise CmdletFailure(
-                        f"The permanent data purge request for '{dep.name}' failed: Azure Key Vault didn't answer "
-                        f"for the key '{kid}' ({exc.status or 'no answer'} {exc.code}), so the removal of Exchange "
-                        f"Online's permissions couldn't be verified. Try again later.",
-                        KEY_VAULT,
-                        503,
-                    ) from None
-                raise CmdletFailure(
-                    f"The permanent data purge request for '{dep.name}' failed: Exchange Online (Office 365 Exchange "
-                    f"Online, {principal}) still has the {step} permission on the key '{kid}'. Remove the wrap and "
-                    f"unwrap permissions for Exchange Online from both Azure Key Vaults, then run the command again.",
-                    INVALID_OPERATION,
-                )
 
     # Assignment -------------------------------------------------------------------------------------------------
 
@@ -484,23 +362,3 @@ class Exchange:
             raise not_found(identity, self.core.server)
         wrapped, dep_guid = self.data_wrap(row, self.core.now())
         return await read_unit(self.core, row.upn, row.guid, wrapped, dep_guid, row.items)
-
-
-async def read_unit(
-    core: Core, subject: str, unit: str, wrapped: bytes, dep_guid: str, items: list[dict[str, Any]]
-) -> dict[str, Any]:
-    """Open a mailbox's or site's key through its DEP and decrypt its items; ``readable`` says whether it worked."""
-    dep = await core.dep(dep_guid)
-    out: dict[str, Any] = {"identity": subject, "dep": dep.name if dep else None, "dep_guid": dep_guid}
-    if dep is None:
-        return {**out, "readable": False, "path": None, "error": "the DEP no longer exists", "items": []}
-    try:
-        opened = await core.open_dep_key(dep, subject=subject)
-    except KeyUnavailable as exc:
-        return {**out, "readable": False, "path": None, "error": exc.message, "transient": exc.transient, "items": []}
-    try:
-        unit_key = core.unwrap_unit_key(opened.key, wrapped, unit, dep.guid)
-        clear = keys.decrypt_items(unit_key, unit, items)
-    except keys.UnwrapError as exc:
-        return {**out, "readable": False, "path": opened.path, "error": str(exc), "items": []}
-    return {**out, "readable": True, "path": opened.path, "error": None, "items": clear}

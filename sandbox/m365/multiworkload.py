@@ -1,14 +1,13 @@
-"""The multi-workload DEP (all tenant users, Windows 365 included) and Windows 365's Cloud PC disk encryption.
+"""The multi-workload DEP (all tenant users, Windows 365 included): its cmdlets and its assignment to the tenant.
 
 The assignment takes effect within up to 24 hours; for Windows 365 the Intune admin center is ready 3 to 4 hours
-after it, and from then existing Cloud PCs can be re-encrypted with the customer-managed key, each taking its time
-(a Graph bulk action). A multi-workload DEP can be disabled only once unassigned; it cannot be unassigned by cmdlet
-(the rollback is a support request) and it can never be purged.
+after it (what happens then to the Cloud PCs is :mod:`sandbox.m365.windows365`). A multi-workload DEP can be
+disabled only once unassigned; it cannot be unassigned by cmdlet (the rollback is a support request) and it can
+never be purged.
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,17 +16,13 @@ from sqlalchemy import select
 from sandbox.m365 import deps
 from sandbox.m365.clock import iso
 from sandbox.m365.core import Core, KeyUnavailable
-from sandbox.m365.db import BulkActionRow, CloudPcRow, DepRow
+from sandbox.m365.db import CloudPcRow, DepRow
 from sandbox.m365.durations import spread
-from sandbox.m365.errors import INVALID_OPERATION, KEY_VAULT, CmdletFailure, GraphError
-from sandbox.m365.exchange import NO_CHANGE
-from sandbox.m365.params import Cmdlet, Kind, Output, Param, Spec
+from sandbox.m365.errors import INVALID_OPERATION, KEY_VAULT, CmdletFailure
+from sandbox.m365.params import NO_CHANGE, Cmdlet, Kind, Output, Param, Spec
 from sandbox.vocabulary import Workload
 
 ASSIGNMENT = "multi_workload_assignment"
-CMK = "customerManagedKey"
-PMK = "platformManagedKey"
-BULK_MODIFY = "#microsoft.graph.cloudPcBulkModifyDiskEncryptionType"
 
 
 @dataclass(frozen=True)
@@ -41,7 +36,7 @@ class Assignment:
 
 
 class MultiWorkload:
-    """The multi-workload cmdlets (served by Exchange Online PowerShell) and Windows 365's Graph resources.
+    """The multi-workload cmdlets (served by Exchange Online PowerShell) and the tenant's assignment.
 
     Args:
         core: the tenant's shared state and key hierarchy.
@@ -230,137 +225,3 @@ class MultiWorkload:
             for pc in (await s.scalars(select(CloudPcRow))).all():
                 pc.cmk_requested_at = pc.cmk_due_at = None
                 pc.bulk_action_id = None
-
-    # Windows 365 (Graph) ----------------------------------------------------------------------------------------
-
-    async def tenant_setting(self) -> dict[str, Any]:
-        """The ``cloudPcTenantEncryptionSetting``: customer-managed once the Intune admin center is ready."""
-        current = await self.assignment()
-        ready = current is not None and self.core.now() >= current.intune_ready_at
-        return {
-            "@odata.type": "#microsoft.graph.cloudPcTenantEncryptionSetting",
-            "tenantDiskEncryptionType": CMK if ready else PMK,
-            "lastSyncDateTime": iso(current.intune_ready_at if ready and current else self.core.now()),
-        }
-
-    def disk_state(self, pc: CloudPcRow, now: float) -> str:
-        """``diskEncryptionState`` of a Cloud PC."""
-        if pc.cmk_due_at is not None and now >= pc.cmk_due_at:
-            return "encryptedUsingCustomerManagedKey"
-        return "encryptedUsingPlatformManagedKey"
-
-    def cloud_pc(self, pc: CloudPcRow, now: float) -> dict[str, Any]:
-        """A ``cloudPC`` resource."""
-        return {
-            "id": pc.id,
-            "displayName": pc.display_name,
-            "userPrincipalName": pc.upn,
-            "managedDeviceName": pc.managed_device_name,
-            "status": "provisioned",
-            "diskEncryptionState": self.disk_state(pc, now),
-            "lastModifiedDateTime": iso(
-                pc.cmk_due_at if pc.cmk_due_at is not None and now >= pc.cmk_due_at else pc.provisioned_at
-            ),
-        }
-
-    async def cloud_pcs(self) -> list[dict[str, Any]]:
-        """Every Cloud PC."""
-        now = self.core.now()
-        async with self.core.db.session() as s:
-            rows = (await s.scalars(select(CloudPcRow).order_by(CloudPcRow.display_name))).all()
-        return [self.cloud_pc(pc, now) for pc in rows]
-
-    async def get_cloud_pc(self, pc_id: str) -> dict[str, Any]:
-        """One Cloud PC.
-
-        Raises:
-            GraphError: no such Cloud PC (404).
-        """
-        async with self.core.db.session() as s:
-            pc = await s.get(CloudPcRow, pc_id)
-        if pc is None:
-            raise GraphError(404, "ResourceNotFound", f"Cloud PC '{pc_id}' was not found.")
-        return self.cloud_pc(pc, self.core.now())
-
-    async def bulk_action(self, body: dict[str, Any]) -> dict[str, Any]:
-        """Create a ``cloudPcBulkModifyDiskEncryptionType`` bulk action (encrypt existing Cloud PCs with the CMK).
-
-        Raises:
-            GraphError: not that bulk action, unknown Cloud PCs, or the tenant setting is not customer-managed yet.
-        """
-        if body.get("@odata.type") != BULK_MODIFY:
-            raise GraphError(400, "BadRequest", f"Only {BULK_MODIFY} bulk actions are served by the sandbox.")
-        ids = body.get("cloudPcIds")
-        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
-            raise GraphError(400, "BadRequest", "cloudPcIds must list the Cloud PCs the bulk action applies to.")
-        kind = body.get("diskEncryptionType")
-        if kind == PMK:
-            raise GraphError(
-                400,
-                "BadRequest",
-                "Cloud PCs return to platform-managed keys only when the multi-workload DEP is rolled back (a support "
-                "request to Microsoft).",
-            )
-        if kind != CMK:
-            raise GraphError(400, "BadRequest", f"diskEncryptionType must be {CMK} or {PMK}.")
-        if (await self.tenant_setting())["tenantDiskEncryptionType"] != CMK:
-            raise GraphError(
-                400,
-                "BadRequest",
-                "The tenant's Cloud PC encryption setting isn't customerManagedKey yet: assign a multi-workload data "
-                "encryption policy and wait until the Intune admin center updates (3 to 4 hours).",
-            )
-        now = self.core.now()
-        d = self.core.durations
-        action = BulkActionRow(
-            id=str(uuid.uuid4()),
-            display_name=str(body.get("displayName") or "Modify disk encryption type"),
-            created_at=now,
-            disk_encryption_type=kind,
-            cloud_pc_ids=list(ids),
-        )
-        async with self.core.db.session() as s, s.begin():
-            rows = [await s.get(CloudPcRow, i) for i in ids]
-            unknown = [i for i, row in zip(ids, rows, strict=True) if row is None]
-            if unknown:
-                raise GraphError(404, "ResourceNotFound", f"Cloud PCs not found: {', '.join(unknown)}.")
-            for row in rows:
-                assert row is not None
-                if row.cmk_requested_at is None:
-                    row.cmk_requested_at = now
-                    row.cmk_due_at = now + spread(d.cloud_pc_encrypt_min, d.cloud_pc_encrypt_max, row.id + action.id)
-                    row.bulk_action_id = action.id
-            s.add(action)
-        return await self.get_bulk_action(action.id)
-
-    async def get_bulk_action(self, action_id: str) -> dict[str, Any]:
-        """A bulk action with its progress.
-
-        Raises:
-            GraphError: no such bulk action (404).
-        """
-        now = self.core.now()
-        async with self.core.db.session() as s:
-            action = await s.get(BulkActionRow, action_id)
-            if action is None:
-                raise GraphError(404, "ResourceNotFound", f"Bulk action '{action_id}' was not found.")
-            pcs = [await s.get(CloudPcRow, i) for i in action.cloud_pc_ids]
-        done = sum(1 for pc in pcs if pc is not None and self.disk_state(pc, now) == "encryptedUsingCustomerManagedKey")
-        total = len(pcs)
-        status = "succeeded" if done == total else "inProgress" if done else "pending"
-        return {
-            "@odata.type": BULK_MODIFY,
-            "id": action.id,
-            "displayName": action.display_name,
-            "cloudPcIds": list(action.cloud_pc_ids),
-            "diskEncryptionType": action.disk_encryption_type,
-            "createdDateTime": iso(action.created_at),
-            "status": status,
-            "actionSummary": {
-                "successfulCount": done,
-                "inProgressCount": total - done,
-                "failedCount": 0,
-                "notSupportedCount": 0,
-                "pendingCount": 0,
-            },
-        }

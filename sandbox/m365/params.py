@@ -18,6 +18,8 @@ COMMON_PARAMETERS = frozenset(
     {"confirm", "whatif", "erroraction", "warningaction", "verbose", "debug", "informationaction", "force"}
 )
 """Accepted everywhere and ignored (the sandbox never prompts)."""
+NO_CHANGE = "The command completed successfully but no settings of '{0}' have been modified."
+"""The warning of a ``Set-`` cmdlet that changed nothing (``{0}``: the object's name)."""
 
 
 class Kind(Enum):

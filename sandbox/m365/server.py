@@ -12,9 +12,10 @@ from starlette.applications import Starlette
 
 from ckey.config import Settings
 from sandbox import common
-from sandbox.m365.app import DEMO_TENANT, SandboxM365, create_app
+from sandbox.m365.app import create_app
 from sandbox.m365.durations import Durations
-from sandbox.m365.tenant import TenantSpec
+from sandbox.m365.lifecycle import SandboxM365
+from sandbox.m365.tenant import DEMO_TENANT, TenantSpec
 from sandbox.m365.vault import KEYVAULT_RETRIES
 
 

@@ -18,10 +18,11 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from sandbox.m365.clock import iso
-from sandbox.m365.core import Core, KeyUnavailable, parse_key_uri
+from sandbox.m365.core import Core, KeyUnavailable
 from sandbox.m365.db import DepRow, GeoRow, SiteRow
+from sandbox.m365.deps import parse_key_uri
 from sandbox.m365.errors import SPO_ARGUMENT, SPO_INVALID_OPERATION, SPO_SERVER, CmdletFailure
-from sandbox.m365.exchange import read_unit
+from sandbox.m365.items import read_unit
 from sandbox.m365.params import Cmdlet, Kind, Output, Param, Spec
 from sandbox.vocabulary import KeyUri, SpoState, Workload
 
@@ -136,6 +137,19 @@ class SharePoint:
         elif at_pause.state is SpoState.REGISTERING and geo.registered_at is not None:
             geo.registered_at += now - max(geo.paused_at, geo.registered_at)
         geo.paused_at = None
+
+    async def stall(self, geos: set[str], now: float) -> None:
+        """Stall the geos named (upper case) and resume every other one (the fault switchboard's ``stalled_geos``)."""
+        async with self.core.db.session() as s, s.begin():
+            for geo in (await s.scalars(select(GeoRow))).all():
+                if geo.geo in geos:
+                    self.pause(geo, now)
+                else:
+                    self.resume(geo, now)
+
+    def admin_hosts(self) -> set[str]:
+        """The admin hosts of the tenant's geos (``contoso-admin.sharepoint.com`` ...)."""
+        return {str(g["admin_host"]) for g in self.core.tenant.get("geos", [])}
 
     def _key_uri(self, vault: str, name: str, version: str) -> KeyUri:
         return parse_key_uri(

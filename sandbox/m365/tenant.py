@@ -76,6 +76,10 @@ class TenantSpec(BaseModel):
 
 SMALL_TENANT = TenantSpec(mailboxes=12, mail_users=3, sites_per_geo=4, cloud_pcs=3, stuck_mailboxes=0)
 """A tenant small enough for a test."""
+DEMO_TENANT = TenantSpec()
+"""The tenant ``python -m sandbox.m365`` seeds into a new database: 1,000 recipients, 2 geos, 8 Cloud PCs."""
+EMPTY_TENANT = TenantSpec(mailboxes=0, mail_users=0, sites_per_geo=0, cloud_pcs=0, stuck_mailboxes=0)
+"""What a sandbox told to seed nothing starts with."""
 
 
 def _size(rng: random.Random) -> int:

@@ -33,7 +33,7 @@ from ckey.keyvault import Directory
 from ckey.m365 import M365Gateway, build_transport
 from ckey.stack import check_ports, child_environment, describe_exit, find_temporal, sandbox_services
 from sandbox.identity import object_id as sandbox_object_id
-from sandbox.m365 import SandboxM365Control
+from sandbox.m365.control import SandboxM365Control
 from tests.conftest import signed_in_to_sandbox
 from tests.workflows.test_exchange import check_calls
 

@@ -24,7 +24,8 @@ from ckey.models import Role
 from ckey.store import create_engine
 from ckey.store.migrate import upgrade
 from sandbox.keyvault import SandboxKeyVaultServer
-from sandbox.m365 import SandboxM365Server, TenantSpec
+from sandbox.m365.server import SandboxM365Server
+from sandbox.m365.tenant import TenantSpec
 from tests.conftest import free_port, signed_in_to_sandbox
 
 LONG = bool(os.environ.get("CKEY_HYPOTHESIS_LONG"))

@@ -23,7 +23,9 @@ from ckey.models import Role
 from ckey.store import Store
 from ckey.support import HttpSupportDesk
 from sandbox.keyvault import SandboxKeyVaultControl, SandboxKeyVaultServer
-from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
+from sandbox.m365.control import SandboxM365Control
+from sandbox.m365.server import SandboxM365Server
+from sandbox.m365.tenant import TenantSpec
 from tests.conftest import free_port, signed_in_to_sandbox
 from worker import WORKFLOW_FAILURE_TYPES
 from workflows import all_workflows

@@ -43,7 +43,9 @@ from ckey.store.targets import TargetStore
 from ckey.support import SupportDesk
 from contracts.exchange import AssignBatchInput, ExchangeDepAssignInput
 from sandbox.keyvault import SandboxKeyVaultControl
-from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
+from sandbox.m365.control import SandboxM365Control
+from sandbox.m365.server import SandboxM365Server
+from sandbox.m365.tenant import TenantSpec
 from tests.conftest import free_port
 from tests.workflows.conftest import product_gateways, unique
 from tests.workflows.test_keyvault import Auth, Recorder, run_operation

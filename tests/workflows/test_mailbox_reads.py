@@ -19,8 +19,8 @@ from ckey.config import Settings
 from ckey.m365 import M365Gateway, build_transport
 from ckey.models import Role
 from sandbox.keyvault import SandboxKeyVaultServer
-from sandbox.m365 import SandboxM365Server
-from sandbox.m365.app import DEMO_TENANT
+from sandbox.m365.server import SandboxM365Server
+from sandbox.m365.tenant import DEMO_TENANT
 from tests.conftest import free_port
 
 

@@ -12,7 +12,7 @@ from ckey.keyvault import OWN_NAME, SERVICE_PRINCIPAL_NAMES, Directory, KeyVault
 from ckey.models import ServicePrincipal
 from sandbox.entra import certificate_path
 from sandbox.identity import object_id
-from sandbox.m365 import SandboxM365Server
+from sandbox.m365.server import SandboxM365Server
 
 
 async def test_the_directory_asks_the_sandboxs_graph_with_a_client_secret_credential(

@@ -20,7 +20,9 @@ from ckey.config import Settings, load_settings
 from ckey.models import ServicePrincipal
 from sandbox.identity import SandboxIdentity
 from sandbox.keyvault import SandboxKeyVaultControl, SandboxKeyVaultServer
-from sandbox.m365 import SMALL_TENANT, SandboxM365Control, SandboxM365Server, TenantSpec
+from sandbox.m365.control import SandboxM365Control
+from sandbox.m365.server import SandboxM365Server
+from sandbox.m365.tenant import SMALL_TENANT, TenantSpec
 from tests.conftest import signed_in_to_sandbox
 from tests.sandbox.conftest import free_port
 

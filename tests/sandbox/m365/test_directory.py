@@ -7,7 +7,7 @@ from typing import Any
 from ckey.config import Settings
 from sandbox.entra import automation_app
 from sandbox.identity import object_id
-from sandbox.m365 import SandboxM365Control
+from sandbox.m365.control import SandboxM365Control
 from tests.sandbox.m365.conftest import GRAPH, M365
 
 

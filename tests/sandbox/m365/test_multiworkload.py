@@ -8,7 +8,8 @@ import pytest
 
 from ckey.models import ServicePrincipal
 from sandbox.keyvault import SandboxKeyVaultControl
-from sandbox.m365 import SandboxM365Control, SandboxM365Server
+from sandbox.m365.control import SandboxM365Control
+from sandbox.m365.server import SandboxM365Server
 from tests.sandbox.m365.conftest import M365, DepKeys, new_keys, unique
 
 MICROSOFT_365 = ServicePrincipal.MICROSOFT_365

@@ -17,7 +17,8 @@ from ckey.config import Settings, load_settings
 from ckey.m365 import CmdletError, InvokeCommandTransport, M365Gateway, TransientError
 from ckey.models import Role, ServicePrincipal
 from sandbox.keyvault import SandboxKeyVaultControl, SandboxKeyVaultServer
-from sandbox.m365 import SandboxM365Control, SandboxM365Server
+from sandbox.m365.control import SandboxM365Control
+from sandbox.m365.server import SandboxM365Server
 from sandbox.tls import client_ssl_context
 from tests.sandbox.conftest import free_port
 from tests.sandbox.m365.conftest import EXO, M365, new_keys, start_tenant, tenant_settings, unique

@@ -8,7 +8,8 @@ import pytest
 
 from ckey.models import ServicePrincipal
 from sandbox.keyvault import SandboxKeyVaultControl
-from sandbox.m365 import SandboxM365Control, SandboxM365Server
+from sandbox.m365.control import SandboxM365Control
+from sandbox.m365.server import SandboxM365Server
 from tests.sandbox.m365.conftest import M365, SPO_ADMIN, SPO_EUR_ADMIN, DepKeys, new_keys
 
 SHAREPOINT = ServicePrincipal.SHAREPOINT_ONLINE

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from ckey.models import ServicePrincipal
 from sandbox.keyvault import SandboxKeyVaultControl
-from sandbox.m365 import SandboxM365Control, SandboxM365Server
+from sandbox.m365.control import SandboxM365Control
+from sandbox.m365.server import SandboxM365Server
 from tests.sandbox.m365.conftest import M365, new_keys, unique
 
 
