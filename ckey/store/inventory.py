@@ -180,12 +180,23 @@ class InventoryStore:
                         "dep_guid": dep_guid,
                         "seen_at": at,
                     }
+                    # A mailbox without a DEP is not under a Customer Key (IsEncrypted reports DEP encryption);
+                    # a mail user has no statistics at all.
+                    unassigned = (
+                        False if seen.dep is None and (seen.recipient_type or "").lower() != MAIL_USER else None
+                    )
                     if row is None:
-                        session.add(RecipientRow(key=key, updated_at=at, source=source, **values))
+                        session.add(
+                            RecipientRow(key=key, updated_at=at, source=source, is_encrypted=unassigned, **values)
+                        )
                         continue
                     if (row.dep_guid or "").lower() != (dep_guid or "").lower() or row.dep != seen.dep:
-                        values["is_encrypted"] = _encrypted_under(
-                            row.is_encrypted if row.encrypted_with else None, row.encrypted_with, dep_guid
+                        values["is_encrypted"] = (
+                            unassigned
+                            if seen.dep is None
+                            else _encrypted_under(
+                                row.is_encrypted if row.encrypted_with else None, row.encrypted_with, dep_guid
+                            )
                         )
                         values["updated_at"], values["source"] = at, source
                     for name, value in values.items():

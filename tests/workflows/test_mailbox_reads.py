@@ -1,5 +1,5 @@
 """The mailbox read models over the sandbox's demo tenant, whose mail users (``adele.braun`` among them) have no
-mailbox statistics: every page answers, mail users shown with their DEP and a note.
+mailbox statistics: after a sync, every page answers from SQL, mail users shown with their DEP and a note.
 
 The demo tenant here is this module's own (the session's tenant has its mail users migrated by other tests).
 """
@@ -7,10 +7,13 @@ The demo tenant here is this module's own (the session's tenant has its mail use
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 
 import httpx
 import pytest
+from temporalio.testing import ActivityEnvironment
 
+from activities.inventory import InventoryActivities
 from ckey.api.app import create_app
 from ckey.api.routes.exchange import MAIL_USER_NOTE
 from ckey.auth import mint_local_token
@@ -18,6 +21,8 @@ from ckey.azure import AzureConnection
 from ckey.config import Settings
 from ckey.m365 import M365Gateway, build_transport
 from ckey.models import Role
+from ckey.store import Store
+from contracts.inventory import SyncStatusesInput, SyncStepInput
 from sandbox.keyvault import SandboxKeyVaultServer
 from sandbox.m365.server import SandboxM365Server
 from sandbox.m365.tenant import DEMO_TENANT
@@ -35,10 +40,16 @@ def demo_settings(
 
 
 @pytest.fixture
-async def demo_api(demo_settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, M365Gateway]]:
+async def demo_api(demo_settings: Settings, store: Store) -> AsyncIterator[tuple[httpx.AsyncClient, M365Gateway]]:
     async with AzureConnection(demo_settings) as azure:
         m365 = M365Gateway(build_transport(demo_settings, azure))
-        app = create_app(demo_settings, m365=m365)
+        app = create_app(demo_settings, m365=m365, store=store)
+        activities = InventoryActivities(m365, store)
+        step = SyncStepInput(operation_id="op-sync", started_at=datetime.now(UTC))
+        env = ActivityEnvironment()
+        await env.run(activities.sync_deps, step)
+        await env.run(activities.sync_recipients, step)
+        await env.run(activities.sync_statuses, SyncStatusesInput(operation_id="op-sync", limit=10_000))
         token = mint_local_token(demo_settings, "vera.viewer@contoso.com", [Role.VIEWER])
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
@@ -71,7 +82,9 @@ async def test_every_page_of_the_demo_tenant_answers_with_its_mail_users(
     shown_users = {name for name, item in seen.items() if item["recipient_type"] == "MailUser"}
     assert shown_users == mail_users
     assert all(seen[u]["is_encrypted"] is None and seen[u]["note"] == MAIL_USER_NOTE for u in mail_users)
-    assert all(item["is_encrypted"] is not None for name, item in seen.items() if name not in mail_users)
+    assert all(
+        item["is_encrypted"] is not None for name, item in seen.items() if item["dep"] and name not in mail_users
+    )
 
     shown = await api.get("/api/mailboxes/adele.braun")
     assert shown.status_code == 200, shown.text

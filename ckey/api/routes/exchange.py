@@ -1,25 +1,28 @@
 """Exchange Online read models: ``/api/deps``, ``/api/mailboxes``, ``/api/mailboxes/{identity}``.
 
-Answered live from the tenant through the Microsoft 365 gateway (Get-DataEncryptionPolicy, Get-Mailbox,
-Get-MailUser, Get-MailboxStatistics), as the seed's "View the DEPs you created" and "Determine the DEP assigned to
-a mailbox" do. A mail user has no mailbox statistics; its DEP comes from Get-MailUser.
+Answered from the inventory in SQL (:mod:`ckey.store.inventory`), with the time its data was read (``as_of``):
+a page view never asks the tenant. ``inventory.sync`` (a Temporal Schedule) and every operation that assigns a DEP
+or reads a status keep it fresh. ``?refresh=true`` on one mailbox, or on the DEP list, reads live, as the seed's
+"Determine the DEP assigned to a mailbox" and "View the DEPs you created" do, and writes what it read into the
+inventory. A mail user has no mailbox statistics; its DEP comes from Get-MailUser.
 """
 
 from __future__ import annotations
 
-import asyncio
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
-from ckey.api.deps import M365Dep, Viewer
+from ckey.api.deps import M365Dep, StoreDep, Viewer
 from ckey.api.problems import Problem
-from ckey.m365 import CmdletError, DataEncryptionPolicy, M365Gateway, Mailbox, TransientError
+from ckey.m365 import CmdletError, M365Gateway, Mailbox, TransientError
 from ckey.models import RecipientIdentity
+from ckey.store.inventory import DepView, InventoryStore, RecipientSeen, RecipientStatus, RecipientView
 
 router = APIRouter(tags=["exchange"])
-STATUS_CONCURRENCY = 16
+EXCHANGE = "exchange"
 
 
 MAIL_USER_NOTE = (
@@ -42,6 +45,10 @@ class MailboxView(BaseModel):
     is_encrypted: bool | None = None
     note: str | None = None
     error: str | None = None
+    status_at: datetime | None = None
+    """When its encryption status was last read (Get-MailboxStatistics)."""
+    updated_at: datetime | None = None
+    """When its inventory row last changed."""
 
 
 class MailboxPage(BaseModel):
@@ -51,6 +58,8 @@ class MailboxPage(BaseModel):
     offset: int
     limit: int
     total: int
+    as_of: datetime | None = None
+    """When the tenant's recipients were last read whole into the inventory (null: never)."""
 
 
 GatewayError = (CmdletError, TransientError, ValueError, LookupError)
@@ -74,13 +83,63 @@ def _error_text(exc: Exception) -> str:
     return exc.message if isinstance(exc, CmdletError) else str(exc)
 
 
-@router.get("/api/deps", response_model=list[DataEncryptionPolicy], response_model_by_alias=False)
-async def list_deps(_: Viewer, m365: M365Dep) -> list[DataEncryptionPolicy]:
-    """Every mailbox DEP of the tenant (Get-DataEncryptionPolicy)."""
+class DepRecord(BaseModel):
+    """A mailbox DEP as the inventory holds it (the fields of Get-DataEncryptionPolicy that ckey reads)."""
+
+    name: str
+    guid: str | None = None
+    azure_key_ids: list[str] = Field(default_factory=list)
+    enabled: bool = True
+    permanent_data_purge_requested: bool = False
+    seen_at: datetime
+    """When the tenant last reported it."""
+
+
+def _dep_record(dep: DepView) -> DepRecord:
+    return DepRecord(
+        name=dep.name,
+        guid=dep.guid,
+        azure_key_ids=dep.azure_key_ids,
+        enabled=dep.enabled,
+        permanent_data_purge_requested=dep.purge_requested,
+        seen_at=dep.seen_at,
+    )
+
+
+async def _read_deps_live(m365: M365Gateway, inventory: InventoryStore) -> None:
     try:
-        return await m365.get_data_encryption_policy()
+        deps = await m365.get_data_encryption_policy()
     except GatewayError as exc:
         raise _unavailable(exc) from None
+    now = datetime.now(UTC)
+    views = [
+        DepView(
+            workload=EXCHANGE,
+            name=d.name,
+            guid=d.guid,
+            azure_key_ids=d.azure_key_ids,
+            enabled=d.enabled,
+            purge_requested=d.permanent_data_purge_requested,
+            seen_at=now,
+        )
+        for d in deps
+    ]
+    await inventory.record_deps(EXCHANGE, views, now, None)
+    await inventory.mark_synced(f"deps:{EXCHANGE}", now, None, len(views))
+
+
+@router.get("/api/deps", response_model=list[DepRecord])
+async def list_deps(
+    _: Viewer, store: StoreDep, m365: M365Dep, refresh: Annotated[bool, Query()] = False
+) -> list[DepRecord]:
+    """Every mailbox DEP, from the inventory; ``refresh=true`` (or an inventory never synced) reads the tenant.
+
+    Reading the DEPs is one Get-DataEncryptionPolicy call, so an empty inventory fills itself on first use.
+    """
+    inventory = InventoryStore(store)
+    if refresh or await inventory.as_of(f"deps:{EXCHANGE}") is None:
+        await _read_deps_live(m365, inventory)
+    return [_dep_record(d) for d in await inventory.deps(EXCHANGE)]
 
 
 def mail_user_view(recipient: Mailbox, dep_guid: str | None) -> MailboxView:
@@ -140,65 +199,108 @@ async def mailbox_view(m365: M365Gateway, identity: str, deps: dict[str, str] | 
     return MailboxView(identity=identity, dep=name, dep_guid=guid, is_encrypted=stats.is_encrypted)
 
 
+def _inventory_view(recipient: RecipientView) -> MailboxView:
+    if recipient.is_mail_user:
+        return MailboxView(
+            identity=recipient.identity,
+            recipient_type=recipient.recipient_type,
+            dep=recipient.dep,
+            dep_guid=recipient.dep_guid,
+            is_encrypted=None,
+            note=MAIL_USER_NOTE,
+            status_at=recipient.status_at,
+            updated_at=recipient.updated_at,
+        )
+    return MailboxView(
+        identity=recipient.identity,
+        recipient_type=recipient.recipient_type,
+        dep=recipient.dep,
+        dep_guid=recipient.dep_guid,
+        is_encrypted=recipient.is_encrypted,
+        status_at=recipient.status_at,
+        updated_at=recipient.updated_at,
+    )
+
+
 @router.get("/api/mailboxes", response_model=MailboxPage)
 async def list_mailboxes(
     _: Viewer,
-    m365: M365Dep,
-    dep: str | None = None,
+    store: StoreDep,
+    dep: Annotated[str | None, Query(min_length=1, max_length=128, description="A DEP's name or GUID.")] = None,
     encrypted: bool | None = None,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> MailboxPage:
-    """Mailboxes and mail users, filtered by DEP (name) and by encrypted or not, a page at a time.
+    """Mailboxes and mail users from the inventory, by identity, filtered by DEP and by encrypted or not.
 
-    Mailboxes are read with Get-MailboxStatistics; mail users, which have none, from Get-MailUser. A recipient that
-    cannot be read is shown with its ``error``; it never fails the page.
+    ``as_of`` is when the tenant's recipients were last read whole (null: never; run ``inventory.sync``). An
+    unknown DEP is a 404, never an empty page.
     """
-    try:
-        recipients = await m365.get_mailbox(result_size="Unlimited") + await m365.get_mail_user(result_size="Unlimited")
-        deps = {d.guid.lower(): d.name for d in await m365.get_data_encryption_policy()}
-    except GatewayError as exc:
-        raise _unavailable(exc) from None
-    guids = {name.lower(): guid for guid, name in deps.items()}
+    inventory = InventoryStore(store)
+    dep_name = None
     if dep is not None:
-        recipients = [r for r in recipients if (r.data_encryption_policy or "").lower() == dep.lower()]
-    recipients.sort(key=lambda r: r.identity.lower())
-    gate = asyncio.Semaphore(STATUS_CONCURRENCY)
-
-    async def view(recipient: Mailbox) -> MailboxView:
-        if _is_mail_user(recipient):
-            return mail_user_view(recipient, guids.get((recipient.data_encryption_policy or "").lower()))
-        async with gate:
-            try:
-                found = await mailbox_view(m365, recipient.identity, deps)
-            except GatewayError as exc:
-                # One unreadable recipient is shown as such; the rest of the page still answers.
-                return MailboxView(
-                    identity=recipient.identity,
-                    recipient_type=recipient.recipient_type_details,
-                    dep=recipient.data_encryption_policy,
-                    error=_error_text(exc),
-                )
-            return found.model_copy(update={"recipient_type": recipient.recipient_type_details})
-
-    if encrypted is None:
-        page = recipients[offset : offset + limit]
-        items = await asyncio.gather(*(view(r) for r in page))
-        return MailboxPage(items=list(items), offset=offset, limit=limit, total=len(recipients))
-    # Filtering on IsEncrypted needs every mailbox's statistics.
-    everything = await asyncio.gather(*(view(r) for r in recipients))
-    matching = [m for m in everything if m.is_encrypted == encrypted]
-    return MailboxPage(items=matching[offset : offset + limit], offset=offset, limit=limit, total=len(matching))
+        found = await inventory.find_dep(EXCHANGE, dep)
+        if found is None:
+            as_of = await inventory.as_of(f"deps:{EXCHANGE}")
+            seen = f"as of {as_of.isoformat()}" if as_of else "never synced"
+            raise Problem(404, "dep-exists", f"there is no mailbox DEP named or with GUID {dep!r} (inventory {seen})")
+        dep_name = found.name
+    page = await inventory.page(dep=dep_name, encrypted=encrypted, offset=offset, limit=limit)
+    return MailboxPage(
+        items=[_inventory_view(r) for r in page.items], offset=offset, limit=limit, total=page.total, as_of=page.as_of
+    )
 
 
 @router.get("/api/mailboxes/{identity}", response_model=MailboxView)
-async def get_mailbox(identity: RecipientIdentity, _: Viewer, m365: M365Dep) -> MailboxView:
+async def get_mailbox(
+    identity: RecipientIdentity,
+    _: Viewer,
+    store: StoreDep,
+    m365: M365Dep,
+    refresh: Annotated[bool, Query(description="Read the tenant now (and update the inventory).")] = False,
+) -> MailboxView:
     """One mailbox or mail user: its DEP's name and GUID, and whether it is encrypted.
 
-    Get-MailboxStatistics, then Get-DataEncryptionPolicy <GUID>; for a mail user, Get-MailUser. The identity is
-    checked (:data:`ckey.models.RecipientIdentity`) before any call; a broken rule is a 422 naming it.
+    From the inventory; ``refresh=true`` reads the tenant (Get-MailboxStatistics, then Get-DataEncryptionPolicy
+    <GUID>; for a mail user, Get-MailUser) and records what it read. The identity is checked
+    (:data:`ckey.models.RecipientIdentity`) before any call; a broken rule is a 422 naming it.
     """
+    inventory = InventoryStore(store)
+    if not refresh:
+        found = await inventory.get(identity)
+        if found is None:
+            raise Problem(
+                404,
+                "recipient-exists",
+                f"{identity} is not in the inventory (as of "
+                f"{_when(await inventory.as_of('recipients'))}); ?refresh=true asks the tenant",
+            )
+        return _inventory_view(found)
     try:
-        return await mailbox_view(m365, identity)
+        live = await mailbox_view(m365, identity)
     except GatewayError as exc:
         raise _unavailable(exc) from None
+    now = datetime.now(UTC)
+    # The row the inventory already has (found by identity or UPN) is updated, never doubled under another name.
+    known = await inventory.get(identity)
+    seen = RecipientSeen(
+        identity=known.identity if known else identity,
+        recipient_type=live.recipient_type or (known.recipient_type if known else "UserMailbox"),
+        user_principal_name=known.user_principal_name if known else None,
+        dep=live.dep,
+    )
+    await inventory.record_seen(
+        [seen],
+        {live.dep.lower(): live.dep_guid} if live.dep and live.dep_guid else {},
+        now,
+        None,
+    )
+    if live.is_encrypted is not None:
+        await inventory.record_status(
+            [RecipientStatus(identity=seen.identity, is_encrypted=live.is_encrypted, dep_guid=live.dep_guid)], now, None
+        )
+    return live.model_copy(update={"status_at": now, "updated_at": now})
+
+
+def _when(at: datetime | None) -> str:
+    return at.isoformat() if at else "never synced"

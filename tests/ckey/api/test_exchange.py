@@ -1,19 +1,28 @@
-"""The Exchange read models over a small scripted tenant: mail users shown, one bad recipient never fails a page."""
+"""The Exchange read models over a small scripted tenant.
+
+Pages answer from the inventory in SQL, filled here by the sync's own activities: a page view never asks the tenant.
+One mailbox, with ``refresh=true``, reads the tenant live (mail users through Get-MailUser) and updates the inventory.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import pytest
+from temporalio.testing import ActivityEnvironment
 
+from activities.inventory import InventoryActivities
 from ckey.api.app import create_app
 from ckey.api.routes.exchange import MAIL_USER_NOTE
 from ckey.auth import mint_local_token
 from ckey.config import Settings
 from ckey.m365 import Cmdlet, CmdletError, M365Gateway, TransientError
 from ckey.models import Role
+from ckey.store import Store
+from contracts.inventory import SyncStatusesInput, SyncStepInput
 
 USA_GUID = "4e5f2c1a-9b7d-4c3e-8f6a-1b2c3d4e5f60"
 NOT_FOUND = "ManagementObjectNotFoundException"
@@ -89,8 +98,8 @@ def tenant() -> Tenant:
 
 
 @pytest.fixture
-async def exchange_api(settings: Settings, tenant: Tenant) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, m365=M365Gateway(tenant))
+async def exchange_api(settings: Settings, tenant: Tenant, store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, m365=M365Gateway(tenant), store=store)
     token = mint_local_token(settings, "vera.viewer@contoso.com", [Role.VIEWER])
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app),
@@ -100,42 +109,65 @@ async def exchange_api(settings: Settings, tenant: Tenant) -> AsyncIterator[http
         yield http
 
 
-async def test_the_list_shows_mail_users_and_a_failing_recipient_without_failing_the_page(
-    exchange_api: httpx.AsyncClient, tenant: Tenant
+async def sync(tenant: Tenant, store: Store) -> dict[str, int]:
+    """Run the sync's activities (as ``inventory.sync`` does) against the scripted tenant."""
+    activities = InventoryActivities(M365Gateway(tenant), store)
+    env = ActivityEnvironment()
+    step = SyncStepInput(operation_id="op-sync", started_at=datetime.now(UTC))
+    deps = await env.run(activities.sync_deps, step)
+    recipients = await env.run(activities.sync_recipients, step)
+    statuses = await env.run(activities.sync_statuses, SyncStatusesInput(operation_id="op-sync", limit=100))
+    return {"deps": deps.deps, "recipients": recipients.recipients, "statuses": statuses.statuses}
+
+
+async def test_pages_answer_from_the_inventory_without_a_call_to_the_tenant(
+    exchange_api: httpx.AsyncClient, tenant: Tenant, store: Store
 ) -> None:
+    empty = (await exchange_api.get("/api/mailboxes")).json()
+    assert (empty["total"], empty["as_of"]) == (0, None)  # never synced: says so, asks nobody
+    assert [c.name for c in tenant.calls] == []
+    assert await sync(tenant, store) == {"deps": 1, "recipients": 4, "statuses": 1}
+    # The sync read statistics only for the mailbox with a DEP (alice); never a mail user's.
+    assert [c.params.get("Identity") for c in tenant.calls if c.name == "Get-MailboxStatistics"] == ["alice"]
+    tenant.calls.clear()
+
     answer = await exchange_api.get("/api/mailboxes")
     assert answer.status_code == 200, answer.text
     page = answer.json()
-    assert page["total"] == 4
+    assert page["total"] == 4 and page["as_of"] is not None
     items = {i["identity"]: i for i in page["items"]}
-    assert items["adele.braun"] == {
-        "identity": "adele.braun",
-        "recipient_type": "MailUser",
-        "dep": "USA_mailboxes",
-        "dep_guid": USA_GUID,
-        "is_encrypted": None,
-        "note": MAIL_USER_NOTE,
-        "error": None,
-    }
-    assert (items["alice"]["dep"], items["alice"]["is_encrypted"], items["alice"]["error"]) == (
+    adele = items["adele.braun"]
+    assert (adele["recipient_type"], adele["dep"], adele["dep_guid"], adele["is_encrypted"], adele["note"]) == (
+        "MailUser",
         "USA_mailboxes",
-        True,
+        USA_GUID,
         None,
+        MAIL_USER_NOTE,
     )
-    assert items["flaky"]["error"] and "503" in items["flaky"]["error"] and items["flaky"]["is_encrypted"] is None
-    # A mail user's DEP comes from Get-MailUser: its statistics are never asked for.
-    assert not [
-        c for c in tenant.calls if c.name == "Get-MailboxStatistics" and c.params.get("Identity") == "adele.braun"
-    ]
+    assert (items["alice"]["dep"], items["alice"]["is_encrypted"]) == ("USA_mailboxes", True)
+    assert items["bob"]["dep"] is None
 
     encrypted = (await exchange_api.get("/api/mailboxes", params={"encrypted": True})).json()
     assert [i["identity"] for i in encrypted["items"]] == ["alice"]
-    by_dep = (await exchange_api.get("/api/mailboxes", params={"dep": "usa_mailboxes"})).json()
-    assert [i["identity"] for i in by_dep["items"]] == ["adele.braun", "alice"]
+    for dep in ("usa_mailboxes", USA_GUID, USA_GUID.upper()):
+        by_dep = (await exchange_api.get("/api/mailboxes", params={"dep": dep})).json()
+        assert [i["identity"] for i in by_dep["items"]] == ["adele.braun", "alice"], dep
+    unknown = await exchange_api.get("/api/mailboxes", params={"dep": "Nope"})
+    assert unknown.status_code == 404 and unknown.json()["rule"] == "dep-exists", unknown.text
+    deps = (await exchange_api.get("/api/deps")).json()
+    assert [(d["name"], d["guid"]) for d in deps] == [("USA_mailboxes", USA_GUID)]
+    shown = (await exchange_api.get("/api/mailboxes/ADELE.BRAUN")).json()
+    assert (shown["recipient_type"], shown["is_encrypted"]) == ("MailUser", None)
+    assert tenant.calls == []  # every read above came from SQL
 
 
-async def test_show_works_for_a_mail_user_and_a_mailbox(exchange_api: httpx.AsyncClient) -> None:
+async def test_refresh_reads_a_mail_user_and_a_mailbox_live_and_updates_the_inventory(
+    exchange_api: httpx.AsyncClient, tenant: Tenant, store: Store
+) -> None:
     shown = await exchange_api.get("/api/mailboxes/adele.braun")
+    assert shown.status_code == 404 and shown.json()["rule"] == "recipient-exists"
+    assert "refresh=true" in shown.json()["detail"]
+    shown = await exchange_api.get("/api/mailboxes/adele.braun", params={"refresh": True})
     assert shown.status_code == 200, shown.text
     body = shown.json()
     assert (body["recipient_type"], body["dep"], body["dep_guid"], body["is_encrypted"]) == (
@@ -145,15 +177,18 @@ async def test_show_works_for_a_mail_user_and_a_mailbox(exchange_api: httpx.Asyn
         None,
     )
     assert body["note"] == MAIL_USER_NOTE
-    alice = (await exchange_api.get("/api/mailboxes/alice")).json()
+    alice = (await exchange_api.get("/api/mailboxes/alice", params={"refresh": True})).json()
     assert (alice["dep"], alice["is_encrypted"], alice["note"]) == ("USA_mailboxes", True, None)
+    tenant.calls.clear()
+    stored = (await exchange_api.get("/api/mailboxes/alice")).json()
+    assert (stored["dep"], stored["is_encrypted"]) == ("USA_mailboxes", True) and tenant.calls == []
 
 
 async def test_show_of_an_unknown_recipient_is_a_404_and_a_gateway_fault_a_502(exchange_api: httpx.AsyncClient) -> None:
-    missing = await exchange_api.get("/api/mailboxes/nobody@contoso.com")
+    missing = await exchange_api.get("/api/mailboxes/nobody@contoso.com", params={"refresh": True})
     assert missing.status_code == 404 and missing.headers["content-type"] == "application/problem+json"
     assert missing.json()["rule"] == NOT_FOUND
-    flaky = await exchange_api.get("/api/mailboxes/flaky")
+    flaky = await exchange_api.get("/api/mailboxes/flaky", params={"refresh": True})
     assert flaky.status_code == 502 and flaky.json()["rule"] == "tenant-reachable"
 
 
@@ -179,6 +214,6 @@ async def test_show_refuses_a_broken_identity_with_a_422_before_any_call(
 
 
 async def test_the_longest_identity_is_still_asked(exchange_api: httpx.AsyncClient, tenant: Tenant) -> None:
-    answer = await exchange_api.get("/api/mailboxes/" + "a" * 320)
+    answer = await exchange_api.get("/api/mailboxes/" + "a" * 320, params={"refresh": True})
     assert answer.status_code == 404
     assert tenant.calls[0].params == {"Identity": "a" * 320}
