@@ -293,8 +293,11 @@ class InventoryStore:
             where.append(RecipientRow.is_encrypted.is_(encrypted))
         async with self.store.session() as session:
             total = (await session.execute(select(func.count()).select_from(RecipientRow).where(*where))).scalar_one()
+            # A deferred join: the page's keys come from the (covering) index alone, however deep the offset, and
+            # only those rows are read whole.
+            keys = select(RecipientRow.key).where(*where).order_by(RecipientRow.key).offset(offset).limit(limit)
             rows = await session.execute(
-                select(RecipientRow).where(*where).order_by(RecipientRow.key).offset(offset).limit(limit)
+                select(RecipientRow).where(RecipientRow.key.in_(keys.scalar_subquery())).order_by(RecipientRow.key)
             )
             items = [_view(row) for row in rows.scalars()]
             as_of = await self._as_of(session, "recipients")
