@@ -25,7 +25,8 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
@@ -329,7 +330,8 @@ async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
             break
         await asyncio.sleep(0.25)
     assert body["state"] == "succeeded", body
-    assert body["result"]["encrypted"] == body["result"]["total"] == 1000
+    done = body["result"]["encrypted"] + body["result"]["assigned_encrypts_on_migration"]
+    assert done == body["result"]["total"] == 1000
     assert percents == sorted(percents) and percents[-1] == 100.0
     assert body["escalations"] == []
     await record_history(op_id, "exchange_dep_assign")
@@ -342,7 +344,7 @@ async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
         shown = (await api.get(f"/api/mailboxes/{identity}", headers=auth(Role.VIEWER))).json()
         assert (shown["dep"], shown["is_encrypted"]) == (name, True), shown
     counts = await TargetStore(store).counts(op_id)
-    assert (counts.assigned, counts.encrypted, counts.failed) == (1000, 1000, 0)
+    assert (counts.assigned, counts.done, counts.failed) == (1000, 1000, 0)
     encrypted = (await api.get("/api/mailboxes", params={"dep": name, "limit": 5}, headers=auth(Role.VIEWER))).json()
     assert encrypted["total"] == 1000
 
@@ -496,38 +498,100 @@ async def user_mailboxes(m365: M365Gateway, count: int) -> list[str]:
     return sorted(b.identity for b in await m365.get_mailbox(result_size="Unlimited"))[-count:]
 
 
-async def test_an_assignment_where_no_mailbox_can_be_assigned_fails_naming_them(
-    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, m365: M365Gateway
+async def test_a_single_unknown_address_is_refused_before_it_starts(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, m365: M365Gateway, store: Store
 ) -> None:
     name = f"NONE_{uuid.uuid4().hex[:8]}"
     await m365.new_data_encryption_policy(name, DEMO_KEYS, "nobody to assign")
-    nobody = ["nobody-1@contoso.com", "nobody-2@contoso.com"]
-    body, _ = await run_operation(api, auth(Role.OPERATOR), "exchange.dep.assign", {"dep": name, "mailboxes": nobody})
-    assert body["state"] == "failed", body
-    assert body["error"].startswith("mailboxes-assignable"), body["error"]
-    assert all(n in body["error"] for n in nobody) and "couldn't be found" in body["error"]
-    assert body["progress"]["percent"] != 100.0
-
-
-async def test_an_assignment_names_the_mailboxes_it_could_not_assign(
-    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, m365: M365Gateway, store: Store
-) -> None:
-    name = f"SOME_{uuid.uuid4().hex[:8]}"
-    await m365.new_data_encryption_policy(name, DEMO_KEYS, "some to assign")
-    real = await user_mailboxes(m365, 2)
-    nobody = ["nobody-3@contoso.com", "nobody-4@contoso.com"]
-    body, _ = await run_operation(
-        api, auth(Role.OPERATOR), "exchange.dep.assign", {"dep": name, "mailboxes": [*real, *nobody]}
+    started = await api.post(
+        "/api/operations",
+        json={"kind": "exchange.dep.assign", "params": {"dep": name, "mailboxes": ["nobody@contoso.com"]}},
+        headers=auth(Role.OPERATOR),
     )
+    # Refused by the API after one bulk lookup: no operation record, no workflow, no call to the tenant.
+    assert started.status_code == 422, started.text
+    problem = started.json()
+    assert problem["rule"] == "recipients-unknown" and "nobody@contoso.com" in problem["detail"], problem
+    assert await store.list_operations(dep=name) == []
+
+
+async def test_an_assignment_of_unknown_ones_only_is_refused_by_its_first_step(
+    client: Client, product_worker: Worker, op_settings: Settings, m365: M365Gateway, store: Store
+) -> None:
+    """Started without the API's check (or while it could not read the tenant): the workflow refuses, nothing sent."""
+    name = f"NONE_{uuid.uuid4().hex[:8]}"
+    await m365.new_data_encryption_policy(name, DEMO_KEYS, "nobody to assign")
+    nobody = ["nobody-1@contoso.com", "nobody-2@contoso.com"]
+    target = await TargetStore(store).create_set("mailboxes", "inline", nobody, "alice@contoso.com", time_env_now())
+    handle = await client.start_workflow(
+        ExchangeDepAssignWorkflow.run,
+        ExchangeDepAssignInput(dep=name, mailbox_file=target.id, poll_interval=timedelta(seconds=1)),
+        id=f"op-{uuid.uuid4()}",
+        task_queue=op_settings.temporal_task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    chain: list[BaseException] = []
+    link: BaseException | None = failure.value
+    while link is not None:
+        chain.append(link)
+        link = link.__cause__
+    refusals = [c for c in chain if isinstance(c, ApplicationError) and c.type == "recipients-unknown"]
+    assert refusals and all(n in str(refusals[0]) for n in nobody), chain
+    actions = [e.action for e in await store.list_audit(operation_id=handle.id)]
+    assert not any(a in ("m365.Set-Mailbox", "m365.Set-MailUser") for a in actions), actions
+
+
+async def test_a_mixed_assignment_names_the_unknown_ones_and_ends_with_mail_users_assigned(
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    m365: M365Gateway,
+    tenant_control: SandboxM365Control,
+    store: Store,
+) -> None:
+    name = f"MIX_{uuid.uuid4().hex[:8]}"
+    await m365.new_data_encryption_policy(name, DEMO_KEYS, "mailboxes, mail users and typos")
+    mailboxes = await user_mailboxes(m365, 2)
+    # Runs before the tests that complete the tenant's migrations (which turn its mail users into mailboxes).
+    mail_users = sorted(b.identity for b in await m365.get_mail_user(result_size="Unlimited"))[:2]
+    assert len(mail_users) == 2
+    unknown = ["nobody-3@contoso.com", "typo.user@contoso.com"]
+    seq = max((c["seq"] for c in await tenant_control.calls(limit=100_000)), default=0)
+    named = [mailboxes[0], unknown[0], mail_users[0], mailboxes[1], unknown[1], mail_users[1]]
+    body, events = await run_operation(
+        api, auth(Role.OPERATOR), "exchange.dep.assign", {"dep": name, "mailboxes": named}
+    )
+
     assert body["state"] == "succeeded", body["error"]
     result = body["result"]
-    assert (result["total"], result["encrypted"], result["failed"]) == (4, 2, 2)
-    assert [f["identity"] for f in result["failed_mailboxes"]] == nobody
-    assert all("couldn't be found" in f["error"] for f in result["failed_mailboxes"])
-    # The progress stays short of 100 % when some mailboxes were not assigned; the record keeps the result.
-    assert body["progress"]["percent"] == 50.0
-    record = await store.get_operation(body["id"])
-    assert record is not None and record.result is not None and record.result["failed"] == 2
+    # The unknown ones were named up front and never sent a call; they are not in the total.
+    assert (result["unknown"], result["unknown_count"]) == (unknown, 2)
+    assert (result["total"], result["encrypted"], result["assigned_encrypts_on_migration"], result["failed"]) == (
+        4,
+        2,
+        2,
+        0,
+    )
+    assert result["escalated"] == 0 and result["case_id"] is None and body["escalations"] == []
+    assert body["progress"]["percent"] == 100.0
+    calls = [(c["cmdlet"], c["identity"]) for c in await tenant_control.calls(after=seq, limit=100_000)]
+    assert sorted(calls) == sorted([("Set-Mailbox", m) for m in mailboxes] + [("Set-MailUser", u) for u in mail_users])
+    assert "exchange.recipients.unknown" in [e["action"] for e in events]
+    # The read side agrees: mailboxes encrypted, mail users assigned and encrypting on migration.
+    viewer = auth(Role.VIEWER)
+    for mailbox in mailboxes:
+        shown = (await api.get(f"/api/mailboxes/{mailbox}", headers=viewer)).json()
+        assert (shown["dep"], shown["is_encrypted"]) == (name, True), shown
+    for user in mail_users:
+        shown = (await api.get(f"/api/mailboxes/{user}", headers=viewer)).json()
+        assert (shown["dep"], shown["is_encrypted"], shown["status"]) == (
+            name,
+            None,
+            "assigned, encrypts on migration",
+        ), shown
+    counts = await TargetStore(store).counts(body["id"])
+    assert (counts.total, counts.encrypted, counts.assigned_encrypts_on_migration, counts.pending) == (4, 2, 2, 0)
 
 
 # Escalation on the time-skipping server ----------------------------------------------------------------------------
@@ -706,7 +770,8 @@ async def test_killing_the_worker_mid_assignment_assigns_every_mailbox_once(
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(30)
-    assert result.total == result.encrypted == 600
+    # Mail users among them are done once assigned (they encrypt on migration), or encrypted if migrated first.
+    assert result.total == result.encrypted + result.assigned_encrypts_on_migration == 600
     counts = await targets.counts(handle.id)
     assert (counts.assigned, counts.failed) == (600, 0)
     # The tenant saw one assignment per mailbox: a re-sent Set-Mailbox to the same DEP changes nothing.

@@ -27,6 +27,9 @@ MAIL_USER_NOTE = (
     "under its DEP when its migration to Exchange Online completes"
 )
 
+ENCRYPTS_ON_MIGRATION = "assigned, encrypts on migration"
+"""The status of a mail user showing a DEP: nothing more to wait for until it migrates."""
+
 
 class MailboxView(BaseModel):
     """A mailbox's DEP (name and GUID) and whether it is encrypted.
@@ -40,6 +43,8 @@ class MailboxView(BaseModel):
     dep: str | None = None
     dep_guid: str | None = None
     is_encrypted: bool | None = None
+    status: str | None = None
+    """For a mail user with a DEP: ``assigned, encrypts on migration``."""
     note: str | None = None
     error: str | None = None
 
@@ -91,6 +96,7 @@ def mail_user_view(recipient: Mailbox, dep_guid: str | None) -> MailboxView:
         dep=recipient.data_encryption_policy,
         dep_guid=dep_guid,
         is_encrypted=None,
+        status=ENCRYPTS_ON_MIGRATION if recipient.data_encryption_policy else None,
         note=MAIL_USER_NOTE,
     )
 
