@@ -272,6 +272,58 @@ async def test_a_call_in_flight_at_a_crash_is_looked_up_in_the_tenant_before_it_
 # exchange.dep.assign -----------------------------------------------------------------------------------------------
 
 
+async def test_a_mixed_assignment_names_the_unknown_ones_and_ends_with_mail_users_assigned(
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    m365: M365Gateway,
+    tenant_control: SandboxM365Control,
+    store: Store,
+) -> None:
+    name = f"MIX_{uuid.uuid4().hex[:8]}"
+    await m365.new_data_encryption_policy(name, DEMO_KEYS, "mailboxes, mail users and typos")
+    mailboxes = await user_mailboxes(m365, 2)
+    # Runs before the tests that complete the tenant's migrations (which turn its mail users into mailboxes).
+    mail_users = sorted(b.identity for b in await m365.get_mail_user(result_size="Unlimited"))[:2]
+    assert len(mail_users) == 2
+    unknown = ["nobody-3@contoso.com", "typo.user@contoso.com"]
+    seq = max((c["seq"] for c in await tenant_control.calls(limit=100_000)), default=0)
+    named = [mailboxes[0], unknown[0], mail_users[0], mailboxes[1], unknown[1], mail_users[1]]
+    body, events = await run_operation(
+        api, auth(Role.OPERATOR), "exchange.dep.assign", {"dep": name, "mailboxes": named}
+    )
+
+    assert body["state"] == "succeeded", body["error"]
+    result = body["result"]
+    # The unknown ones were named up front and never sent a call; they are not in the total.
+    assert (result["unknown"], result["unknown_count"]) == (unknown, 2)
+    assert (result["total"], result["encrypted"], result["assigned_encrypts_on_migration"], result["failed"]) == (
+        4,
+        2,
+        2,
+        0,
+    )
+    assert result["escalated"] == 0 and result["case_id"] is None and body["escalations"] == []
+    assert body["progress"]["percent"] == 100.0
+    calls = [(c["cmdlet"], c["identity"]) for c in await tenant_control.calls(after=seq, limit=100_000)]
+    assert sorted(calls) == sorted([("Set-Mailbox", m) for m in mailboxes] + [("Set-MailUser", u) for u in mail_users])
+    assert "exchange.recipients.unknown" in [e["action"] for e in events]
+    # The read side agrees: mailboxes encrypted, mail users assigned and encrypting on migration.
+    viewer = auth(Role.VIEWER)
+    for mailbox in mailboxes:
+        shown = (await api.get(f"/api/mailboxes/{mailbox}", headers=viewer)).json()
+        assert (shown["dep"], shown["is_encrypted"]) == (name, True), shown
+    for user in mail_users:
+        shown = (await api.get(f"/api/mailboxes/{user}", headers=viewer)).json()
+        assert (shown["dep"], shown["is_encrypted"], shown["status"]) == (
+            name,
+            None,
+            "assigned, encrypts on migration",
+        ), shown
+    counts = await TargetStore(store).counts(body["id"])
+    assert (counts.total, counts.encrypted, counts.assigned_encrypts_on_migration, counts.pending) == (4, 2, 2, 0)
+
+
 async def workflow_input(client: Client, op_id: str) -> dict[str, Any]:
     """The input a workflow was started with, as JSON."""
     history = await client.get_workflow_handle(op_id).fetch_history()
@@ -540,58 +592,6 @@ async def test_an_assignment_of_unknown_ones_only_is_refused_by_its_first_step(
     assert refusals and all(n in str(refusals[0]) for n in nobody), chain
     actions = [e.action for e in await store.list_audit(operation_id=handle.id)]
     assert not any(a in ("m365.Set-Mailbox", "m365.Set-MailUser") for a in actions), actions
-
-
-async def test_a_mixed_assignment_names_the_unknown_ones_and_ends_with_mail_users_assigned(
-    api: httpx.AsyncClient,
-    product_worker: Worker,
-    auth: Auth,
-    m365: M365Gateway,
-    tenant_control: SandboxM365Control,
-    store: Store,
-) -> None:
-    name = f"MIX_{uuid.uuid4().hex[:8]}"
-    await m365.new_data_encryption_policy(name, DEMO_KEYS, "mailboxes, mail users and typos")
-    mailboxes = await user_mailboxes(m365, 2)
-    # Runs before the tests that complete the tenant's migrations (which turn its mail users into mailboxes).
-    mail_users = sorted(b.identity for b in await m365.get_mail_user(result_size="Unlimited"))[:2]
-    assert len(mail_users) == 2
-    unknown = ["nobody-3@contoso.com", "typo.user@contoso.com"]
-    seq = max((c["seq"] for c in await tenant_control.calls(limit=100_000)), default=0)
-    named = [mailboxes[0], unknown[0], mail_users[0], mailboxes[1], unknown[1], mail_users[1]]
-    body, events = await run_operation(
-        api, auth(Role.OPERATOR), "exchange.dep.assign", {"dep": name, "mailboxes": named}
-    )
-
-    assert body["state"] == "succeeded", body["error"]
-    result = body["result"]
-    # The unknown ones were named up front and never sent a call; they are not in the total.
-    assert (result["unknown"], result["unknown_count"]) == (unknown, 2)
-    assert (result["total"], result["encrypted"], result["assigned_encrypts_on_migration"], result["failed"]) == (
-        4,
-        2,
-        2,
-        0,
-    )
-    assert result["escalated"] == 0 and result["case_id"] is None and body["escalations"] == []
-    assert body["progress"]["percent"] == 100.0
-    calls = [(c["cmdlet"], c["identity"]) for c in await tenant_control.calls(after=seq, limit=100_000)]
-    assert sorted(calls) == sorted([("Set-Mailbox", m) for m in mailboxes] + [("Set-MailUser", u) for u in mail_users])
-    assert "exchange.recipients.unknown" in [e["action"] for e in events]
-    # The read side agrees: mailboxes encrypted, mail users assigned and encrypting on migration.
-    viewer = auth(Role.VIEWER)
-    for mailbox in mailboxes:
-        shown = (await api.get(f"/api/mailboxes/{mailbox}", headers=viewer)).json()
-        assert (shown["dep"], shown["is_encrypted"]) == (name, True), shown
-    for user in mail_users:
-        shown = (await api.get(f"/api/mailboxes/{user}", headers=viewer)).json()
-        assert (shown["dep"], shown["is_encrypted"], shown["status"]) == (
-            name,
-            None,
-            "assigned, encrypts on migration",
-        ), shown
-    counts = await TargetStore(store).counts(body["id"])
-    assert (counts.total, counts.encrypted, counts.assigned_encrypts_on_migration, counts.pending) == (4, 2, 2, 0)
 
 
 # Escalation on the time-skipping server ----------------------------------------------------------------------------
