@@ -21,12 +21,11 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from ckey import temporal as sa
-from ckey.api.deps import Caller, ClientDep, Operator, SettingsDep, StoreDep, Viewer, ensure_role
+from ckey.api.deps import Caller, ClientDep, Operator, OptionalM365Dep, SettingsDep, StoreDep, Viewer, ensure_role
 from ckey.api.limits import read_body
 from ckey.api.problems import Problem, validation_problem
 from ckey.auth import Principal
 from ckey.config import Settings
-from ckey.m365 import M365Gateway
 from ckey.operations import (
     AuditEvent,
     AuditRecord,
@@ -127,6 +126,7 @@ async def start_operation(
     client: ClientDep,
     store: StoreDep,
     settings: SettingsDep,
+    m365: OptionalM365Dep,
     response: Response,
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", pattern=IDEMPOTENCY_KEY)] = None,
 ) -> OperationAccepted:
@@ -164,7 +164,6 @@ async def start_operation(
                 422, exc.type, str(exc), errors=[{"loc": ["body", "params"], "rule": exc.type, "msg": str(exc)}]
             ) from None
     # An API built without the Microsoft 365 gateway (some tests embed it so) leaves the check to the workflow.
-    m365: M365Gateway | None = getattr(request.app.state, "m365", None)
     if kind.preflight is not None and m365 is not None:
         try:
             await kind.preflight(params, TargetStore(store), m365)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from ckey.api.app import create_app
-from ckey.api.routes.exchange import MAIL_USER_NOTE
+from ckey.api.routes.exchange import ENCRYPTS_ON_MIGRATION, MAIL_USER_NOTE
 from ckey.auth import mint_local_token
 from ckey.config import Settings
 from ckey.m365 import Cmdlet, CmdletError, M365Gateway, TransientError
@@ -114,6 +114,7 @@ async def test_the_list_shows_mail_users_and_a_failing_recipient_without_failing
         "dep": "USA_mailboxes",
         "dep_guid": USA_GUID,
         "is_encrypted": None,
+        "status": ENCRYPTS_ON_MIGRATION,
         "note": MAIL_USER_NOTE,
         "error": None,
     }
