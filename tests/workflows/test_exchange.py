@@ -26,10 +26,11 @@ from typing import Any, cast
 import httpx
 import pytest
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from activities import build_activities
 from activities.exchange import ExchangeActivities
@@ -48,8 +49,8 @@ from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
 from tests.conftest import free_port
 from tests.workflows.conftest import product_gateways, unique
 from tests.workflows.test_keyvault import Auth, Recorder, run_operation
-from workflows import product_registry
-from workflows.exchange import ExchangeDepAssignWorkflow
+from workflows import all_workflows, product_registry
+from workflows.exchange import RESOLVE_RECIPIENTS_FIRST, ExchangeDepAssignWorkflow
 
 EXO = ServicePrincipal.EXCHANGE_ONLINE.value
 DEMO_KEYS = [
@@ -273,6 +274,7 @@ async def test_a_call_in_flight_at_a_crash_is_looked_up_in_the_tenant_before_it_
 
 
 async def test_a_mixed_assignment_names_the_unknown_ones_and_ends_with_mail_users_assigned(
+    client: Client,
     api: httpx.AsyncClient,
     product_worker: Worker,
     auth: Auth,
@@ -322,6 +324,14 @@ async def test_a_mixed_assignment_names_the_unknown_ones_and_ends_with_mail_user
         ), shown
     counts = await TargetStore(store).counts(body["id"])
     assert (counts.total, counts.encrypted, counts.assigned_encrypts_on_migration, counts.pending) == (4, 2, 2, 0)
+    # The new command sequence is behind its patch (a marker in the history), and the run replays.
+    history = await client.get_workflow_handle(body["id"]).fetch_history()
+    markers = [
+        e.marker_recorded_event_attributes for e in history.events if e.HasField("marker_recorded_event_attributes")
+    ]
+    assert any(RESOLVE_RECIPIENTS_FIRST in m.details["patch-data"].payloads[0].data.decode() for m in markers)
+    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
 
 
 async def workflow_input(client: Client, op_id: str) -> dict[str, Any]:
