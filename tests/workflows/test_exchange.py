@@ -43,7 +43,7 @@ from ckey.models import Role, ServicePrincipal
 from ckey.store import Store
 from ckey.store.targets import TargetStore
 from ckey.support import SupportDesk
-from contracts.exchange import AssignBatchInput, ExchangeDepAssignInput
+from contracts.exchange import AssignBatchInput, ExchangeDepAssignInput, FollowInput
 from sandbox.keyvault import SandboxKeyVaultControl
 from sandbox.m365 import SandboxM365Control, SandboxM365Server, TenantSpec
 from tests.conftest import free_port
@@ -270,6 +270,27 @@ async def test_a_call_in_flight_at_a_crash_is_looked_up_in_the_tenant_before_it_
     assert [o for a, t, o in audit if t == line] == ["intent", "ok"]
 
 
+async def test_a_follow_up_started_before_the_lookup_finishes_its_mail_users(m365: M365Gateway, store: Store) -> None:
+    """An assignment running when this code is deployed registered its recipients without a kind: a round reads a
+    mail user with Get-MailUser when Get-MailboxStatistics does not know it, and counts it done."""
+    name = f"OLD_{uuid.uuid4().hex[:8]}"
+    dep = await m365.new_data_encryption_policy(name, DEMO_KEYS, "a follow-up from before the lookup")
+    # Runs before the tests that complete the tenant's migrations (which turn its mail users into mailboxes).
+    mail_user = sorted(b.identity for b in await m365.get_mail_user(result_size="Unlimited"))[0]
+    await m365.set_mail_user(mail_user, name)
+    targets = TargetStore(store)
+    op_id = f"op-{uuid.uuid4()}"
+    await targets.register(op_id, [mail_user], 0)  # no kind, as before
+    await targets.mark_all_assigned(op_id, time_env_now())
+
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=op_id)
+    activities = ExchangeActivities(m365, store, cast(SupportDesk, None))
+    # A round scheduled by the old code carries no DEP name: the activity looks it up by GUID.
+    result = await env.run(activities.follow_encryption, FollowInput(operation_id=op_id, dep_guid=dep.guid))
+    assert (result.counts.assigned_encrypts_on_migration, result.counts.pending) == (1, 0)
+
+
 # exchange.dep.assign -----------------------------------------------------------------------------------------------
 
 
@@ -324,6 +345,11 @@ async def test_a_mixed_assignment_names_the_unknown_ones_and_ends_with_mail_user
         ), shown
     counts = await TargetStore(store).counts(body["id"])
     assert (counts.total, counts.encrypted, counts.assigned_encrypts_on_migration, counts.pending) == (4, 2, 2, 0)
+    # Verifying the DEP follows the mail users with Get-MailUser too, and ends.
+    verified, _ = await run_operation(api, auth(Role.OPERATOR), "exchange.encryption.verify", {"dep": name})
+    assert verified["state"] == "succeeded", verified["error"]
+    assert (verified["result"]["total"], verified["result"]["encrypted"]) == (4, 2)
+    assert verified["result"]["assigned_encrypts_on_migration"] == 2 and verified["escalations"] == []
     # The new command sequence is behind its patch (a marker in the history), and the run replays.
     history = await client.get_workflow_handle(body["id"]).fetch_history()
     markers = [
