@@ -17,12 +17,23 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.operation import audit_call
-from ckey.m365 import Cmdlet, CmdletError, DataEncryptionPolicy, M365Gateway, Mailbox
+from ckey.m365 import (
+    MAIL_USER,
+    MAILBOX,
+    Cmdlet,
+    CmdletError,
+    DataEncryptionPolicy,
+    M365Gateway,
+    Mailbox,
+    resolve_identities,
+)
 from ckey.operations import Outcome
 from ckey.store import Store
+from ckey.store.inventory import DepView, InventoryStore, RecipientStatus
 from ckey.store.targets import FollowRow, StatusUpdate, TargetStore
 from ckey.support import SupportDesk
 from contracts.exchange import (
+    UNKNOWN_LISTED,
     AssignBatchInput,
     AssignBatchResult,
     DepInfo,
@@ -38,6 +49,8 @@ from contracts.exchange import (
     FollowResult,
     NewDepInput,
     RegisterMailboxesInput,
+    ResolveRecipientsInput,
+    ResolveRecipientsResult,
     TargetCount,
     TargetsRef,
 )
@@ -46,6 +59,8 @@ STATUS_CONCURRENCY = 16
 """Get-MailboxStatistics calls in flight at once (Exchange Online throttles a tenant's admin sessions)."""
 ASSIGN_CONCURRENCY = 8
 STATUS_CHUNK = 250
+READ_CHUNK = 1000
+UNKNOWN_IN_MESSAGE = 5
 ERROR_MAX = 500
 """Characters of a cmdlet's refusal kept per failed mailbox."""
 
@@ -88,6 +103,7 @@ class ExchangeActivities(ExchangeActivityStub):
         self.m365 = m365
         self.store = store
         self.targets = TargetStore(store)
+        self.inventory = InventoryStore(store)
         self.support = support
 
     def _audited(self, step: str = "") -> M365Gateway:
@@ -132,6 +148,18 @@ class ExchangeActivities(ExchangeActivityStub):
             dep = await self._audited().new_data_encryption_policy(input.name, input.azure_key_ids, input.description)
         except CmdletError as exc:
             raise refusal(exc) from None
+        await self.inventory.record_dep(
+            DepView(
+                workload="exchange",
+                name=dep.name,
+                guid=dep.guid,
+                azure_key_ids=dep.azure_key_ids,
+                enabled=dep.enabled,
+                purge_requested=dep.permanent_data_purge_requested,
+                seen_at=datetime.now(UTC),
+                source=activity.info().workflow_id,
+            )
+        )
         return _dep_info(dep)
 
     @activity.defn
@@ -158,6 +186,48 @@ class ExchangeActivities(ExchangeActivityStub):
             raise ApplicationError(f"no uploaded mailbox list {input.set_id}", type="mailbox-file", non_retryable=True)
         return TargetCount(count=target.count)
 
+    async def _set_identities(self, set_id: str) -> list[str]:
+        total = (await self.count_targets(TargetsRef(set_id=set_id))).count
+        identities: list[str] = []
+        for offset in range(0, total, READ_CHUNK):
+            identities += await self.targets.items(set_id, offset, READ_CHUNK)
+        return identities
+
+    @activity.defn
+    async def resolve_recipients(self, input: ResolveRecipientsInput) -> ResolveRecipientsResult:
+        """Resolve the set against the tenant's recipients in one bulk lookup; follow the known ones.
+
+        Get-Mailbox and Get-MailUser ``-ResultSize Unlimited`` (two paged calls, however long the list), never a call
+        per identity. Known recipients are registered with their kind, so that each is later sent only the cmdlet
+        that fits it; unknown identities are named and never sent anything.
+
+        Raises:
+            ApplicationError: ``recipients-unknown`` (non-retryable) when no identity of the set is a recipient.
+        """
+        identities = await self._set_identities(input.set_id)
+        resolution = resolve_identities(identities, await self._audited(step="/resolve").recipients())
+        if not resolution.kinds:
+            raise unknown_refusal(resolution.unknown)
+        known = [i for i in identities if i in resolution.kinds]
+        await self.targets.register(input.operation_id, known, 0, resolution.kinds)
+        if resolution.unknown:
+            await audit_call(
+                self.store,
+                "exchange.recipients.unknown",
+                ", ".join(resolution.unknown[:UNKNOWN_IN_MESSAGE]),
+                Outcome.REFUSED,
+                {"count": len(resolution.unknown), "unknown": resolution.unknown[:UNKNOWN_LISTED]},
+                step="/resolve",
+            )
+        mail_users = sum(kind == MAIL_USER for kind in resolution.kinds.values())
+        return ResolveRecipientsResult(
+            count=len(known),
+            mailboxes=len(known) - mail_users,
+            mail_users=mail_users,
+            unknown=resolution.unknown[:UNKNOWN_LISTED],
+            unknown_count=len(resolution.unknown),
+        )
+
     @activity.defn
     async def assign_dep_batch(self, input: AssignBatchInput) -> AssignBatchResult:
         """Set-Mailbox (or Set-MailUser) -DataEncryptionPolicy for one batch; mailboxes done before are skipped.
@@ -165,9 +235,16 @@ class ExchangeActivities(ExchangeActivityStub):
         Each call's intent is on record before it is sent (``sent_at`` on the mailbox, then the audit line), its
         outcome after. A mailbox whose call was in flight when an earlier attempt died (sent, no outcome) is looked
         up in the tenant first (Get-Mailbox / Get-MailUser) and sent again only if it does not show the DEP.
+
+        A resolved set (``input.resolved``): only the registered recipients are assigned, each with its own cmdlet.
         """
         identities = await self.targets.items(input.set_id, input.offset, input.limit)
-        await self.targets.register(input.operation_id, identities, input.offset)
+        kinds: dict[str, str | None] = {}
+        if input.resolved:
+            kinds = await self.targets.kinds(input.operation_id, identities)
+            identities = [i for i in identities if i in kinds]
+        else:
+            await self.targets.register(input.operation_id, identities, input.offset)
         progress = await self.targets.assignment(input.operation_id, identities)
         states = list(progress.values())
         result = AssignBatchResult(already=sum(p.assigned for p in states), failed=sum(p.failed for p in states))
@@ -177,10 +254,12 @@ class ExchangeActivities(ExchangeActivityStub):
         async def assign(identity: str) -> None:
             async with gate:
                 gateway = self._audited(step=f"/{identity}")
-                only: str | None = None
+                only = kinds.get(identity)
                 try:
                     if progress[identity].in_flight:
-                        found = await _recipient(gateway, identity, mail_user_first=input.mail_user)
+                        found = await _recipient(
+                            gateway, identity, mail_user_first=input.mail_user or only == MAIL_USER
+                        )
                         if found is not None:
                             recipient, only = found
                             if _shows_dep(recipient, input.dep, input.dep_guid):
@@ -202,6 +281,16 @@ class ExchangeActivities(ExchangeActivityStub):
                 activity.heartbeat(result.assigned)
 
         await asyncio.gather(*(assign(i) for i in todo))
+        # The read side sees the assignment as it happens, not at the next sync.
+        done = await self.targets.assignment(input.operation_id, todo)
+        await self.inventory.record_assignment(
+            [i for i in todo if done[i].assigned],
+            input.dep,
+            input.dep_guid,
+            datetime.now(UTC),
+            input.operation_id,
+            mail_users=[i for i, kind in kinds.items() if kind == MAIL_USER],
+        )
         return result
 
     async def _confirmed(self, input: AssignBatchInput, identity: str, kind: str) -> None:
@@ -228,68 +317,118 @@ class ExchangeActivities(ExchangeActivityStub):
     async def register_dep_mailboxes(self, input: RegisterMailboxesInput) -> TargetCount:
         """Follow mailboxes without assigning: the given set, or every mailbox and mail user with the DEP."""
         now = datetime.now(UTC)
+        unknown: list[str] = []
         if input.set_id is not None:
-            total = (await self.count_targets(TargetsRef(set_id=input.set_id))).count
-            for offset in range(0, total, 1000):
-                identities = await self.targets.items(input.set_id, offset, 1000)
-                await self.targets.register(input.operation_id, identities, offset)
+            # The named identities, resolved in one bulk lookup as for an assignment: unknown ones are named.
+            resolved = await self.resolve_recipients(
+                ResolveRecipientsInput(operation_id=input.operation_id, set_id=input.set_id)
+            )
+            unknown, unknown_count = resolved.unknown, resolved.unknown_count
         else:
             gateway = self._audited()
-            recipients = await gateway.get_mailbox(result_size="Unlimited") + await gateway.get_mail_user(
-                result_size="Unlimited"
-            )
-            identities = [
-                r.identity for r in recipients if (r.data_encryption_policy or "").lower() == input.dep.lower()
-            ]
-            await self.targets.register(input.operation_id, identities, 0)
+            with_dep: dict[str, str] = {}
+            for get, kind in ((gateway.get_mailbox, MAILBOX), (gateway.get_mail_user, MAIL_USER)):
+                for r in await get(result_size="Unlimited"):
+                    if (r.data_encryption_policy or "").lower() == input.dep.lower():
+                        with_dep.setdefault(r.identity, kind)
+            await self.targets.register(input.operation_id, list(with_dep), 0, with_dep)
+            unknown_count = 0
         await self.targets.mark_all_assigned(input.operation_id, now)
-        return TargetCount(count=(await self.targets.counts(input.operation_id)).total)
+        return TargetCount(
+            count=(await self.targets.counts(input.operation_id)).total, unknown=unknown, unknown_count=unknown_count
+        )
 
     # Following -----------------------------------------------------------------------------------------------------
 
     @activity.defn
     async def follow_encryption(self, input: FollowInput) -> FollowResult:
-        """Check every pending mailbox once (Get-MailboxStatistics); report, or retry after the poll interval."""
-        started = datetime.now(UTC)
-        pending = await self.targets.pending(input.operation_id, limit=1_000_000)
-        gate = asyncio.Semaphore(STATUS_CONCURRENCY)
+        """Check every pending recipient once; report, or retry after the poll interval.
 
-        async def check(identity: str) -> StatusUpdate:
+        A mailbox is read with Get-MailboxStatistics (IsEncrypted with the DEP's GUID); a mail user, which has no
+        mailbox statistics, with Get-MailUser: showing the DEP, it is done (it encrypts on migration). A mail user
+        that migrated meanwhile is read as the mailbox it became, and a recipient of unknown kind is tried as both.
+        """
+        started = datetime.now(UTC)
+        pending = await self.targets.pending_recipients(input.operation_id, limit=1_000_000)
+        gate = asyncio.Semaphore(STATUS_CONCURRENCY)
+        dep_names = {input.dep_guid.lower()} | ({input.dep.lower()} if input.dep else set())
+        if input.dep is None and any(kind != MAILBOX for _, _, kind in pending):
+            # Get-MailUser shows the DEP's name; a round started before the name was passed looks it up once.
+            found = await self.m365.get_data_encryption_policy(input.dep_guid)
+            dep_names |= {d.name.lower() for d in found}
+
+        async def mailbox(identity: str) -> StatusUpdate:
+            stats = await self.m365.get_mailbox_statistics(identity)
+            return StatusUpdate(
+                identity=identity, is_encrypted=stats.is_encrypted, dep_guid=stats.data_encryption_policy_id
+            )
+
+        async def mail_user(identity: str) -> StatusUpdate:
+            found = await self.m365.get_mail_user(identity)
+            if not found:
+                raise CmdletError(f"Get-MailUser -Identity {identity}", f"{identity} couldn't be found")
+            shown = found[0].data_encryption_policy
+            guid = input.dep_guid if (shown or "").lower() in dep_names else shown
+            return StatusUpdate(identity=identity, is_encrypted=False, dep_guid=guid, mail_user=True)
+
+        async def check(identity: str, kind: str | None) -> StatusUpdate:
+            first, second = (mail_user, mailbox) if kind == MAIL_USER else (mailbox, mail_user)
             async with gate:
                 try:
-                    stats = await self.m365.get_mailbox_statistics(identity)
+                    try:
+                        return await first(identity)
+                    except CmdletError as exc:
+                        if kind == MAILBOX or not _not_found(exc):
+                            raise
+                        return await second(identity)
                 except CmdletError as exc:
                     return StatusUpdate(identity=identity, is_encrypted=False, error=exc.message)
-                return StatusUpdate(
-                    identity=identity, is_encrypted=stats.is_encrypted, dep_guid=stats.data_encryption_policy_id
-                )
 
         newly = 0
         # In chunks: what a round saw is kept even if the round dies, and the heartbeat shows it is alive.
         for start in range(0, len(pending), STATUS_CHUNK):
             chunk = pending[start : start + STATUS_CHUNK]
-            seen = await asyncio.gather(*(check(identity) for _, identity in chunk))
-            newly += await self.targets.record_status(input.operation_id, seen, input.dep_guid, datetime.now(UTC))
+            seen = await asyncio.gather(*(check(identity, kind) for _, identity, kind in chunk))
+            at = datetime.now(UTC)
+            newly += await self.targets.record_status(input.operation_id, seen, input.dep_guid, at)
+            await self.inventory.record_status(
+                [
+                    RecipientStatus(identity=u.identity, is_encrypted=u.is_encrypted, dep_guid=u.dep_guid)
+                    for u in seen
+                    if u.error is None and not u.mail_user
+                ],
+                at,
+                input.operation_id,
+            )
             activity.heartbeat(start + len(chunk))
         counts = await self.targets.counts(input.operation_id)
+        mail_users = sum(kind == MAIL_USER for _, _, kind in pending)
         await audit_call(
             self.store,
             "m365.Get-MailboxStatistics",
-            f"Get-MailboxStatistics -Identity <each of {len(pending)} pending mailboxes> | fl IsEncrypted, "
-            "DataEncryptionPolicyID",
+            f"Get-MailboxStatistics -Identity <each of {len(pending) - mail_users} pending mailboxes> | fl "
+            f"IsEncrypted, DataEncryptionPolicyID; Get-MailUser -Identity <each of {mail_users} pending mail users> "
+            "| fl DataEncryptionPolicy",
             Outcome.INFO,
             {
                 "checked": len(pending),
                 "newly_encrypted": newly,
                 "encrypted": counts.encrypted,
+                "assigned_encrypts_on_migration": counts.assigned_encrypts_on_migration,
                 "total": counts.total,
                 "started": started.isoformat(),
             },
         )
-        if counts.pending == 0 or counts.encrypted - input.reported_encrypted >= input.report_every:
+        if counts.pending == 0 or counts.done - input.reported_encrypted >= input.report_every:
             return FollowResult(counts=counts)
         raise ApplicationError(
-            f"{counts.encrypted} of {counts.total} mailboxes encrypted; checking again in {input.poll_interval}",
+            f"{counts.encrypted} of {counts.total} mailboxes encrypted"
+            + (
+                f", {counts.assigned_encrypts_on_migration} mail users assigned (encrypt on migration)"
+                if counts.assigned_encrypts_on_migration
+                else ""
+            )
+            + f"; checking again in {input.poll_interval}",
             type="StillEncrypting",
             next_retry_delay=input.poll_interval,
         )
@@ -330,7 +469,15 @@ class ExchangeActivities(ExchangeActivityStub):
         return EscalateResult(case=case, mailboxes=[r.identity for r in rows])
 
 
-MAILBOX, MAIL_USER = "mailbox", "mail_user"
+def unknown_refusal(unknown: list[str]) -> ApplicationError:
+    """No named identity is a mailbox or a mail user: nothing can be done, nothing was sent."""
+    return ApplicationError(
+        f"no mailbox or mail user answers to any of the {len(unknown)} identities named, e.g. "
+        + ", ".join(unknown[:UNKNOWN_IN_MESSAGE]),
+        {"unknown": unknown[:UNKNOWN_LISTED], "unknown_count": len(unknown)},
+        type="recipients-unknown",
+        non_retryable=True,
+    )
 
 
 async def _assign_recipient(

@@ -484,6 +484,58 @@ class Mailbox(_Output):
     user_principal_name: str | None = Field(default=None, alias="UserPrincipalName")
     recipient_type_details: str | None = Field(default=None, alias="RecipientTypeDetails")
     data_encryption_policy: str | None = Field(default=None, alias="DataEncryptionPolicy")
+    name: str | None = Field(default=None, alias="Name")
+    alias: str | None = Field(default=None, alias="Alias")
+    primary_smtp_address: str | None = Field(default=None, alias="PrimarySmtpAddress")
+    guid: str | None = Field(default=None, alias="Guid")
+    exchange_guid: str | None = Field(default=None, alias="ExchangeGuid")
+    external_directory_object_id: str | None = Field(default=None, alias="ExternalDirectoryObjectId")
+    email_addresses: list[str] = Field(default_factory=list, alias="EmailAddresses")
+
+    def names(self) -> set[str]:
+        """Every identity Exchange accepts for this recipient, lower-case: name, alias, UPN, addresses, GUIDs."""
+        found = {
+            self.identity,
+            self.name,
+            self.alias,
+            self.user_principal_name,
+            self.primary_smtp_address,
+            self.guid,
+            self.exchange_guid,
+            self.external_directory_object_id,
+        }
+        # Proxy addresses read "SMTP:primary@..." / "smtp:alias@..."; other types (X500:, SIP:) are not identities.
+        found |= {a.split(":", 1)[1] for a in self.email_addresses if a.lower().startswith("smtp:")}
+        return {n.strip().lower() for n in found if n and n.strip()}
+
+
+MAILBOX, MAIL_USER = "mailbox", "mail_user"
+"""What a resolved recipient is: a mailbox (Set-Mailbox, Get-MailboxStatistics) or a mail user (Set-MailUser,
+Get-MailUser; hybrid, not yet migrated)."""
+
+
+class Resolution(BaseModel):
+    """Identities resolved against the tenant's recipients: each known one with its kind, the unknown ones."""
+
+    kinds: dict[str, str] = Field(default_factory=dict)
+    """Identity as given → :data:`MAILBOX` or :data:`MAIL_USER`."""
+    unknown: list[str] = Field(default_factory=list)
+    """Identities no mailbox or mail user answers to, in the given order."""
+
+
+def resolve_identities(identities: Sequence[str], recipients: Mapping[str, str]) -> Resolution:
+    """Which of ``identities`` are recipients (``recipients``: lower-case name → kind, :meth:`M365Gateway.recipients`).
+
+    Exchange compares identities case-insensitively; a mailbox wins over a mail user answering to the same name.
+    """
+    resolution = Resolution()
+    for identity in identities:
+        kind = recipients.get(identity.strip().lower())
+        if kind is None:
+            resolution.unknown.append(identity)
+        else:
+            resolution.kinds[identity] = kind
+    return resolution
 
 
 class MailboxStatistics(_Output):
@@ -621,6 +673,19 @@ class M365Gateway:
         if result_size is not None:
             params["ResultSize"] = result_size
         return [Mailbox.model_validate(o) for o in await self.invoke(Cmdlet(name, params))]
+
+    async def recipients(self) -> dict[str, str]:
+        """Every mailbox and mail user, by each lower-case identity it answers to → :data:`MAILBOX` / :data:`MAIL_USER`.
+
+        One bulk lookup whatever the number of identities to resolve: Get-Mailbox and Get-MailUser with
+        ``-ResultSize Unlimited`` (the transport follows the pages). No identity is ever written into a filter.
+        """
+        found: dict[str, str] = {}
+        for recipient in await self.get_mail_user(result_size="Unlimited"):
+            found.update(dict.fromkeys(recipient.names(), MAIL_USER))
+        for recipient in await self.get_mailbox(result_size="Unlimited"):
+            found.update(dict.fromkeys(recipient.names(), MAILBOX))
+        return found
 
     async def get_mailbox_statistics(self, identity: str) -> MailboxStatistics:
         """Get-MailboxStatistics -Identity (IsEncrypted, DataEncryptionPolicyID)."""

@@ -534,11 +534,18 @@ class FollowCounts(BaseModel):
     encrypted: int = 0
     failed: int = 0
     escalated: int = 0
+    assigned_encrypts_on_migration: int = 0
+    """Mail users (hybrid, not yet migrated) that show the DEP: done, they encrypt when they migrate."""
+
+    @property
+    def done(self) -> int:
+        """Recipients at the end of their follow-up: mailboxes encrypted, mail users assigned."""
+        return self.encrypted + self.assigned_encrypts_on_migration
 
     @property
     def pending(self) -> int:
-        """Mailboxes not yet encrypted (failed ones excluded)."""
-        return self.total - self.encrypted - self.failed
+        """Recipients not yet done (failed ones excluded)."""
+        return self.total - self.done - self.failed
 
 
 class SupportCase(BaseModel):

@@ -26,10 +26,14 @@ from ckey.models import Role
 
 if TYPE_CHECKING:
     from ckey.config import Settings
+    from ckey.m365 import M365Gateway
     from ckey.store.targets import TargetStore
 
 ClaimCheck = Callable[[BaseModel, "TargetStore", str], Awaitable[BaseModel]]
 """Moves large inputs (lists of mailboxes) into SQL before the workflow starts: ``(params, targets, user)``."""
+Preflight = Callable[[BaseModel, "TargetStore", "M365Gateway"], Awaitable[None]]
+"""Run by the API after the claim check, before anything starts: ``(params, targets, m365)``; refuses a request that
+cannot do anything (``PydanticCustomError``, answered 422 with its rule)."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,19 @@ class LeaseRequest(BaseModel):
 
 LeasesOf = Callable[[BaseModel], LeaseRequest]
 """What an operation of a kind holds, from its validated (and claim-checked) params: ``(params)``."""
+
+
+@dataclass(frozen=True)
+class lazy_preflight:
+    """A preflight named ``"module:function"``, imported on its first call (as :class:`lazy` for claim checks)."""
+
+    target: str
+
+    async def __call__(self, params: BaseModel, targets: TargetStore, m365: M365Gateway) -> None:
+        """Run the named preflight."""
+        module_name, _, attribute = self.target.partition(":")
+        function: Preflight = getattr(importlib.import_module(module_name), attribute)
+        await function(params, targets, m365)
 
 
 BuildInput = Callable[[BaseModel, "Settings"], BaseModel]
@@ -284,6 +301,8 @@ class OperationKind:
     """Which DEP the operation concerns, for the ``CkeyDep`` search attribute and the list filter."""
     claim_check: ClaimCheck | None = None
     """Run by the API after validation: large target lists go to SQL, the workflow gets their reference."""
+    preflight: Preflight | None = None
+    """Run by the API after the claim check: a request that can do nothing is refused before anything starts."""
     params_model: type[BaseModel] | None = None
     """What a caller may set (a :class:`Params`: bounded, unknown fields refused); ``None``: ``input_model`` is it."""
     build_input: BuildInput | None = None

@@ -90,9 +90,30 @@ class TargetsRef(BaseModel):
 
 
 class TargetCount(BaseModel):
-    """How many targets a set holds."""
+    """How many targets a set holds (or an operation follows, and which of the named ones are unknown)."""
 
     count: int
+    unknown: list[str] = Field(default_factory=list)
+    """The first ``UNKNOWN_LISTED`` identities no mailbox or mail user answers to (not followed)."""
+    unknown_count: int = 0
+
+
+UNKNOWN_LISTED = 100
+"""Unknown identities a result names one by one (``unknown_count`` says how many there are in all)."""
+
+
+class ResolveRecipientsInput(BaseModel):
+    """Resolve a target set against the tenant's recipients (one bulk lookup) and register the known ones."""
+
+    operation_id: str
+    set_id: str
+
+
+class ResolveRecipientsResult(TargetCount):
+    """The recipients an operation follows (``count``), what they are, and the identities nobody answers to."""
+
+    mailboxes: int = 0
+    mail_users: int = 0
 
 
 class AssignBatchInput(BaseModel):
@@ -106,6 +127,9 @@ class AssignBatchInput(BaseModel):
     dep_guid: str | None = None
     """The DEP's GUID, to recognise it on a mailbox whose assignment was in flight when a worker died."""
     mail_user: bool = False
+    resolved: bool = False
+    """The set was resolved first (:class:`ResolveRecipientsInput`): only registered recipients are assigned, each
+    with the one cmdlet its kind takes; unknown identities are skipped (no call is sent for them)."""
 
 
 class AssignBatchResult(BaseModel):
@@ -158,6 +182,8 @@ class FollowInput(BaseModel):
     """Encrypted mailboxes the workflow knows of; the round returns only when this has grown by ``report_every``."""
     report_every: int = 1
     poll_interval: timedelta = timedelta(minutes=15)
+    dep: str | None = None
+    """The DEP's name, which Get-MailUser shows on a mail user (``None`` in rounds scheduled before it was passed)."""
 
 
 class FollowResult(BaseModel):
@@ -208,6 +234,11 @@ class ExchangeActivityStub:
     @activity.defn(name="count_targets")
     async def count_targets(self, input: TargetsRef) -> TargetCount:
         """How many targets a stored set holds."""
+        raise NotImplementedError
+
+    @activity.defn(name="resolve_recipients")
+    async def resolve_recipients(self, input: ResolveRecipientsInput) -> ResolveRecipientsResult:
+        """Resolve the set in one bulk lookup; refuse (``recipients-unknown``) when no identity is a recipient."""
         raise NotImplementedError
 
     @activity.defn(name="assign_dep_batch")
@@ -278,6 +309,11 @@ class FollowState(BaseModel):
     """Mailboxes that could not be assigned (not found, refused): never encrypted by this operation."""
     failed_mailboxes: list[FailedMailbox] = Field(default_factory=list)
     """The first of them (at most ``FAILED_LISTED``), each with the refusal."""
+    assigned_encrypts_on_migration: int = 0
+    """Mail users showing the DEP: done, they encrypt when they migrate (never escalated)."""
+    unknown: list[str] = Field(default_factory=list)
+    """The first named identities no mailbox or mail user answers to: refused up front, never sent a call."""
+    unknown_count: int = 0
 
 
 class CloseRequest(BaseModel):
@@ -310,6 +346,13 @@ class MailboxFollowResult(BaseModel):
     case_id: str | None = None
     closed_by: str | None = None
     close_reason: str | None = None
+    assigned_encrypts_on_migration: int = 0
+    """Mail users (hybrid, not yet migrated) showing the DEP: assigned, they encrypt on migration; not in
+    ``encrypted``, never escalated."""
+    unknown: list[str] = Field(default_factory=list)
+    """The first ``UNKNOWN_LISTED`` named identities no mailbox or mail user answers to: refused before anything
+    was sent, not counted in ``total``."""
+    unknown_count: int = 0
 
 
 def _one_source(mailboxes: list[str], mailbox_file: str | None) -> None:

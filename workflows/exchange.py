@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
         LeaseRequest,
         OperationKind,
         lazy,
+        lazy_preflight,
     )
     from contracts.exchange import (
         AssignBatchInput,
@@ -51,6 +52,8 @@ with workflow.unsafe.imports_passed_through():
         MailboxFollowResult,
         NewDepInput,
         RegisterMailboxesInput,
+        ResolveRecipientsInput,
+        ResolveRecipientsResult,
         TargetsRef,
     )
     from contracts.keyvault import CheckKeyHealthInput, HealthLine, KeyVaultActivityStub
@@ -67,6 +70,9 @@ ASSIGN_PARALLEL_BATCHES = 4
 FOLLOW_ROUND_TIMEOUT = timedelta(minutes=30)
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """A batch or a status round whose worker died is retried elsewhere after this long, not after its whole timeout."""
+RESOLVE_RECIPIENTS_FIRST = "exchange-assign-resolve-recipients-first"
+"""Patch id: an assignment resolves its identities in one bulk lookup before assigning (unknown ones are named and
+never sent a call; mail users get Set-MailUser only). Runs started before it replay without the lookup."""
 
 
 # exchange.dep.create -----------------------------------------------------------------------------------------------
@@ -176,7 +182,8 @@ class MailboxFollowWorkflow(OperationWorkflow):
     async def follow(self, state: FollowState, input: MailboxFollowInput) -> MailboxFollowResult:
         """Follow until every mailbox is encrypted or an operator closes; continue as new when history grows."""
         escalate_after, poll_interval = input.escalate_after, input.poll_interval
-        self.set_progress(state.encrypted, state.total, "mailboxes encrypted")
+        # Done: mailboxes encrypted, and mail users assigned (they encrypt on migration).
+        self.set_progress(state.encrypted + state.assigned_encrypts_on_migration, state.total, "mailboxes encrypted")
         await self.set_phase(FollowPhase.ESCALATED if state.escalated else FollowPhase.FOLLOWING)
         deadline = state.assigned_at + escalate_after
         report_every = max(1, state.total // 100)
@@ -188,9 +195,10 @@ class MailboxFollowWorkflow(OperationWorkflow):
                     FollowInput(
                         operation_id=self.operation_id,
                         dep_guid=state.dep_guid,
-                        reported_encrypted=state.encrypted,
+                        reported_encrypted=state.encrypted + state.assigned_encrypts_on_migration,
                         report_every=report_every,
                         poll_interval=poll_interval,
+                        dep=state.dep,
                     ),
                     start_to_close=FOLLOW_ROUND_TIMEOUT,
                     heartbeat=HEARTBEAT_TIMEOUT,
@@ -224,7 +232,8 @@ class MailboxFollowWorkflow(OperationWorkflow):
             # The total keeps the mailboxes that failed: the progress never shows 100 % while some were not
             # assigned, and the result names them.
             state.encrypted, state.total, state.failed = counts.encrypted, counts.total, counts.failed
-            self.set_progress(state.encrypted, state.total)
+            state.assigned_encrypts_on_migration = counts.assigned_encrypts_on_migration
+            self.set_progress(counts.done, state.total)
             await self.checkpoint()
             if counts.pending == 0:
                 break
@@ -241,14 +250,21 @@ class MailboxFollowWorkflow(OperationWorkflow):
             failed_mailboxes=state.failed_mailboxes,
             escalated=state.escalated_mailboxes,
             case_id=state.case_id,
+            assigned_encrypts_on_migration=state.assigned_encrypts_on_migration,
+            unknown=state.unknown,
+            unknown_count=state.unknown_count,
         )
         if self._close is not None:
             result.closed_by, result.close_reason = self._close.by, self._close.reason
             await self.set_phase(FollowPhase.CLOSED, {"by": self._close.by, "reason": self._close.reason})
         else:
-            await self.set_phase(
-                FollowPhase.DONE, {"encrypted": state.encrypted, "total": state.total, "failed": state.failed}
-            )
+            ended: dict[str, Any] = {"encrypted": state.encrypted, "total": state.total, "failed": state.failed}
+            if state.assigned_encrypts_on_migration or state.unknown_count:
+                ended |= {
+                    "assigned_encrypts_on_migration": state.assigned_encrypts_on_migration,
+                    "unknown": state.unknown_count,
+                }
+            await self.set_phase(FollowPhase.DONE, ended)
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
 
@@ -315,11 +331,28 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
             set_id = _target_set(input)
             await self.set_phase(FollowPhase.VALIDATING)
             dep = await call(ExchangeActivityStub.check_dep_assignable, DepRef(dep=input.dep))
-            total = (await call(ExchangeActivityStub.count_targets, TargetsRef(set_id=set_id))).count
+            resolved: ResolveRecipientsResult | None = None
+            if workflow.patched(RESOLVE_RECIPIENTS_FIRST):
+                # One bulk lookup names the unknown identities before anything is sent; none known refuses the
+                # operation (recipients-unknown) with nothing assigned.
+                resolved = await call(
+                    ExchangeActivityStub.resolve_recipients,
+                    ResolveRecipientsInput(operation_id=self.operation_id, set_id=set_id),
+                    start_to_close=timedelta(minutes=10),
+                )
+            listed = (await call(ExchangeActivityStub.count_targets, TargetsRef(set_id=set_id))).count
+            total = listed if resolved is None else resolved.count
             self.set_progress(0, total, "mailboxes encrypted")
-            await self.set_phase(FollowPhase.ASSIGNING, {"dep_guid": dep.guid, "mailboxes": total})
-            assigned = await self._assign_batches(input, set_id, total, dep.name, dep.guid)
+            phase: dict[str, Any] = {"dep_guid": dep.guid, "mailboxes": total}
+            if resolved is not None:
+                phase |= {"mail_users": resolved.mail_users, "unknown": resolved.unknown_count}
+            await self.set_phase(FollowPhase.ASSIGNING, phase)
+            assigned = await self._assign_batches(
+                input, set_id, listed, dep.name, dep.guid, resolved=resolved is not None
+            )
             state = FollowState(dep=dep.name, dep_guid=dep.guid, assigned_at=workflow.now(), total=total)
+            if resolved is not None:
+                state.unknown, state.unknown_count = resolved.unknown, resolved.unknown_count
             if assigned.failed:
                 failures = await call(
                     ExchangeActivityStub.failed_mailboxes,
@@ -330,6 +363,7 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
                 "exchange.assigned",
                 detail={
                     **assigned.model_dump(),
+                    **({"unknown": state.unknown_count} if state.unknown_count else {}),
                     "failed_mailboxes": [f.model_dump() for f in state.failed_mailboxes[:FAILED_IN_MESSAGE]],
                 },
             )
@@ -344,7 +378,7 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
         return await self.follow(state, input)
 
     async def _assign_batches(
-        self, input: ExchangeDepAssignInput, set_id: str, total: int, dep: str, dep_guid: str
+        self, input: ExchangeDepAssignInput, set_id: str, total: int, dep: str, dep_guid: str, *, resolved: bool
     ) -> AssignBatchResult:
         offsets = list(range(0, total, input.batch_size))
         summary = AssignBatchResult()
@@ -361,6 +395,7 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
                             dep=dep,
                             dep_guid=dep_guid,
                             mail_user=input.mail_user,
+                            resolved=resolved,
                         ),
                         start_to_close=timedelta(minutes=10),
                         heartbeat=HEARTBEAT_TIMEOUT,
@@ -407,14 +442,19 @@ class ExchangeEncryptionVerifyWorkflow(MailboxFollowWorkflow):
             dep = (await call(ExchangeActivityStub.find_dep, DepRef(dep=input.dep))).dep
             if dep is None:
                 raise ApplicationError(f"there is no DEP named {input.dep!r}", type="dep-exists", non_retryable=True)
-            total = (
-                await call(
-                    ExchangeActivityStub.register_dep_mailboxes,
-                    RegisterMailboxesInput(operation_id=self.operation_id, dep=dep.name, set_id=input.mailbox_file),
-                    start_to_close=timedelta(minutes=10),
-                )
-            ).count
-            state = FollowState(dep=dep.name, dep_guid=dep.guid, assigned_at=workflow.now(), total=total)
+            registered = await call(
+                ExchangeActivityStub.register_dep_mailboxes,
+                RegisterMailboxesInput(operation_id=self.operation_id, dep=dep.name, set_id=input.mailbox_file),
+                start_to_close=timedelta(minutes=10),
+            )
+            state = FollowState(
+                dep=dep.name,
+                dep_guid=dep.guid,
+                assigned_at=workflow.now(),
+                total=registered.count,
+                unknown=registered.unknown,
+                unknown_count=registered.unknown_count,
+            )
         return await self.follow(state, input)
 
 
@@ -480,6 +520,7 @@ KINDS: tuple[OperationKind, ...] = (
         dep_of=_dep,
         leases_of=_assigns_mailboxes,
         claim_check=lazy("ckey.store.targets:claim_check_mailboxes"),
+        preflight=lazy_preflight("ckey.store.targets:preflight_recipients"),
         result_model=MailboxFollowResult,
         activities=(ExchangeActivityStub,),
         updates=(CLOSE,),
@@ -495,6 +536,7 @@ KINDS: tuple[OperationKind, ...] = (
         dep_of=_dep,
         leases_of=_follows_mailboxes,
         claim_check=lazy("ckey.store.targets:claim_check_mailboxes"),
+        preflight=lazy_preflight("ckey.store.targets:preflight_recipients"),
         result_model=MailboxFollowResult,
         activities=(ExchangeActivityStub,),
         updates=(CLOSE,),

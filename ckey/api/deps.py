@@ -54,6 +54,12 @@ def get_m365(request: Request) -> M365Gateway:
     return gateway
 
 
+def get_m365_if_any(request: Request) -> M365Gateway | None:
+    """The Microsoft 365 gateway, or ``None`` for an API embedded without one (checks that need it are skipped)."""
+    gateway: M365Gateway | None = getattr(request.app.state, "m365", None)
+    return gateway
+
+
 def get_principal(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> Principal:
@@ -93,6 +99,7 @@ ClientDep = Annotated[Client, Depends(get_client)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 KeyVaultDep = Annotated[KeyVaultGateway, Depends(get_keyvault)]
 M365Dep = Annotated[M365Gateway, Depends(get_m365)]
+OptionalM365Dep = Annotated[M365Gateway | None, Depends(get_m365_if_any)]
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
 Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
 Caller = Annotated[Principal, Depends(get_principal)]

@@ -211,9 +211,20 @@ class InventoryStore:
             return int(getattr(result, "rowcount", 0) or 0)
 
     async def record_assignment(
-        self, identities: Sequence[str], dep: str, dep_guid: str | None, at: datetime, source: str | None
+        self,
+        identities: Sequence[str],
+        dep: str,
+        dep_guid: str | None,
+        at: datetime,
+        source: str | None,
+        mail_users: Iterable[str] = (),
     ) -> None:
-        """An operation assigned ``dep`` to ``identities`` (as named: identity or UPN)."""
+        """An operation assigned ``dep`` to ``identities`` (as named: identity or UPN).
+
+        ``mail_users`` names those of them the operation knows to be mail users (Set-MailUser), so that a recipient
+        the inventory has not listed yet is shown with its kind.
+        """
+        users = {_key(i) for i in mail_users}
         keys = [_key(i) for i in identities]
         for start in range(0, len(keys), BATCH):
             chunk = keys[start : start + BATCH]
@@ -235,6 +246,7 @@ class InventoryStore:
                             RecipientRow(
                                 key=key,
                                 identity=identity,
+                                recipient_type="MailUser" if key in users else "UserMailbox",
                                 dep=dep,
                                 dep_key=dep.lower(),
                                 dep_guid=dep_guid,

@@ -129,6 +129,10 @@ class MailboxFollowRow(Base):
     dep_guid: Mapped[str | None] = mapped_column(String(64), default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)
     escalated_at: Mapped[datetime | None] = mapped_column(default=None)
+    recipient_type: Mapped[str | None] = mapped_column(String(16), default=None)
+    """``mailbox`` or ``mail_user`` as the bulk lookup resolved it; ``None`` for rows registered without one."""
+    migrates_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When Get-MailUser first showed the DEP on this mail user: assigned, it encrypts on migration (done)."""
 
 
 class KeyBackupRow(Base):

@@ -7,18 +7,24 @@ set, the workflow passes the set's id to its activities, and the activities keep
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 from pydantic_core import PydanticCustomError
 from sqlalchemy import func, insert, select, update
 
 from ckey.audit import as_utc
+from ckey.m365 import CmdletError, TransientError, resolve_identities
 from ckey.models import FollowCounts as FollowCounts
 from ckey.models import check_identity, located, rule_error
 from ckey.store import Store
+from ckey.store.inventory import InventoryStore
 from ckey.store.schema import MailboxFollowRow, TargetItemRow, TargetSetRow
+
+if TYPE_CHECKING:
+    from ckey.m365 import M365Gateway
 
 INSERT_CHUNK = 500
 
@@ -68,6 +74,8 @@ class StatusUpdate(BaseModel):
     is_encrypted: bool
     dep_guid: str | None = None
     error: str | None = None
+    mail_user: bool = False
+    """Seen by Get-MailUser (not migrated yet): showing the DEP (``dep_guid``) it is done, encrypting on migration."""
 
 
 class TargetStore:
@@ -143,8 +151,17 @@ class TargetStore:
 
     # Mailbox follow-up -------------------------------------------------------------------------------------------
 
-    async def register(self, operation_id: str, identities: Sequence[str], first_seq: int) -> None:
-        """Add mailboxes to an operation's follow-up; ones already there are left as they are."""
+    async def register(
+        self,
+        operation_id: str,
+        identities: Sequence[str],
+        first_seq: int,
+        kinds: Mapping[str, str] | None = None,
+    ) -> None:
+        """Add mailboxes to an operation's follow-up; ones already there are left as they are.
+
+        ``kinds``: identity → ``mailbox`` or ``mail_user``, as a lookup resolved it (kept for each new row).
+        """
         async with self.store.transaction() as session:
             known = set(
                 (
@@ -156,12 +173,27 @@ class TargetStore:
                 ).all()
             )
             fresh = [
-                {"operation_id": operation_id, "identity": identity, "seq": first_seq + n, "is_encrypted": False}
+                {
+                    "operation_id": operation_id,
+                    "identity": identity,
+                    "seq": first_seq + n,
+                    "is_encrypted": False,
+                    "recipient_type": (kinds or {}).get(identity),
+                }
                 for n, identity in enumerate(identities)
                 if identity not in known
             ]
-            if fresh:
-                await session.execute(insert(MailboxFollowRow), fresh)
+            for start in range(0, len(fresh), INSERT_CHUNK):
+                await session.execute(insert(MailboxFollowRow), fresh[start : start + INSERT_CHUNK])
+
+    async def kinds(self, operation_id: str, identities: Sequence[str]) -> dict[str, str | None]:
+        """The registered ones of ``identities``, each with its recipient type (``None`` when not resolved)."""
+        row = MailboxFollowRow
+        query = select(row.identity, row.recipient_type).where(
+            row.operation_id == operation_id, row.identity.in_(identities)
+        )
+        async with self.store.session() as session:
+            return {identity: kind for identity, kind in (await session.execute(query)).all()}
 
     async def unassigned(self, operation_id: str, identities: Sequence[str]) -> list[str]:
         """Which of ``identities`` have not been assigned yet (nor failed), in the given order."""
@@ -252,33 +284,51 @@ class TargetStore:
             )
 
     async def pending(self, operation_id: str, after_seq: int = -1, limit: int = 1000) -> list[tuple[int, str]]:
-        """(seq, identity) of assigned mailboxes not yet seen encrypted, in order."""
+        """(seq, identity) of assigned mailboxes not yet done (encrypted, or a mail user showing the DEP), in order."""
+        return [(seq, identity) for seq, identity, _ in await self.pending_recipients(operation_id, after_seq, limit)]
+
+    async def pending_recipients(
+        self, operation_id: str, after_seq: int = -1, limit: int = 1000
+    ) -> list[tuple[int, str, str | None]]:
+        """(seq, identity, recipient type) of the recipients not yet done, in order."""
+        row = MailboxFollowRow
         query = (
-            select(MailboxFollowRow.seq, MailboxFollowRow.identity)
+            select(row.seq, row.identity, row.recipient_type)
             .where(
-                MailboxFollowRow.operation_id == operation_id,
-                MailboxFollowRow.encrypted_at.is_(None),
-                MailboxFollowRow.error.is_(None),
-                MailboxFollowRow.seq > after_seq,
+                row.operation_id == operation_id,
+                row.encrypted_at.is_(None),
+                row.migrates_at.is_(None),
+                row.error.is_(None),
+                row.seq > after_seq,
             )
-            .order_by(MailboxFollowRow.seq)
+            .order_by(row.seq)
             .limit(limit)
         )
         async with self.store.session() as session:
-            return [(seq, identity) for seq, identity in (await session.execute(query)).all()]
+            return [(seq, identity, kind) for seq, identity, kind in (await session.execute(query)).all()]
 
     async def record_status(
         self, operation_id: str, updates: Sequence[StatusUpdate], dep_guid: str, at: datetime
     ) -> int:
         """Store what a status check saw; a mailbox counts as encrypted once it is, with this DEP's GUID.
 
+        A mail user counts as done (``migrates_at``: assigned, it encrypts on migration) once it shows the DEP.
+
         Returns:
-            How many mailboxes became encrypted with this check.
+            How many recipients became done with this check.
         """
         rows: list[dict[str, object]] = []
         newly = 0
         for u in updates:
-            done = u.is_encrypted and (u.dep_guid or "").lower() == dep_guid.lower()
+            shows_dep = (u.dep_guid or "").lower() == dep_guid.lower()
+            if u.mail_user:
+                newly += shows_dep
+                row_ = {"operation_id": operation_id, "identity": u.identity, "checked_at": at, "dep_guid": u.dep_guid}
+                if shows_dep:
+                    row_["migrates_at"] = at
+                rows.append(row_)
+                continue
+            done = u.is_encrypted and shows_dep
             newly += done
             row: dict[str, object] = {
                 "operation_id": operation_id,
@@ -305,10 +355,18 @@ class TargetStore:
             func.count(row.encrypted_at),
             func.count(row.error),
             func.count(row.escalated_at),
+            func.count(row.migrates_at),
         ).where(row.operation_id == operation_id)
         async with self.store.session() as session:
-            total, assigned, encrypted, failed, escalated = (await session.execute(query)).one()
-        return FollowCounts(total=total, assigned=assigned, encrypted=encrypted, failed=failed, escalated=escalated)
+            total, assigned, encrypted, failed, escalated, migrates = (await session.execute(query)).one()
+        return FollowCounts(
+            total=total,
+            assigned=assigned,
+            encrypted=encrypted,
+            failed=failed,
+            escalated=escalated,
+            assigned_encrypts_on_migration=migrates,
+        )
 
     async def rows(
         self, operation_id: str, *, pending_only: bool = False, failed_only: bool = False, limit: int = 100_000
@@ -316,7 +374,11 @@ class TargetStore:
         """The follow-up of an operation's mailboxes (the evidence of an escalation, the failed ones)."""
         query = select(MailboxFollowRow).where(MailboxFollowRow.operation_id == operation_id)
         if pending_only:
-            query = query.where(MailboxFollowRow.encrypted_at.is_(None), MailboxFollowRow.error.is_(None))
+            query = query.where(
+                MailboxFollowRow.encrypted_at.is_(None),
+                MailboxFollowRow.migrates_at.is_(None),
+                MailboxFollowRow.error.is_(None),
+            )
         if failed_only:
             query = query.where(MailboxFollowRow.error.is_not(None))
         async with self.store.session() as session:
@@ -351,3 +413,43 @@ async def claim_check_mailboxes(params: BaseModel, targets: TargetStore, user: s
     if file is not None and await targets.get_set(file) is None:
         raise rule_error("mailbox-file-exists", "no uploaded mailbox list {file}", file=repr(file))
     return params
+
+
+PREFLIGHT_NAMED = 20
+"""Unknown identities a refusal names one by one."""
+
+
+async def preflight_recipients(params: BaseModel, targets: TargetStore, m365: M365Gateway) -> None:
+    """Refuse a request none of whose named identities is a mailbox or a mail user, before anything starts.
+
+    The inventory first (SQL), then, only when it lists none of them, one bulk lookup
+    (:meth:`~ckey.m365.M365Gateway.recipients`) over the stored set. A partial list starts: the
+    workflow resolves it again and states the unknown ones on its record. When the tenant cannot be read now, the
+    request starts too: the workflow's own lookup is retried and refuses the same way.
+
+    Raises:
+        PydanticCustomError: ``recipients-unknown``, naming the first unknown identities.
+    """
+    set_id: str | None = getattr(params, "mailbox_file", None)
+    target = await targets.get_set(set_id) if set_id else None
+    if target is None or target.count == 0:
+        return
+    identities = await targets.items(target.id, 0, target.count)
+    # The inventory answers first, from SQL: one identity it lists is enough to start (the workflow resolves the
+    # rest). Only a list it knows nothing of (typos, or recipients newer than the last sync) asks the tenant.
+    if await InventoryStore(targets.store).known(identities):
+        return
+    try:
+        recipients = await m365.recipients()
+    except (CmdletError, TransientError, ValueError):
+        return
+    unknown = resolve_identities(identities, recipients)
+    if unknown.kinds:
+        return
+    named = ", ".join(unknown.unknown[:PREFLIGHT_NAMED])
+    more = len(unknown.unknown) - PREFLIGHT_NAMED
+    raise rule_error(
+        "recipients-unknown",
+        "no mailbox or mail user answers to any identity named: {unknown}",
+        unknown=named + (f" and {more} more" if more > 0 else ""),
+    )

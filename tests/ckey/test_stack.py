@@ -624,7 +624,9 @@ def test_killing_the_worker_then_the_whole_stack_mid_assignment_leaves_no_call_u
     assert {i for (_, i), n in repeated.items() if n > 1} <= set().union(*in_flight)
     # Every mailbox shows the DEP (a call the tenant died answering may have landed or not: its state says which).
     assert {i: after.get(i) for i in everyone if after.get(i) != name} == {}
-    assert record["state"] == "running" and record["phase"] in ("following", "escalated", "done"), record
+    # Its mail users are done once assigned (they encrypt on migration): the follow-up may have ended by now.
+    assert record["state"] in ("running", "succeeded"), record
+    assert record["phase"] in ("following", "escalated", "done"), record
     assert [e for e in events if e["action"] == "exchange.assigned"], "the assignment phase did not end"
 
 

@@ -26,6 +26,32 @@ async def test_target_sets_keep_order_and_drop_duplicates(any_store: Store) -> N
     assert await targets.get_set("ts-nope") is None
 
 
+async def test_a_mail_user_showing_the_dep_is_done_and_never_escalated(any_store: Store) -> None:
+    targets = TargetStore(any_store)
+    kinds = {"box@contoso.com": "mailbox", "hybrid@contoso.com": "mail_user", "other@contoso.com": "mail_user"}
+    await targets.register("op-mu", list(kinds), 0, kinds)
+    await targets.mark_all_assigned("op-mu", T0)
+    assert [kind for _, _, kind in await targets.pending_recipients("op-mu")] == ["mailbox", "mail_user", "mail_user"]
+
+    newly = await targets.record_status(
+        "op-mu",
+        [
+            StatusUpdate(identity="hybrid@contoso.com", is_encrypted=False, dep_guid="GUID-1", mail_user=True),
+            StatusUpdate(identity="other@contoso.com", is_encrypted=False, dep_guid="guid-2", mail_user=True),
+        ],
+        "guid-1",
+        T0,
+    )
+    assert newly == 1  # the other mail user shows another DEP: still pending
+    counts = await targets.counts("op-mu")
+    assert (counts.encrypted, counts.assigned_encrypts_on_migration, counts.done, counts.pending) == (0, 1, 1, 2)
+    # What an escalation would file: the mailbox and the mail user without the DEP, never the assigned mail user.
+    assert [r.identity for r in await targets.rows("op-mu", pending_only=True)] == [
+        "box@contoso.com",
+        "other@contoso.com",
+    ]
+
+
 async def test_follow_up_counts_assignments_encryption_and_escalation(any_store: Store) -> None:
     targets = TargetStore(any_store)
     boxes = ["a@contoso.com", "b@contoso.com", "c@contoso.com", "d@contoso.com"]

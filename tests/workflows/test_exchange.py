@@ -25,10 +25,12 @@ from typing import Any, cast
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
+from temporalio.worker import Replayer, Worker
 
 from activities import build_activities
 from activities.exchange import ExchangeActivities
@@ -41,7 +43,7 @@ from ckey.models import Role, ServicePrincipal
 from ckey.store import Store
 from ckey.store.targets import TargetStore
 from ckey.support import SupportDesk
-from contracts.exchange import AssignBatchInput, ExchangeDepAssignInput
+from contracts.exchange import AssignBatchInput, ExchangeDepAssignInput, FollowInput
 from sandbox.keyvault import SandboxKeyVaultControl
 from sandbox.m365.control import SandboxM365Control
 from sandbox.m365.server import SandboxM365Server
@@ -49,8 +51,8 @@ from sandbox.m365.tenant import TenantSpec
 from tests.conftest import free_port
 from tests.workflows.conftest import product_gateways, unique
 from tests.workflows.test_keyvault import Auth, Recorder, run_operation
-from workflows import product_registry
-from workflows.exchange import ExchangeDepAssignWorkflow
+from workflows import all_workflows, product_registry
+from workflows.exchange import RESOLVE_RECIPIENTS_FIRST, ExchangeDepAssignWorkflow
 
 EXO = ServicePrincipal.EXCHANGE_ONLINE.value
 DEMO_KEYS = [
@@ -270,7 +272,94 @@ async def test_a_call_in_flight_at_a_crash_is_looked_up_in_the_tenant_before_it_
     assert [o for a, t, o in audit if t == line] == ["intent", "ok"]
 
 
+async def test_a_follow_up_started_before_the_lookup_finishes_its_mail_users(m365: M365Gateway, store: Store) -> None:
+    """An assignment running when this code is deployed registered its recipients without a kind: a round reads a
+    mail user with Get-MailUser when Get-MailboxStatistics does not know it, and counts it done."""
+    name = f"OLD_{uuid.uuid4().hex[:8]}"
+    dep = await m365.new_data_encryption_policy(name, DEMO_KEYS, "a follow-up from before the lookup")
+    # Runs before the tests that complete the tenant's migrations (which turn its mail users into mailboxes).
+    mail_user = sorted(b.identity for b in await m365.get_mail_user(result_size="Unlimited"))[0]
+    await m365.set_mail_user(mail_user, name)
+    targets = TargetStore(store)
+    op_id = f"op-{uuid.uuid4()}"
+    await targets.register(op_id, [mail_user], 0)  # no kind, as before
+    await targets.mark_all_assigned(op_id, time_env_now())
+
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id=op_id)
+    activities = ExchangeActivities(m365, store, cast(SupportDesk, None))
+    # A round scheduled by the old code carries no DEP name: the activity looks it up by GUID.
+    result = await env.run(activities.follow_encryption, FollowInput(operation_id=op_id, dep_guid=dep.guid))
+    assert (result.counts.assigned_encrypts_on_migration, result.counts.pending) == (1, 0)
+
+
 # exchange.dep.assign -----------------------------------------------------------------------------------------------
+
+
+async def test_a_mixed_assignment_names_the_unknown_ones_and_ends_with_mail_users_assigned(
+    client: Client,
+    api: httpx.AsyncClient,
+    product_worker: Worker,
+    auth: Auth,
+    m365: M365Gateway,
+    tenant_control: SandboxM365Control,
+    store: Store,
+) -> None:
+    name = f"MIX_{uuid.uuid4().hex[:8]}"
+    await m365.new_data_encryption_policy(name, DEMO_KEYS, "mailboxes, mail users and typos")
+    mailboxes = await user_mailboxes(m365, 2)
+    # Runs before the tests that complete the tenant's migrations (which turn its mail users into mailboxes).
+    mail_users = sorted(b.identity for b in await m365.get_mail_user(result_size="Unlimited"))[:2]
+    assert len(mail_users) == 2
+    unknown = ["nobody-3@contoso.com", "typo.user@contoso.com"]
+    seq = max((c["seq"] for c in await tenant_control.calls(limit=100_000)), default=0)
+    named = [mailboxes[0], unknown[0], mail_users[0], mailboxes[1], unknown[1], mail_users[1]]
+    body, events = await run_operation(
+        api, auth(Role.OPERATOR), "exchange.dep.assign", {"dep": name, "mailboxes": named}
+    )
+
+    assert body["state"] == "succeeded", body["error"]
+    result = body["result"]
+    # The unknown ones were named up front and never sent a call; they are not in the total.
+    assert (result["unknown"], result["unknown_count"]) == (unknown, 2)
+    assert (result["total"], result["encrypted"], result["assigned_encrypts_on_migration"], result["failed"]) == (
+        4,
+        2,
+        2,
+        0,
+    )
+    assert result["escalated"] == 0 and result["case_id"] is None and body["escalations"] == []
+    assert body["progress"]["percent"] == 100.0
+    calls = [(c["cmdlet"], c["identity"]) for c in await tenant_control.calls(after=seq, limit=100_000)]
+    assert sorted(calls) == sorted([("Set-Mailbox", m) for m in mailboxes] + [("Set-MailUser", u) for u in mail_users])
+    assert "exchange.recipients.unknown" in [e["action"] for e in events]
+    # The read side agrees: mailboxes encrypted, mail users assigned and encrypting on migration.
+    viewer = auth(Role.VIEWER)
+    for mailbox in mailboxes:
+        shown = (await api.get(f"/api/mailboxes/{mailbox}", headers=viewer)).json()
+        assert (shown["dep"], shown["is_encrypted"]) == (name, True), shown
+    for user in mail_users:
+        shown = (await api.get(f"/api/mailboxes/{user}", headers=viewer)).json()
+        assert (shown["dep"], shown["is_encrypted"], shown["status"]) == (
+            name,
+            None,
+            "assigned, encrypts on migration",
+        ), shown
+    counts = await TargetStore(store).counts(body["id"])
+    assert (counts.total, counts.encrypted, counts.assigned_encrypts_on_migration, counts.pending) == (4, 2, 2, 0)
+    # Verifying the DEP follows the mail users with Get-MailUser too, and ends.
+    verified, _ = await run_operation(api, auth(Role.OPERATOR), "exchange.encryption.verify", {"dep": name})
+    assert verified["state"] == "succeeded", verified["error"]
+    assert (verified["result"]["total"], verified["result"]["encrypted"]) == (4, 2)
+    assert verified["result"]["assigned_encrypts_on_migration"] == 2 and verified["escalations"] == []
+    # The new command sequence is behind its patch (a marker in the history), and the run replays.
+    history = await client.get_workflow_handle(body["id"]).fetch_history()
+    markers = [
+        e.marker_recorded_event_attributes for e in history.events if e.HasField("marker_recorded_event_attributes")
+    ]
+    assert any(RESOLVE_RECIPIENTS_FIRST in m.details["patch-data"].payloads[0].data.decode() for m in markers)
+    replayer = Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter)
+    await replayer.replay_workflow(history)
 
 
 async def workflow_input(client: Client, op_id: str) -> dict[str, Any]:
@@ -331,7 +420,8 @@ async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
             break
         await asyncio.sleep(0.25)
     assert body["state"] == "succeeded", body
-    assert body["result"]["encrypted"] == body["result"]["total"] == 1000
+    done = body["result"]["encrypted"] + body["result"]["assigned_encrypts_on_migration"]
+    assert done == body["result"]["total"] == 1000
     assert percents == sorted(percents) and percents[-1] == 100.0
     assert body["escalations"] == []
     await record_history(op_id, "exchange_dep_assign")
@@ -344,7 +434,7 @@ async def test_assign_a_dep_to_1000_mailboxes_until_every_one_is_encrypted(
         shown = (await api.get(f"/api/mailboxes/{identity}", headers=auth(Role.VIEWER))).json()
         assert (shown["dep"], shown["is_encrypted"]) == (name, True), shown
     counts = await TargetStore(store).counts(op_id)
-    assert (counts.assigned, counts.encrypted, counts.failed) == (1000, 1000, 0)
+    assert (counts.assigned, counts.done, counts.failed) == (1000, 1000, 0)
     encrypted = (await api.get("/api/mailboxes", params={"dep": name, "limit": 5}, headers=auth(Role.VIEWER))).json()
     assert encrypted["total"] == 1000
 
@@ -498,38 +588,48 @@ async def user_mailboxes(m365: M365Gateway, count: int) -> list[str]:
     return sorted(b.identity for b in await m365.get_mailbox(result_size="Unlimited"))[-count:]
 
 
-async def test_an_assignment_where_no_mailbox_can_be_assigned_fails_naming_them(
-    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, m365: M365Gateway
+async def test_a_single_unknown_address_is_refused_before_it_starts(
+    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, m365: M365Gateway, store: Store
 ) -> None:
     name = f"NONE_{uuid.uuid4().hex[:8]}"
     await m365.new_data_encryption_policy(name, DEMO_KEYS, "nobody to assign")
-    nobody = ["nobody-1@contoso.com", "nobody-2@contoso.com"]
-    body, _ = await run_operation(api, auth(Role.OPERATOR), "exchange.dep.assign", {"dep": name, "mailboxes": nobody})
-    assert body["state"] == "failed", body
-    assert body["error"].startswith("mailboxes-assignable"), body["error"]
-    assert all(n in body["error"] for n in nobody) and "couldn't be found" in body["error"]
-    assert body["progress"]["percent"] != 100.0
-
-
-async def test_an_assignment_names_the_mailboxes_it_could_not_assign(
-    api: httpx.AsyncClient, product_worker: Worker, auth: Auth, m365: M365Gateway, store: Store
-) -> None:
-    name = f"SOME_{uuid.uuid4().hex[:8]}"
-    await m365.new_data_encryption_policy(name, DEMO_KEYS, "some to assign")
-    real = await user_mailboxes(m365, 2)
-    nobody = ["nobody-3@contoso.com", "nobody-4@contoso.com"]
-    body, _ = await run_operation(
-        api, auth(Role.OPERATOR), "exchange.dep.assign", {"dep": name, "mailboxes": [*real, *nobody]}
+    started = await api.post(
+        "/api/operations",
+        json={"kind": "exchange.dep.assign", "params": {"dep": name, "mailboxes": ["nobody@contoso.com"]}},
+        headers=auth(Role.OPERATOR),
     )
-    assert body["state"] == "succeeded", body["error"]
-    result = body["result"]
-    assert (result["total"], result["encrypted"], result["failed"]) == (4, 2, 2)
-    assert [f["identity"] for f in result["failed_mailboxes"]] == nobody
-    assert all("couldn't be found" in f["error"] for f in result["failed_mailboxes"])
-    # The progress stays short of 100 % when some mailboxes were not assigned; the record keeps the result.
-    assert body["progress"]["percent"] == 50.0
-    record = await store.get_operation(body["id"])
-    assert record is not None and record.result is not None and record.result["failed"] == 2
+    # Refused by the API after one bulk lookup: no operation record, no workflow, no call to the tenant.
+    assert started.status_code == 422, started.text
+    problem = started.json()
+    assert problem["rule"] == "recipients-unknown" and "nobody@contoso.com" in problem["detail"], problem
+    assert await store.list_operations(dep=name) == []
+
+
+async def test_an_assignment_of_unknown_ones_only_is_refused_by_its_first_step(
+    client: Client, product_worker: Worker, op_settings: Settings, m365: M365Gateway, store: Store
+) -> None:
+    """Started without the API's check (or while it could not read the tenant): the workflow refuses, nothing sent."""
+    name = f"NONE_{uuid.uuid4().hex[:8]}"
+    await m365.new_data_encryption_policy(name, DEMO_KEYS, "nobody to assign")
+    nobody = ["nobody-1@contoso.com", "nobody-2@contoso.com"]
+    target = await TargetStore(store).create_set("mailboxes", "inline", nobody, "alice@contoso.com", time_env_now())
+    handle = await client.start_workflow(
+        ExchangeDepAssignWorkflow.run,
+        ExchangeDepAssignInput(dep=name, mailbox_file=target.id, poll_interval=timedelta(seconds=1)),
+        id=f"op-{uuid.uuid4()}",
+        task_queue=op_settings.temporal_task_queue,
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+    chain: list[BaseException] = []
+    link: BaseException | None = failure.value
+    while link is not None:
+        chain.append(link)
+        link = link.__cause__
+    refusals = [c for c in chain if isinstance(c, ApplicationError) and c.type == "recipients-unknown"]
+    assert refusals and all(n in str(refusals[0]) for n in nobody), chain
+    actions = [e.action for e in await store.list_audit(operation_id=handle.id)]
+    assert not any(a in ("m365.Set-Mailbox", "m365.Set-MailUser") for a in actions), actions
 
 
 # Escalation on the time-skipping server ----------------------------------------------------------------------------
@@ -708,7 +808,8 @@ async def test_killing_the_worker_mid_assignment_assigns_every_mailbox_once(
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(30)
-    assert result.total == result.encrypted == 600
+    # Mail users among them are done once assigned (they encrypt on migration), or encrypted if migrated first.
+    assert result.total == result.encrypted + result.assigned_encrypts_on_migration == 600
     counts = await targets.counts(handle.id)
     assert (counts.assigned, counts.failed) == (600, 0)
     # The tenant saw one assignment per mailbox: a re-sent Set-Mailbox to the same DEP changes nothing.

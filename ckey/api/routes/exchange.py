@@ -30,6 +30,9 @@ MAIL_USER_NOTE = (
     "under its DEP when its migration to Exchange Online completes"
 )
 
+ENCRYPTS_ON_MIGRATION = "assigned, encrypts on migration"
+"""The status of a mail user showing a DEP: nothing more to wait for until it migrates."""
+
 
 class MailboxView(BaseModel):
     """A mailbox's DEP (name and GUID) and whether it is encrypted.
@@ -43,6 +46,8 @@ class MailboxView(BaseModel):
     dep: str | None = None
     dep_guid: str | None = None
     is_encrypted: bool | None = None
+    status: str | None = None
+    """For a mail user with a DEP: ``assigned, encrypts on migration``."""
     note: str | None = None
     error: str | None = None
     status_at: datetime | None = None
@@ -150,6 +155,7 @@ def mail_user_view(recipient: Mailbox, dep_guid: str | None) -> MailboxView:
         dep=recipient.data_encryption_policy,
         dep_guid=dep_guid,
         is_encrypted=None,
+        status=ENCRYPTS_ON_MIGRATION if recipient.data_encryption_policy else None,
         note=MAIL_USER_NOTE,
     )
 
@@ -207,6 +213,7 @@ def _inventory_view(recipient: RecipientView) -> MailboxView:
             dep=recipient.dep,
             dep_guid=recipient.dep_guid,
             is_encrypted=None,
+            status=ENCRYPTS_ON_MIGRATION if recipient.dep else None,
             note=MAIL_USER_NOTE,
             status_at=recipient.status_at,
             updated_at=recipient.updated_at,

@@ -16,7 +16,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.inventory import InventoryActivities
 from ckey.api.app import create_app
-from ckey.api.routes.exchange import MAIL_USER_NOTE
+from ckey.api.routes.exchange import ENCRYPTS_ON_MIGRATION, MAIL_USER_NOTE
 from ckey.auth import mint_local_token
 from ckey.config import Settings
 from ckey.m365 import Cmdlet, CmdletError, M365Gateway, TransientError
@@ -144,6 +144,7 @@ async def test_pages_answer_from_the_inventory_without_a_call_to_the_tenant(
         None,
         MAIL_USER_NOTE,
     )
+    assert adele["status"] == ENCRYPTS_ON_MIGRATION
     assert (items["alice"]["dep"], items["alice"]["is_encrypted"]) == ("USA_mailboxes", True)
     assert items["bob"]["dep"] is None
 
