@@ -27,6 +27,7 @@ from ckey.m365 import (
     Mailbox,
     resolve_identities,
 )
+from ckey.models import human_duration
 from ckey.operations import Outcome
 from ckey.store import Store
 from ckey.store.inventory import DepView, InventoryStore, RecipientStatus
@@ -205,11 +206,26 @@ class ExchangeActivities(ExchangeActivityStub):
             ApplicationError: ``recipients-unknown`` (non-retryable) when no identity of the set is a recipient.
         """
         identities = await self._set_identities(input.set_id)
-        resolution = resolve_identities(identities, await self._audited(step="/resolve").recipients())
+        index = await self._audited(step="/resolve").recipient_index()
+        resolution = resolve_identities(identities, {name: kind for name, (kind, _) in index.items()})
         if not resolution.kinds:
             raise unknown_refusal(resolution.unknown)
         known = [i for i in identities if i in resolution.kinds]
         await self.targets.register(input.operation_id, known, 0, resolution.kinds)
+        # A recipient that already shows the DEP (assigned before, by ckey or by hand) is assigned: it is counted
+        # as such and sent nothing.
+        wanted = (input.dep or "").lower()
+        already = [i for i in known if wanted and (index[i.strip().lower()][1] or "").lower() == wanted]
+        if already:
+            await self.targets.mark_many_assigned(input.operation_id, already, datetime.now(UTC))
+            await audit_call(
+                self.store,
+                "exchange.assignment.already",
+                ", ".join(already[:UNKNOWN_IN_MESSAGE]),
+                Outcome.INFO,
+                {"count": len(already), "dep": input.dep, "why": "already shows the DEP; nothing sent"},
+                step="/resolve",
+            )
         if resolution.unknown:
             await audit_call(
                 self.store,
@@ -226,6 +242,7 @@ class ExchangeActivities(ExchangeActivityStub):
             mail_users=mail_users,
             unknown=resolution.unknown[:UNKNOWN_LISTED],
             unknown_count=len(resolution.unknown),
+            already=len(already),
         )
 
     @activity.defn
@@ -335,7 +352,10 @@ class ExchangeActivities(ExchangeActivityStub):
             unknown_count = 0
         await self.targets.mark_all_assigned(input.operation_id, now)
         return TargetCount(
-            count=(await self.targets.counts(input.operation_id)).total, unknown=unknown, unknown_count=unknown_count
+            count=(await self.targets.counts(input.operation_id)).total,
+            unknown=unknown,
+            unknown_count=unknown_count,
+            assigned_at=await self.targets.last_assigned_at(input.operation_id, input.dep),
         )
 
     # Following -----------------------------------------------------------------------------------------------------
@@ -443,7 +463,7 @@ class ExchangeActivities(ExchangeActivityStub):
         case = await self.support.file_case(
             key=f"{input.operation_id}-escalation",
             kind="mailboxEncryptionEscalation",
-            title=f"Customer Key: {len(rows)} mailboxes not encrypted {input.escalate_after} after DEP "
+            title=f"Customer Key: {len(rows)} mailboxes not encrypted {human_duration(input.escalate_after)} after DEP "
             f"{input.dep} was assigned",
             details={
                 "dataEncryptionPolicy": input.dep,
@@ -464,7 +484,11 @@ class ExchangeActivities(ExchangeActivityStub):
             "alert.raised",
             "operators",
             Outcome.INFO,
-            {"reason": "mailboxes not encrypted a week after assignment", "case": case.id, "mailboxes": len(rows)},
+            {
+                "reason": f"mailboxes not encrypted {human_duration(input.escalate_after)} after assignment",
+                "case": case.id,
+                "mailboxes": len(rows),
+            },
         )
         return EscalateResult(case=case, mailboxes=[r.identity for r in rows])
 

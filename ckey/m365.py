@@ -680,11 +680,15 @@ class M365Gateway:
         One bulk lookup whatever the number of identities to resolve: Get-Mailbox and Get-MailUser with
         ``-ResultSize Unlimited`` (the transport follows the pages). No identity is ever written into a filter.
         """
-        found: dict[str, str] = {}
+        return {name: kind for name, (kind, _) in (await self.recipient_index()).items()}
+
+    async def recipient_index(self) -> dict[str, tuple[str, str | None]]:
+        """As :meth:`recipients`, with each recipient's assigned DEP: lower-case name → (kind, DEP name or None)."""
+        found: dict[str, tuple[str, str | None]] = {}
         for recipient in await self.get_mail_user(result_size="Unlimited"):
-            found.update(dict.fromkeys(recipient.names(), MAIL_USER))
+            found.update(dict.fromkeys(recipient.names(), (MAIL_USER, recipient.data_encryption_policy)))
         for recipient in await self.get_mailbox(result_size="Unlimited"):
-            found.update(dict.fromkeys(recipient.names(), MAILBOX))
+            found.update(dict.fromkeys(recipient.names(), (MAILBOX, recipient.data_encryption_policy)))
         return found
 
     async def get_mailbox_statistics(self, identity: str) -> MailboxStatistics:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -557,3 +557,13 @@ class SupportCase(BaseModel):
     status: str = "open"
     title: str = ""
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+def human_duration(delay: timedelta) -> str:
+    """``7 days``, ``36 hours``, ``90 seconds``: a delay from the settings, in words (escalation texts)."""
+    seconds = int(delay.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"

@@ -160,6 +160,9 @@ class Progress(BaseModel):
     done: int = 0
     total: int | None = None
     unit: str = "steps"
+    assigned: int | None = None
+    """For operations that assign before they follow: how many targets are assigned so far (``done`` counts the
+    ones finished, e.g. encrypted), so that an assignment in progress never reads as 0 %."""
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -96,6 +96,9 @@ class TargetCount(BaseModel):
     unknown: list[str] = Field(default_factory=list)
     """The first ``UNKNOWN_LISTED`` identities no mailbox or mail user answers to (not followed)."""
     unknown_count: int = 0
+    assigned_at: datetime | None = None
+    """For a verification: when ckey last assigned the DEP to these mailboxes (its assignments' records), if it
+    did; the escalation delay counts from then."""
 
 
 UNKNOWN_LISTED = 100
@@ -107,6 +110,8 @@ class ResolveRecipientsInput(BaseModel):
 
     operation_id: str
     set_id: str
+    dep: str | None = None
+    """The DEP to assign: recipients that already show it are counted as assigned and sent nothing."""
 
 
 class ResolveRecipientsResult(TargetCount):
@@ -114,6 +119,8 @@ class ResolveRecipientsResult(TargetCount):
 
     mailboxes: int = 0
     mail_users: int = 0
+    already: int = 0
+    """Recipients that already showed the DEP: assigned before this operation, sent nothing."""
 
 
 class AssignBatchInput(BaseModel):

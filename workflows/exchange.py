@@ -19,7 +19,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from ckey.models import FollowCounts, Role, Workload
+    from ckey.models import FollowCounts, Role, Workload, human_duration
     from ckey.operations import (
         Escalation,
         KindUpdate,
@@ -70,6 +70,14 @@ ASSIGN_PARALLEL_BATCHES = 4
 FOLLOW_ROUND_TIMEOUT = timedelta(minutes=30)
 HEARTBEAT_TIMEOUT = timedelta(seconds=10)
 """A batch or a status round whose worker died is retried elsewhere after this long, not after its whole timeout."""
+ASSIGN_PROGRESS_PER_WAVE = "exchange-assign-progress-per-wave"
+"""Patch id: the record's progress shows the mailboxes assigned after every wave of batches (one checkpoint each),
+not 0 % until the follow-up starts."""
+CLOSE_LAST_ROUND = "exchange-close-last-round"
+"""Patch id: a close runs one last status round, and the close's answer and the result carry its counts."""
+VERIFY_FROM_ASSIGNMENT = "exchange-verify-deadline-from-assignment"
+"""Patch id: a verification counts the escalation delay from when ckey assigned the DEP to its mailboxes, when
+that is known, rather than from its own start."""
 RESOLVE_RECIPIENTS_FIRST = "exchange-assign-resolve-recipients-first"
 """Patch id: an assignment resolves its identities in one bulk lookup before assigning (unknown ones are named and
 never sent a call; mail users get Set-MailUser only). Runs started before it replay without the lookup."""
@@ -167,11 +175,14 @@ class MailboxFollowWorkflow(OperationWorkflow):
     def __init__(self) -> None:
         super().__init__()
         self._close: CloseRequest | None = None
+        self._closed_counts: FollowCounts | None = None
 
     @workflow.update
     async def close(self, request: CloseRequest) -> CloseResult:
-        """End the follow-up now; the result lists how far it got."""
+        """End the follow-up now, after one last status round; the answer and the result say how far it got."""
         self._close = request
+        if workflow.patched(CLOSE_LAST_ROUND):
+            await workflow.wait_condition(lambda: self._closed_counts is not None)
         return CloseResult(encrypted=self._status.progress.done, total=self._status.progress.total or 0)
 
     @close.validator
@@ -183,7 +194,12 @@ class MailboxFollowWorkflow(OperationWorkflow):
         """Follow until every mailbox is encrypted or an operator closes; continue as new when history grows."""
         escalate_after, poll_interval = input.escalate_after, input.poll_interval
         # Done: mailboxes encrypted, and mail users assigned (they encrypt on migration).
-        self.set_progress(state.encrypted + state.assigned_encrypts_on_migration, state.total, "mailboxes encrypted")
+        self.set_progress(
+            state.encrypted + state.assigned_encrypts_on_migration,
+            state.total,
+            "mailboxes encrypted",
+            assigned=state.total - state.failed,
+        )
         await self.set_phase(FollowPhase.ESCALATED if state.escalated else FollowPhase.FOLLOWING)
         deadline = state.assigned_at + escalate_after
         report_every = max(1, state.total // 100)
@@ -227,13 +243,15 @@ class MailboxFollowWorkflow(OperationWorkflow):
                 if pending is not None and not pending.done():
                     pending.cancel()
             if self._close is not None:
+                if workflow.patched(CLOSE_LAST_ROUND):
+                    await self._last_round(state, report_every)
                 break
             counts = round_.result().counts
             # The total keeps the mailboxes that failed: the progress never shows 100 % while some were not
             # assigned, and the result names them.
             state.encrypted, state.total, state.failed = counts.encrypted, counts.total, counts.failed
             state.assigned_encrypts_on_migration = counts.assigned_encrypts_on_migration
-            self.set_progress(counts.done, state.total)
+            self.set_progress(counts.done, state.total, assigned=state.total - state.failed)
             await self.checkpoint()
             if counts.pending == 0:
                 break
@@ -268,6 +286,28 @@ class MailboxFollowWorkflow(OperationWorkflow):
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result
 
+    async def _last_round(self, state: FollowState, report_every: int) -> None:
+        """One status round that reports whatever it sees (an operator closed): the counts it ends with are fresh."""
+        last = await call(
+            ExchangeActivityStub.follow_encryption,
+            FollowInput(
+                operation_id=self.operation_id,
+                dep_guid=state.dep_guid,
+                reported_encrypted=state.encrypted + state.assigned_encrypts_on_migration,
+                report_every=0,
+                poll_interval=timedelta(seconds=1),
+                dep=state.dep,
+            ),
+            start_to_close=FOLLOW_ROUND_TIMEOUT,
+            heartbeat=HEARTBEAT_TIMEOUT,
+        )
+        counts = last.counts
+        state.encrypted, state.total, state.failed = counts.encrypted, counts.total, counts.failed
+        state.assigned_encrypts_on_migration = counts.assigned_encrypts_on_migration
+        self.set_progress(counts.done, state.total, assigned=state.total - state.failed)
+        self._closed_counts = counts
+        await self.checkpoint()
+
     async def _escalate(self, state: FollowState, escalate_after: timedelta) -> None:
         escalated = await call(
             ExchangeActivityStub.escalate_unencrypted,
@@ -287,7 +327,8 @@ class MailboxFollowWorkflow(OperationWorkflow):
         await self.escalate(
             Escalation(
                 at=workflow.now(),
-                reason=f"{len(escalated.mailboxes)} mailboxes not encrypted {escalate_after} after assignment",
+                reason=f"{len(escalated.mailboxes)} mailboxes not encrypted {human_duration(escalate_after)} "
+                "after assignment",
                 case_id=state.case_id,
                 subjects=escalated.mailboxes,
             )
@@ -337,12 +378,12 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
                 # operation (recipients-unknown) with nothing assigned.
                 resolved = await call(
                     ExchangeActivityStub.resolve_recipients,
-                    ResolveRecipientsInput(operation_id=self.operation_id, set_id=set_id),
+                    ResolveRecipientsInput(operation_id=self.operation_id, set_id=set_id, dep=dep.name),
                     start_to_close=timedelta(minutes=10),
                 )
             listed = (await call(ExchangeActivityStub.count_targets, TargetsRef(set_id=set_id))).count
             total = listed if resolved is None else resolved.count
-            self.set_progress(0, total, "mailboxes encrypted")
+            self.set_progress(0, total, "mailboxes encrypted", assigned=resolved.already if resolved else 0)
             phase: dict[str, Any] = {"dep_guid": dep.guid, "mailboxes": total}
             if resolved is not None:
                 phase |= {"mail_users": resolved.mail_users, "unknown": resolved.unknown_count}
@@ -407,6 +448,9 @@ class ExchangeDepAssignWorkflow(MailboxFollowWorkflow):
                 summary.assigned += r.assigned
                 summary.already += r.already
                 summary.failed += r.failed
+            if workflow.patched(ASSIGN_PROGRESS_PER_WAVE):
+                self.set_progress(0, assigned=summary.assigned + summary.already)
+                await self.checkpoint()
         return summary
 
 
@@ -447,10 +491,14 @@ class ExchangeEncryptionVerifyWorkflow(MailboxFollowWorkflow):
                 RegisterMailboxesInput(operation_id=self.operation_id, dep=dep.name, set_id=input.mailbox_file),
                 start_to_close=timedelta(minutes=10),
             )
+            assigned_at = workflow.now()
+            if workflow.patched(VERIFY_FROM_ASSIGNMENT) and registered.assigned_at is not None:
+                # The seed's week runs from the assignment, not from when someone asked to verify it.
+                assigned_at = min(assigned_at, registered.assigned_at)
             state = FollowState(
                 dep=dep.name,
                 dep_guid=dep.guid,
-                assigned_at=workflow.now(),
+                assigned_at=assigned_at,
                 total=registered.count,
                 unknown=registered.unknown,
                 unknown_count=registered.unknown_count,

@@ -232,11 +232,19 @@ class OperationWorkflow:
         self._upsert_state(state)
         await self._persist(f"state.{state.value}", detail=detail)
 
-    def set_progress(self, done: int, total: int | None = None, unit: str | None = None) -> None:
-        """Update progress in memory (the query shows it at once); :meth:`checkpoint` persists it."""
+    def set_progress(
+        self, done: int, total: int | None = None, unit: str | None = None, *, assigned: int | None = None
+    ) -> None:
+        """Update progress in memory (the query shows it at once); :meth:`checkpoint` persists it.
+
+        ``assigned`` (for operations that assign, then follow) is kept from the last call when not given.
+        """
         current = self._status.progress
         self._status.progress = Progress(
-            done=done, total=current.total if total is None else total, unit=unit or current.unit
+            done=done,
+            total=current.total if total is None else total,
+            unit=unit or current.unit,
+            assigned=current.assigned if assigned is None else assigned,
         )
         self._status.updated_at = workflow.now()
 

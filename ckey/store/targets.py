@@ -254,6 +254,35 @@ class TargetStore:
         """Record that the DEP was assigned to the mailbox."""
         await self._set(operation_id, [identity], assigned_at=at)
 
+    async def last_assigned_at(self, operation_id: str, dep: str) -> datetime | None:
+        """When ckey's assignments of ``dep`` last assigned it to one of the mailboxes ``operation_id`` follows.
+
+        For a verification: the seed's week runs from the assignment. ``None`` when no assignment by ckey is on
+        record for them (assigned by hand, or before ckey).
+        """
+        from ckey.store.schema import OperationRow
+
+        mine = select(MailboxFollowRow.identity).where(MailboxFollowRow.operation_id == operation_id)
+        query = (
+            select(func.max(MailboxFollowRow.assigned_at))
+            .join(OperationRow, OperationRow.id == MailboxFollowRow.operation_id)
+            .where(
+                OperationRow.kind == "exchange.dep.assign",
+                func.lower(OperationRow.dep) == dep.lower(),
+                MailboxFollowRow.operation_id != operation_id,
+                MailboxFollowRow.assigned_at.is_not(None),
+                MailboxFollowRow.identity.in_(mine),
+            )
+        )
+        async with self.store.session() as session:
+            found = (await session.execute(query)).scalar_one_or_none()
+        return as_utc(found) if found is not None else None
+
+    async def mark_many_assigned(self, operation_id: str, identities: Sequence[str], at: datetime) -> None:
+        """Record that the DEP was assigned to each of ``identities`` (a statement per thousand)."""
+        for start in range(0, len(identities), 1000):
+            await self._set(operation_id, identities[start : start + 1000], assigned_at=at)
+
     async def mark_all_assigned(self, operation_id: str, at: datetime) -> None:
         """Record every registered mailbox not yet assigned as assigned at ``at``, in one statement.
 

@@ -133,3 +133,37 @@ async def test_following_without_assigning_marks_every_mailbox_in_one_transactio
     assigned = {r.identity: r.assigned_at for r in await targets.rows("op-1")}
     assert assigned == {boxes[0]: T0} | {box: later for box in boxes[1:]}  # an earlier assignment is kept
     assert [r.assigned_at for r in await targets.rows("op-2")] == [None]
+
+
+async def test_a_verification_knows_when_ckey_last_assigned_its_mailboxes(any_store: Store) -> None:
+    from ckey.operations import OperationRecord, OperationState
+
+    targets = TargetStore(any_store)
+    for op_id, kind, dep in (
+        ("op-a1", "exchange.dep.assign", "USA_mailboxes"),
+        ("op-a2", "exchange.dep.assign", "USA_mailboxes"),
+        ("op-other", "exchange.dep.assign", "EUR_mailboxes"),
+        ("op-v", "exchange.encryption.verify", "USA_mailboxes"),
+    ):
+        record = OperationRecord(
+            id=op_id,
+            kind=kind,
+            state=OperationState.RUNNING,
+            phase="following",
+            started_by="alice@contoso.com",
+            started_at=T0,
+            updated_at=T0,
+            dep=dep,
+        )
+        await any_store.create_operation(record)
+    await targets.register("op-a1", ["a@contoso.com", "b@contoso.com"], 0)
+    await targets.mark_all_assigned("op-a1", T0)
+    await targets.register("op-a2", ["b@contoso.com"], 0)
+    await targets.mark_all_assigned("op-a2", T0 + timedelta(days=2))
+    await targets.register("op-other", ["a@contoso.com"], 0)
+    await targets.mark_all_assigned("op-other", T0 + timedelta(days=5))  # another DEP: not this one's assignment
+    await targets.register("op-v", ["a@contoso.com", "b@contoso.com"], 0)
+    await targets.mark_all_assigned("op-v", T0 + timedelta(days=6))
+    # The latest assignment of the DEP to one of them: each mailbox gets its full delay.
+    assert await targets.last_assigned_at("op-v", "usa_MAILBOXES") == T0 + timedelta(days=2)
+    assert await targets.last_assigned_at("op-v", "APC_mailboxes") is None

@@ -63,21 +63,43 @@ async def test_an_operator_closes_a_follow_up_and_a_kind_without_one_cannot_be_c
             await asyncio.sleep(0.25)
         assert body["phase"] == "following", body
 
+        assert body["progress"]["assigned"] == 3  # assigned and encrypted both shown, never a bare 0 %
+
         forbidden = await api.post(f"/api/operations/{op_id}/close", json={"reason": "stop"}, headers=viewer)
         assert forbidden.status_code == 403, forbidden.text
+        # The stuck one moves now; the next round is a poll interval away (15 minutes): only a last round sees it.
+        await tenant_control.set_stuck(boxes[:1], stuck=False)
+        while time.monotonic() < deadline:
+            live = await api.get(f"/api/mailboxes/{boxes[0]}", params={"refresh": True}, headers=viewer)
+            if live.json().get("is_encrypted"):
+                break
+            await asyncio.sleep(0.25)
         closed = await api.post(
             f"/api/operations/{op_id}/close", json={"reason": "stuck one left to support"}, headers=operator
         )
         assert closed.status_code == 200, closed.text
-        assert closed.json() == {"encrypted": 2, "total": 3}
+        assert closed.json() == {"encrypted": 3, "total": 3}
         while time.monotonic() < deadline:
             body = (await api.get(f"/api/operations/{op_id}", headers=viewer)).json()
             if body["state"] != "running":
                 break
             await asyncio.sleep(0.25)
         assert (body["state"], body["phase"]) == ("succeeded", "closed"), body
+        assert body["result"]["encrypted"] == 3 and body["progress"]["percent"] == 100.0
         again = await api.post(f"/api/operations/{op_id}/close", json={"reason": "again"}, headers=operator)
         assert again.status_code == 409, again.text
+
+        # Assigning the same DEP again: every mailbox already shows it, is counted as assigned and sent nothing.
+        seq = max([c["seq"] for c in await tenant_control.calls(limit=100_000)], default=0)
+        repeat, events = await run_operation(
+            api, operator, "exchange.dep.assign", {"dep": name, "mailboxes": [b.upper() for b in boxes]}
+        )
+        assert repeat["state"] == "succeeded", repeat["error"]
+        assert repeat["result"]["encrypted"] == 3 and repeat["progress"]["assigned"] == 3
+        already = [e for e in events if e["action"] == "exchange.assignment.already"]
+        assert len(already) == 1 and already[0]["detail"]["count"] == 3
+        sent = [c for c in await tenant_control.calls(after=seq, limit=100_000) if c["cmdlet"].startswith("Set-")]
+        assert sent == []
     finally:
         await tenant_control.set_stuck(boxes[:1], stuck=False)
     kinds = (await api.get("/api/operations/kinds", headers=viewer)).json()
