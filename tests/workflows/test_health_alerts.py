@@ -50,7 +50,7 @@ class Keys:
     configured: str
 
 
-async def _healthy_key(kv_control: SandboxKeyVaultControl, location: str) -> str:
+async def healthy_key(kv_control: SandboxKeyVaultControl, location: str) -> str:
     vault = unique("ha")
     await kv_control.create_vault(vault, location=location, purge_protection=True)
     await kv_control.grant(vault, "ckey-automation@contoso.com", ["all"])
@@ -64,9 +64,9 @@ async def _healthy_key(kv_control: SandboxKeyVaultControl, location: str) -> str
 async def keys(kv_control: SandboxKeyVaultControl, store: Store) -> Keys:
     made = Keys(
         dep=unique("Dep"),
-        first=await _healthy_key(kv_control, "eastus"),
-        second=await _healthy_key(kv_control, "westus"),
-        configured=await _healthy_key(kv_control, "northeurope"),
+        first=await healthy_key(kv_control, "eastus"),
+        second=await healthy_key(kv_control, "westus"),
+        configured=await healthy_key(kv_control, "northeurope"),
     )
     now = datetime.now(UTC)
     dep = DepView(
