@@ -35,7 +35,7 @@ from sandbox.m365 import SandboxM365Server
 from tests.workflows.alert_receiver import alert_receiver
 from tests.workflows.conftest import product_gateways
 from tests.workflows.test_health_alerts import healthy_key, versionless
-from worker import WORKFLOW_FAILURE_TYPES
+from worker import WORKFLOW_FAILURE_TYPES, start_schedules
 from workflows import all_workflows
 
 Auth = Callable[..., dict[str, str]]
@@ -235,3 +235,14 @@ async def test_the_schedules_api_lists_pauses_unpauses_and_triggers(
             if run.id in [r["operation_id"] for r in view["recent_runs"]]:
                 break
             await asyncio.sleep(0.2)
+
+
+async def test_the_worker_makes_the_schedules_only_when_the_setting_says(
+    client: Client, op_settings: Settings, clean_schedules: None
+) -> None:
+    await start_schedules(client, op_settings.model_copy(update={"schedules": False}))
+    with pytest.raises(RPCError):
+        await client.get_schedule_handle(INVENTORY_SYNC).describe()
+    await start_schedules(client, op_settings.model_copy(update={"schedules": True}))
+    for schedule_id in SCHEDULES:
+        assert (await client.get_schedule_handle(schedule_id).describe()).id == schedule_id
