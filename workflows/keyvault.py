@@ -344,7 +344,9 @@ KINDS: tuple[OperationKind, ...] = (
         role=Role.OPERATOR,
         description="Check a workload's Customer Keys: exists, enabled, soft delete, purge protection, no expiry, "
         "RSA, two vaults in two regions, the service principal's get/wrapKey/unwrapKey. A broken rule ends it failed "
-        "(keyvault-health-failed), the rules named, the report kept as its result.",
+        "(keyvault-health-failed), the rules named, the report kept as its result; each key's health goes to the "
+        "inventory and a broken rule raises an alert. scope in_use: every key in use (the ckey-keyvault-health "
+        "schedule).",
         result_model=KeyVaultHealthResult,
         leases_of=_checks_keys,
         activities=(KeyVaultActivityStub, AlertActivityStub),
