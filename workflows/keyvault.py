@@ -7,7 +7,7 @@ Seed sections: "Restore Azure Key Vault keys", "Manage key vault permissions", a
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel
@@ -74,14 +74,27 @@ class KeyVaultHealthWorkflow(OperationWorkflow):
         self.set_progress(0, len(targets), "keys")
         await self.set_phase(HealthPhase.CHECKING, {"keys": uris})
 
+        unchecked: dict[str, ActivityError] = {}
+
         async def check(uri: str, workload: Workload) -> CheckKeyHealthResult:
-            result = await call(
-                KeyVaultActivityStub.check_key_health, CheckKeyHealthInput(key_uri=uri, workload=workload)
-            )
+            try:
+                result = await call(
+                    KeyVaultActivityStub.check_key_health, CheckKeyHealthInput(key_uri=uri, workload=workload)
+                )
+            except ActivityError as exc:
+                unchecked.setdefault(uri, exc)
+                raise
             self.set_progress(self._status.progress.done + 1)
             return result
 
-        results = await asyncio.gather(*(check(u, w) for u, w in targets))
+        try:
+            results = await asyncio.gather(*(check(u, w) for u, w in targets))
+        except ActivityError:
+            # A key that could not be checked at all (its vault gone, ckey's own access removed) is worse than a
+            # broken rule: the operation fails with the service's answer, and the operators are told.
+            if unchecked and workflow.patched(HEALTH_RECORDS_AND_ALERTS):
+                await self._raise_alert(incomplete_alert(self.operation_id, self.kind, unchecked, workflow.now()))
+            raise
         lines = [line for result in results for line in result.lines]
         region_of = {target: (result.vault, result.region) for target, result in zip(targets, results, strict=True)}
         for group in groups:
@@ -132,17 +145,22 @@ class KeyVaultHealthWorkflow(OperationWorkflow):
         ]
 
     async def _alert(self, lines: list[HealthLine]) -> None:
-        """Raise the alert: log and audit trail, then the webhook, whose outage never changes the check's outcome."""
-        alert = Alert(
-            rule=HEALTH_FAILED,
-            operation_id=self.operation_id,
-            kind=self.kind,
-            summary=broken_rules_message(lines),
-            findings=[
-                AlertFinding(rule=line.rule, target=line.key, detail=line.detail) for line in lines if not line.ok
-            ][:ALERT_MAX_FINDINGS],
-            at=workflow.now(),
+        """Raise the alert of a check that found broken rules."""
+        await self._raise_alert(
+            Alert(
+                rule=HEALTH_FAILED,
+                operation_id=self.operation_id,
+                kind=self.kind,
+                summary=broken_rules_message(lines),
+                findings=[
+                    AlertFinding(rule=line.rule, target=line.key, detail=line.detail) for line in lines if not line.ok
+                ][:ALERT_MAX_FINDINGS],
+                at=workflow.now(),
+            )
         )
+
+    async def _raise_alert(self, alert: Alert) -> None:
+        """Log and audit trail, then the webhook, whose outage never changes the check's outcome."""
         await call(AlertActivityStub.record_alert, alert)
         try:
             await call(AlertActivityStub.post_alert_webhook, alert, start_to_close=WEBHOOK_TIMEOUT, retry=WEBHOOK_RETRY)
@@ -151,6 +169,27 @@ class KeyVaultHealthWorkflow(OperationWorkflow):
             await self.audit(
                 "alert.webhook.failed", detail={"error": failure_message(exc)}, target="webhook", outcome=Outcome.FAILED
             )
+
+
+HEALTH_INCOMPLETE = "keyvault-health-incomplete"
+"""The alert of a health check that could not check a key at all (the operation fails with the service's answer)."""
+
+
+def incomplete_alert(operation_id: str, kind: str, unchecked: dict[str, ActivityError], at: datetime) -> Alert:
+    """The alert naming each key that could not be checked, with the service's answer."""
+    findings = [
+        AlertFinding(rule=getattr(exc.cause, "type", None) or "check-failed", target=uri, detail=failure_message(exc))
+        for uri, exc in unchecked.items()
+    ]
+    summary = "could not check " + "; ".join(f"{f.target}: {f.detail}" for f in findings)
+    return Alert(
+        rule=HEALTH_INCOMPLETE,
+        operation_id=operation_id,
+        kind=kind,
+        summary=summary,
+        findings=findings[:ALERT_MAX_FINDINGS],
+        at=at,
+    )
 
 
 HEALTH_RECORDS_AND_ALERTS = "keyvault-health-records-and-alerts"

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.worker import Worker
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.worker import Replayer, Worker
 
 from activities import build_activities
 from ckey.azure import AzureConnection
@@ -244,3 +245,38 @@ async def test_named_keys_and_in_use_together_are_refused_before_anything_starts
         headers=auth(Role.OPERATOR),
     )
     assert unknown.status_code == 422, unknown.text
+
+
+async def test_a_key_that_cannot_be_checked_fails_the_check_and_alerts(
+    client: Client, op_settings: Settings, store: Store, keys: Keys, alerting_worker: AlertingWorker
+) -> None:
+    gone = f"https://{unique('gone')}.vault.azure.net/keys/exo-key"
+    async with alert_receiver() as receiver, alerting_worker([gone], receiver.url):
+        record, actions = await run_health(client, op_settings, store)
+        posted = await receiver.first()
+    # The operation fails with the service's answer (no vault), as before; now the operators hear of it too.
+    assert record.state.value == "failed"
+    assert record.error is not None and not record.error.startswith("keyvault-health-failed"), record.error
+    assert "alert.raised" in actions
+    assert posted["rule"] == "keyvault-health-incomplete" and posted["operation_id"] == record.id
+    assert [f["target"] for f in posted["findings"]] == [gone]
+    assert gone in posted["summary"]
+
+
+async def test_the_alerting_run_replays(
+    client: Client,
+    op_settings: Settings,
+    store: Store,
+    keys: Keys,
+    kv_control: SandboxKeyVaultControl,
+    alerting_worker: AlertingWorker,
+) -> None:
+    await kv_control.revoke(KeyUri.parse(keys.first).vault, EXO, ["get"])
+    async with alert_receiver() as receiver, alerting_worker([keys.configured], receiver.url):
+        record, _ = await run_health(client, op_settings, store)
+    assert record.state.value == "failed"
+    history = await client.get_workflow_handle(record.id).fetch_history()
+    replayed = await Replayer(workflows=all_workflows(), data_converter=pydantic_data_converter).replay_workflow(
+        history
+    )
+    assert replayed.replay_failure is None
