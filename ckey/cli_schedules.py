@@ -23,9 +23,13 @@ def _call(method: str, path: str) -> Any:
 def _print(view: dict[str, Any], verb: str) -> None:
     from ckey.cli import console
 
-    state = "paused" if view.get("paused") else "active"
+    if view.get("paused"):
+        console.print(f"{view['id']}: {verb}; paused" + (f" ({view['note']})" if view.get("note") else ""))
+        return
     next_runs = view.get("next_runs") or []
-    console.print(f"{view['id']}: {verb}; now {state}" + (f", next run {next_runs[0]}" if next_runs else ""))
+    console.print(f"{view['id']}: {verb}; active" + (f", next run {next_runs[0]}" if next_runs else ""))
+    if verb == "triggered":
+        console.print(f"the run is an operation: ckey ops list --kind {view['kind']}")
 
 
 @app.command("list")
@@ -44,7 +48,7 @@ def schedules_list() -> None:
             s["kind"],
             f"{s['interval_seconds']:g}s",
             state,
-            str(next_runs[0]) if next_runs else "",
+            str(next_runs[0]) if next_runs and not s["paused"] else "",
             recent[-1]["operation_id"] if recent else "",
         )
     console.print(table)

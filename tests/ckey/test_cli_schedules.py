@@ -45,6 +45,8 @@ def test_schedules_commands_call_the_api(monkeypatch: pytest.MonkeyPatch) -> Non
     for verb in ("pause", "unpause", "trigger"):
         result = runner.invoke(cli.app, ["schedules", verb, "ckey-inventory-sync"])
         assert result.exit_code == 0, result.output
+        # A paused schedule shows who paused it, never a next run it will not make.
+        assert "paused (paused by olga)" in result.output
     # A name with a slash stays one path segment: it never reaches another route.
     assert runner.invoke(cli.app, ["schedules", "pause", "../operations"]).exit_code == 0
     assert calls == [

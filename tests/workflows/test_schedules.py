@@ -228,6 +228,13 @@ async def test_the_schedules_api_lists_pauses_unpauses_and_triggers(
     assert triggered.status_code == 202, triggered.text
     run = await wait_for_run(store, KEYVAULT_HEALTH, ended=False)
     assert run.id.startswith(f"{KEYVAULT_HEALTH}-") and run.kind == "keyvault.health"
+    # Who paused, unpaused and triggered is in the audit trail.
+    changes = [(e.action, e.actor, e.target) for e in await store.list_audit() if e.action.startswith("schedule.")]
+    assert changes == [
+        ("schedule.paused", "olga.operator@contoso.com", INVENTORY_SYNC),
+        ("schedule.unpaused", "alice.admin@contoso.com", INVENTORY_SYNC),
+        ("schedule.triggered", "alice.admin@contoso.com", KEYVAULT_HEALTH),
+    ]
     # The schedule lists it among its recent runs.
     async with asyncio.timeout(WAIT):
         while True:

@@ -7,15 +7,20 @@ that may start the scheduled kinds by hand).
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel
 from temporalio.service import RPCError, RPCStatusCode
 
-from ckey.api.deps import ClientDep, Operator, SettingsDep, Viewer
+from ckey.api.deps import ClientDep, Operator, SettingsDep, StoreDep, Viewer
 from ckey.api.problems import Problem
+from ckey.auth import Principal
+from ckey.operations import AuditEvent, Outcome
 from ckey.schedules import SCHEDULES, ScheduleDef, ScheduleView, describe, known
+from ckey.store import Store
 
 router = APIRouter(prefix="/api/schedules", tags=["schedules"])
 
@@ -45,6 +50,21 @@ def _rpc_problem(definition: ScheduleDef, exc: RPCError) -> Problem:
     return Problem(503, "temporal-reachable", f"Temporal did not answer for schedule {definition.id}: {exc.message}")
 
 
+async def _audit(store: Store, principal: Principal, definition: ScheduleDef, verb: str) -> None:
+    """Who paused, unpaused or triggered which schedule: the audit trail says it, as for every change."""
+    await store.append_audit(
+        AuditEvent(
+            key=f"schedule/{definition.id}/{verb}/{uuid.uuid4()}",
+            at=datetime.now(UTC),
+            actor=principal.user,
+            action=f"schedule.{verb}",
+            outcome=Outcome.OK,
+            target=definition.id,
+            detail={"kind": definition.kind},
+        )
+    )
+
+
 @router.get("", response_model=ScheduleList)
 async def list_schedules(principal: Viewer, client: ClientDep, settings: SettingsDep) -> ScheduleList:
     """Every schedule: interval, paused or not, next and recent runs (their operation ids)."""
@@ -71,12 +91,13 @@ async def show_schedule(
 
 @router.post("/{schedule_id}/pause", response_model=ScheduleView)
 async def pause_schedule(
-    schedule_id: ScheduleId, principal: Operator, client: ClientDep, settings: SettingsDep
+    schedule_id: ScheduleId, principal: Operator, client: ClientDep, settings: SettingsDep, store: StoreDep
 ) -> ScheduleView:
     """Pause a schedule (its note names who paused it); a running run goes on."""
     definition = _definition(schedule_id)
     try:
         await client.get_schedule_handle(definition.id).pause(note=f"paused by {principal.user}")
+        await _audit(store, principal, definition, "paused")
         return await describe(client, definition, settings)
     except RPCError as exc:
         raise _rpc_problem(definition, exc) from None
@@ -84,12 +105,13 @@ async def pause_schedule(
 
 @router.post("/{schedule_id}/unpause", response_model=ScheduleView)
 async def unpause_schedule(
-    schedule_id: ScheduleId, principal: Operator, client: ClientDep, settings: SettingsDep
+    schedule_id: ScheduleId, principal: Operator, client: ClientDep, settings: SettingsDep, store: StoreDep
 ) -> ScheduleView:
     """Resume a paused schedule."""
     definition = _definition(schedule_id)
     try:
         await client.get_schedule_handle(definition.id).unpause(note=f"unpaused by {principal.user}")
+        await _audit(store, principal, definition, "unpaused")
         return await describe(client, definition, settings)
     except RPCError as exc:
         raise _rpc_problem(definition, exc) from None
@@ -97,12 +119,13 @@ async def unpause_schedule(
 
 @router.post("/{schedule_id}/trigger", response_model=ScheduleView, status_code=202)
 async def trigger_schedule(
-    schedule_id: ScheduleId, principal: Operator, client: ClientDep, settings: SettingsDep
+    schedule_id: ScheduleId, principal: Operator, client: ClientDep, settings: SettingsDep, store: StoreDep
 ) -> ScheduleView:
     """Run a schedule's action now (skipped, as a due run would be, while a run of it is still going)."""
     definition = _definition(schedule_id)
     try:
         await client.get_schedule_handle(definition.id).trigger()
+        await _audit(store, principal, definition, "triggered")
         return await describe(client, definition, settings)
     except RPCError as exc:
         raise _rpc_problem(definition, exc) from None
