@@ -78,9 +78,6 @@ SCHEDULES: dict[str, ScheduleDef] = {
 }
 """ckey's schedules by id: the only ids the API and the CLI pass to Temporal."""
 
-SCHEDULE_ID_PATTERN = r"^ckey-[a-z-]{1,60}$"
-"""The shape of a schedule id in a request path (checked against :data:`SCHEDULES` after that)."""
-
 
 def known(schedule_id: str) -> ScheduleDef | None:
     """The schedule of that id, or ``None`` for any other text (never passed on to Temporal)."""
