@@ -18,13 +18,14 @@ from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.m365 import M365Gateway, build_transport
+from ckey.schedules import ensure_schedules
 from ckey.store import Store
 from ckey.support import HttpSupportDesk
 from ckey.temporal import connect, ensure_search_attributes
 from workflows import all_activity_stubs, all_workflows
 from workflows.operation import WORKFLOW_FAILURE_TYPES
 
-__all__ = ["WORKFLOW_FAILURE_TYPES", "build_worker", "main", "run_worker"]
+__all__ = ["WORKFLOW_FAILURE_TYPES", "build_worker", "main", "run_worker", "start_schedules"]
 
 log = logging.getLogger("ckey.worker")
 
@@ -45,6 +46,18 @@ def build_worker(client: Client, settings: Settings, gateways: Gateways, task_qu
     )
 
 
+async def start_schedules(client: Client, settings: Settings) -> None:
+    """Create or update ckey's Temporal Schedules (``CKEY_SCHEDULES``); a refusal is logged, the worker still runs."""
+    if not settings.schedules:
+        log.info("schedules off (CKEY_SCHEDULES=false): the inventory sync and the health check run only by hand")
+        return
+    try:
+        for line in await ensure_schedules(client, settings):
+            log.info("schedule %s", line)
+    except Exception as exc:  # the worker's operations do not depend on the schedules; an operator must see it
+        log.error("could not create or update ckey's schedules: %s", exc)
+
+
 async def run_worker(settings: Settings) -> None:
     """Run the worker until SIGINT or SIGTERM."""
     client = await connect(settings)
@@ -54,6 +67,7 @@ async def run_worker(settings: Settings) -> None:
             log.info("registered search attributes %s", ", ".join(added))
     except Exception as exc:  # a cloud namespace may refuse operator calls; attributes are then managed there
         log.warning("could not check search attributes: %s", exc)
+    await start_schedules(client, settings)
     store = Store.from_settings(settings)
     azure = AzureConnection(settings)
     keyvault = KeyVaultGateway(azure)
@@ -63,6 +77,7 @@ async def run_worker(settings: Settings) -> None:
         dep_keys=settings.dep_keys,
         m365=M365Gateway(build_transport(settings, azure)),
         support=HttpSupportDesk(azure, settings.support_url, settings.support_contact),
+        alert_webhook_url=settings.alert_webhook_url,
     )
     if settings.sandbox:
         log.warning("SANDBOX MODE: Azure and Microsoft 365 names resolve to the local sandbox (CKEY_SANDBOX=true)")

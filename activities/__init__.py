@@ -32,6 +32,8 @@ class Gateways:
     dep_keys: dict[Workload, list[str]] = field(default_factory=dict)
     m365: M365Gateway | None = None
     support: SupportDesk | None = None
+    alert_webhook_url: str | None = None
+    """Where alerts are POSTed as JSON (``CKEY_ALERT_WEBHOOK_URL``); ``None``: the log and the record only."""
 
 
 def build_activities(gateways: Gateways, stubs: Iterable[type] | None = None) -> list[Callable[..., Any]]:

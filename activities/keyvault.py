@@ -31,15 +31,21 @@ from ckey.models import KeyUri, ServicePrincipal, Workload
 from ckey.operations import Outcome
 from ckey.store import Store
 from ckey.store.backups import KeyBackupStore
+from ckey.store.inventory import InventoryStore, KeyHealthView
 from contracts.keyvault import (
+    IN_USE_MAX_KEYS,
     CheckKeyHealthInput,
     CheckKeyHealthResult,
     ConfiguredKeysInput,
     ConfiguredKeysResult,
     HealthLine,
+    KeyGroup,
     KeyRef,
+    KeysInUseInput,
+    KeysInUseResult,
     KeyState,
     KeyVaultActivityStub,
+    RecordKeyHealthInput,
     RemoveAccessPolicyInput,
     RemoveAccessPolicyResult,
     RestoreKeyBackupInput,
@@ -100,6 +106,51 @@ class KeyVaultActivities(KeyVaultActivityStub):
     async def configured_dep_keys(self, input: ConfiguredKeysInput) -> ConfiguredKeysResult:
         """The Customer Keys configured for a workload."""
         return ConfiguredKeysResult(key_uris=list(self.configured_keys.get(input.workload, [])))
+
+    @activity.defn
+    async def keys_in_use(self, input: KeysInUseInput) -> KeysInUseResult:
+        """The keys of the inventory's DEPs (not those whose purge was requested) and every configured key."""
+        groups: list[KeyGroup] = []
+        for dep in await InventoryStore(self.store).deps():
+            try:
+                workload = Workload(dep.workload)
+            except ValueError:
+                continue
+            # A DEP whose data purge was requested is being retired on purpose: its keys going away is the plan.
+            if dep.purge_requested or not dep.azure_key_ids:
+                continue
+            groups.append(
+                KeyGroup(label=f"dep:{workload.value}/{dep.name}", workload=workload, key_uris=dep.azure_key_ids)
+            )
+        for workload, uris in sorted(self.configured_keys.items()):
+            if uris:
+                groups.append(KeyGroup(label=f"configured:{workload.value}", workload=workload, key_uris=list(uris)))
+        count = len({(u, g.workload) for g in groups for u in g.key_uris})
+        if count > IN_USE_MAX_KEYS:
+            raise ApplicationError(
+                f"{count} keys in use, more than one check covers ({IN_USE_MAX_KEYS}): check them by workload",
+                type="keys-in-use-bounded",
+                non_retryable=True,
+            )
+        return KeysInUseResult(groups=groups)
+
+    @activity.defn
+    async def record_key_health(self, input: RecordKeyHealthInput) -> None:
+        """Each key's health into the inventory: healthy when every line about it (its pair's too) holds."""
+        inventory = InventoryStore(self.store)
+        for uri in dict.fromkeys(input.key_uris):
+            mine = [line for line in input.lines if uri in line.key.split(" + ")]
+            key = KeyUri.parse(uri)
+            await inventory.record_key_health(
+                KeyHealthView(
+                    key_id=key.versionless,
+                    vault=key.vault,
+                    healthy=all(line.ok for line in mine),
+                    problems=sorted({line.rule for line in mine if not line.ok}),
+                    checked_at=input.checked_at,
+                    source=input.operation_id,
+                )
+            )
 
     @activity.defn
     async def check_key_health(self, input: CheckKeyHealthInput) -> CheckKeyHealthResult:

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
+from ckey.cli_schedules import app as schedules_app
 from ckey.config import Settings, SettingsError, get_settings
 from ckey.models import Role
 
@@ -30,6 +31,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(ops_app, name="ops")
 app.add_typer(dep_app, name="dep")
 app.add_typer(mailbox_app, name="mailbox")
+app.add_typer(schedules_app, name="schedules")
 
 # Markup off: what the CLI prints comes from the API (names, identities, messages) and is shown as written, never
 # read as Rich markup ("[/x]" in a key URI must not crash the CLI, nor "[red]" in a DEP name restyle a table).

@@ -235,6 +235,25 @@ def demo_timings(settings: Settings) -> dict[str, str]:
     return timings
 
 
+DEMO_INVENTORY_SYNC_INTERVAL = timedelta(seconds=5)
+"""How often ``ckey up`` syncs the sandbox tenant into the inventory: a run shows in the Web UI within seconds."""
+DEMO_HEALTH_CHECK_INTERVAL = timedelta(seconds=30)
+"""How often ``ckey up`` checks every key in use: a key broken on the sandbox is alerted within half a minute."""
+
+
+def schedule_timings(settings: Settings) -> dict[str, str]:
+    """The environment that gives a sandbox stack's schedules short intervals (an operator's own value is kept)."""
+    if not settings.sandbox:
+        return {}
+    chosen = settings.model_fields_set
+    timings: dict[str, str] = {}
+    if "inventory_sync_interval" not in chosen:
+        timings["CKEY_INVENTORY_SYNC_INTERVAL"] = f"PT{DEMO_INVENTORY_SYNC_INTERVAL.total_seconds():g}S"
+    if "health_check_interval" not in chosen:
+        timings["CKEY_HEALTH_CHECK_INTERVAL"] = f"PT{DEMO_HEALTH_CHECK_INTERVAL.total_seconds():g}S"
+    return timings
+
+
 def child_environment(settings: Settings, data_dir: Path) -> dict[str, str]:
     """The environment of every child: ours plus the settings the stack decides, so all processes agree."""
     env = dict(os.environ)
@@ -255,6 +274,7 @@ def child_environment(settings: Settings, data_dir: Path) -> dict[str, str]:
         PYTHONUNBUFFERED="1",
     )
     env.update(demo_timings(settings))
+    env.update(schedule_timings(settings))
     env.pop("CKEY_TEMPORAL_API_KEY", None)
     # From a source checkout (not an installed package) ``-m worker`` and ``-m ckey.api`` only resolve when
     # the checkout is on the path; add it so that ``ckey up`` works from any directory.
@@ -632,6 +652,17 @@ def _print_ready(stack: Stack, console: Console) -> None:
             f"encryption checked every {poll.total_seconds():g} s" if poll is not None else "",
         ]
         lines.append(("demo timings", "; ".join(d for d in demo if d) + " (CKEY_EXCHANGE_* to change)"))
+    if settings.schedules:
+        sync = DEMO_INVENTORY_SYNC_INTERVAL if "CKEY_INVENTORY_SYNC_INTERVAL" in schedule_timings(settings) else None
+        health = DEMO_HEALTH_CHECK_INTERVAL if "CKEY_HEALTH_CHECK_INTERVAL" in schedule_timings(settings) else None
+        every = (sync or settings.inventory_sync_interval, health or settings.health_check_interval)
+        lines.append(
+            (
+                "schedules",
+                f"inventory sync every {every[0].total_seconds():g} s, key health every {every[1].total_seconds():g} s "
+                "(Web UI: Schedules; `ckey schedules list`)",
+            )
+        )
     console.print()
     for label, value in lines:
         console.print(f"  [bold]{label:<16}[/bold] {value}", soft_wrap=True, highlight=False)

@@ -7,7 +7,10 @@ implements.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import BaseModel, Field, model_validator
 from temporalio import activity
 
 from ckey.models import (
@@ -19,6 +22,7 @@ from ckey.models import (
     VaultInfo,
     VaultName,
     Workload,
+    rule_error,
 )
 from ckey.operations import Params
 
@@ -60,6 +64,40 @@ class ConfiguredKeysResult(BaseModel):
     """The configured DEP keys of a workload."""
 
     key_uris: list[str] = Field(default_factory=list)
+
+
+IN_USE_MAX_KEYS = 500
+"""Keys one check of every key in use covers at most (a DEP has two; a large tenant has a few dozen DEPs)."""
+
+
+class KeysInUseInput(BaseModel):
+    """Which operation asks for the keys in use (for the audit trail)."""
+
+    operation_id: str
+
+
+class KeyGroup(BaseModel):
+    """Keys that belong together (a DEP's pair, or a workload's configured set), checked for its workload."""
+
+    label: str
+    """``dep:<workload>/<name>`` or ``configured:<workload>``."""
+    workload: Workload
+    key_uris: list[str] = Field(default_factory=list)
+
+
+class KeysInUseResult(BaseModel):
+    """Every key in use: the keys of the DEPs in the inventory and the configured DEP keys, by group."""
+
+    groups: list[KeyGroup] = Field(default_factory=list)
+
+
+class RecordKeyHealthInput(BaseModel):
+    """A health check's lines, to be recorded per key in the inventory."""
+
+    operation_id: str
+    key_uris: list[str]
+    lines: list[HealthLine]
+    checked_at: datetime
 
 
 class KeyRef(BaseModel):
@@ -116,6 +154,16 @@ class KeyVaultActivityStub:
         """The DEP keys configured for a workload (``CKEY_DEP_KEYS``)."""
         raise NotImplementedError
 
+    @activity.defn(name="keys_in_use")
+    async def keys_in_use(self, input: KeysInUseInput) -> KeysInUseResult:
+        """The keys of the DEPs in the inventory plus the configured DEP keys, grouped by DEP."""
+        raise NotImplementedError
+
+    @activity.defn(name="record_key_health")
+    async def record_key_health(self, input: RecordKeyHealthInput) -> None:
+        """Each checked key's health (healthy, the rules it breaks) into the inventory."""
+        raise NotImplementedError
+
     @activity.defn(name="check_key_health")
     async def check_key_health(self, input: CheckKeyHealthInput) -> CheckKeyHealthResult:
         """Check one key against every rule of the seed."""
@@ -159,11 +207,32 @@ HEALTH_MAX_KEYS = 20
 """Keys one health check names at most (a DEP has two; a check of every workload's keys, six)."""
 
 
+class HealthScope(StrEnum):
+    """Which keys a health check covers when none are named."""
+
+    CONFIGURED = "configured"
+    """The workload's configured DEP keys (``CKEY_DEP_KEYS``)."""
+    IN_USE = "in_use"
+    """Every key in use: the keys of every DEP in the inventory plus every workload's configured keys, each checked
+    for its own workload's service principal (the ``ckey-keyvault-health`` schedule)."""
+
+
 class KeyVaultHealthInput(Params):
     """Which keys to check (default: the workload's configured DEP keys) and for which workload's principal."""
 
     workload: Workload = Workload.EXCHANGE
     keys: list[KeyUriField] = Field(default_factory=list, max_length=HEALTH_MAX_KEYS)
+    scope: HealthScope = Field(
+        default=HealthScope.CONFIGURED,
+        description="Without `keys`: `configured` checks the workload's CKEY_DEP_KEYS; `in_use` checks every key in "
+        "use (the inventory's DEPs and every configured key, each for its workload).",
+    )
+
+    @model_validator(mode="after")
+    def _keys_or_scope(self) -> KeyVaultHealthInput:
+        if self.keys and self.scope is HealthScope.IN_USE:
+            raise rule_error("health-keys-or-in-use", "name keys or ask for every key in use (scope in_use), not both")
+        return self
 
 
 class KeyVaultHealthResult(BaseModel):

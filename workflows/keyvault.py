@@ -7,21 +7,27 @@ Seed sections: "Restore Azure Key Vault keys", "Manage key vault permissions", a
 from __future__ import annotations
 
 import asyncio
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from ckey.models import KeyUri, Role
-    from ckey.operations import Lease, LeaseMode, LeaseRequest, OperationKind, lazy
+    from ckey.models import KeyUri, Role, Workload
+    from ckey.operations import Lease, LeaseMode, LeaseRequest, OperationKind, Outcome, lazy
+    from contracts.alerts import ALERT_MAX_FINDINGS, Alert, AlertActivityStub, AlertFinding
     from contracts.keyvault import (
         CheckKeyHealthInput,
         CheckKeyHealthResult,
         ConfiguredKeysInput,
         HealthLine,
+        HealthScope,
+        KeyGroup,
         KeyRef,
+        KeysInUseInput,
         KeyVaultAccessRevokeInput,
         KeyVaultAccessRevokeResult,
         KeyVaultActivityStub,
@@ -29,11 +35,12 @@ with workflow.unsafe.imports_passed_through():
         KeyVaultHealthResult,
         KeyVaultKeyRestoreInput,
         KeyVaultKeyRestoreResult,
+        RecordKeyHealthInput,
         RemoveAccessPolicyInput,
         RestoreKeyBackupInput,
         VaultRef,
     )
-    from workflows.operation import FailedWithResult, OperationWorkflow, call
+    from workflows.operation import FailedWithResult, OperationWorkflow, call, failure_message
 
 
 # keyvault.health ---------------------------------------------------------------------------------------------------
@@ -60,41 +67,142 @@ class KeyVaultHealthWorkflow(OperationWorkflow):
 
     async def _check(self, input: KeyVaultHealthInput) -> KeyVaultHealthResult:
         await self.set_phase(HealthPhase.RESOLVING_KEYS)
-        uris = [str(k) for k in input.keys]
-        if not uris:
-            configured = await call(
-                KeyVaultActivityStub.configured_dep_keys, ConfiguredKeysInput(workload=input.workload)
+        groups = await self._groups(input)
+        # Each (key, workload) once, in the order the groups name them: the same commands as before for one group.
+        targets = list(dict.fromkeys((uri, group.workload) for group in groups for uri in group.key_uris))
+        uris = list(dict.fromkeys(uri for uri, _ in targets))
+        self.set_progress(0, len(targets), "keys")
+        await self.set_phase(HealthPhase.CHECKING, {"keys": uris})
+
+        unchecked: dict[str, ActivityError] = {}
+
+        async def check(uri: str, workload: Workload) -> CheckKeyHealthResult:
+            try:
+                result = await call(
+                    KeyVaultActivityStub.check_key_health, CheckKeyHealthInput(key_uri=uri, workload=workload)
+                )
+            except ActivityError as exc:
+                unchecked.setdefault(uri, exc)
+                raise
+            self.set_progress(self._status.progress.done + 1)
+            return result
+
+        try:
+            results = await asyncio.gather(*(check(u, w) for u, w in targets))
+        except ActivityError:
+            # A key that could not be checked at all (its vault gone, ckey's own access removed) is worse than a
+            # broken rule: the operation fails with the service's answer, and the operators are told.
+            if unchecked and workflow.patched(HEALTH_RECORDS_AND_ALERTS):
+                await self._raise_alert(incomplete_alert(self.operation_id, self.kind, unchecked, workflow.now()))
+            raise
+        lines = [line for result in results for line in result.lines]
+        region_of = {target: (result.vault, result.region) for target, result in zip(targets, results, strict=True)}
+        for group in groups:
+            if len(group.key_uris) == 2:
+                lines += pair_lines(group.key_uris, [region_of[(u, group.workload)] for u in group.key_uris])
+        ok = all(line.ok for line in lines)
+        failed = [line.rule for line in lines if not line.ok]
+        await self.set_phase(HealthPhase.REPORTED, {"ok": ok, "failed": failed})
+        report = KeyVaultHealthResult(ok=ok, lines=lines)
+        # Runs started before these changes replay without the inventory write and the alert they never made.
+        if workflow.patched(HEALTH_RECORDS_AND_ALERTS):
+            await call(
+                KeyVaultActivityStub.record_key_health,
+                RecordKeyHealthInput(
+                    operation_id=self.operation_id, key_uris=uris, lines=lines, checked_at=workflow.now()
+                ),
             )
-            uris = configured.key_uris
-        if not uris:
+            if not ok:
+                await self._alert(lines)
+        # Runs started before this change end as they began: succeeded, the broken rules only in their report.
+        if not ok and workflow.patched(HEALTH_FAILS_ON_BROKEN_RULE):
+            raise FailedWithResult(broken_rules_message(lines), report, type=HEALTH_FAILED)
+        return report
+
+    async def _groups(self, input: KeyVaultHealthInput) -> list[KeyGroup]:
+        """The keys to check, grouped as they belong together (a DEP's pair is also checked as a pair)."""
+        if input.keys:
+            return [KeyGroup(label="named", workload=input.workload, key_uris=[str(k) for k in input.keys])]
+        if input.scope is HealthScope.IN_USE:
+            found = await call(KeyVaultActivityStub.keys_in_use, KeysInUseInput(operation_id=self.operation_id))
+            if not any(group.key_uris for group in found.groups):
+                raise ApplicationError(
+                    "no keys in use: the inventory holds no DEP with keys (run inventory.sync) and CKEY_DEP_KEYS "
+                    "names none",
+                    type="keys-required",
+                    non_retryable=True,
+                )
+            return found.groups
+        configured = await call(KeyVaultActivityStub.configured_dep_keys, ConfiguredKeysInput(workload=input.workload))
+        if not configured.key_uris:
             raise ApplicationError(
                 f"no keys named and none configured for {input.workload.value} (CKEY_DEP_KEYS)",
                 type="keys-required",
                 non_retryable=True,
             )
-        self.set_progress(0, len(uris), "keys")
-        await self.set_phase(HealthPhase.CHECKING, {"keys": uris})
+        return [
+            KeyGroup(label=f"configured:{input.workload.value}", workload=input.workload, key_uris=configured.key_uris)
+        ]
 
-        async def check(uri: str) -> CheckKeyHealthResult:
-            result = await call(
-                KeyVaultActivityStub.check_key_health, CheckKeyHealthInput(key_uri=uri, workload=input.workload)
+    async def _alert(self, lines: list[HealthLine]) -> None:
+        """Raise the alert of a check that found broken rules."""
+        await self._raise_alert(
+            Alert(
+                rule=HEALTH_FAILED,
+                operation_id=self.operation_id,
+                kind=self.kind,
+                summary=broken_rules_message(lines),
+                findings=[
+                    AlertFinding(rule=line.rule, target=line.key, detail=line.detail) for line in lines if not line.ok
+                ][:ALERT_MAX_FINDINGS],
+                at=workflow.now(),
             )
-            self.set_progress(self._status.progress.done + 1)
-            return result
+        )
 
-        results = await asyncio.gather(*(check(u) for u in uris))
-        lines = [line for result in results for line in result.lines]
-        regions = [(result.vault, result.region) for result in results]
-        if len(uris) == 2:
-            lines += pair_lines(uris, regions)
-        ok = all(line.ok for line in lines)
-        failed = [line.rule for line in lines if not line.ok]
-        await self.set_phase(HealthPhase.REPORTED, {"ok": ok, "failed": failed})
-        report = KeyVaultHealthResult(ok=ok, lines=lines)
-        # Runs started before this change end as they began: succeeded, the broken rules only in their report.
-        if not ok and workflow.patched(HEALTH_FAILS_ON_BROKEN_RULE):
-            raise FailedWithResult(broken_rules_message(lines), report, type=HEALTH_FAILED)
-        return report
+    async def _raise_alert(self, alert: Alert) -> None:
+        """Log and audit trail, then the webhook, whose outage never changes the check's outcome."""
+        await call(AlertActivityStub.record_alert, alert)
+        try:
+            await call(AlertActivityStub.post_alert_webhook, alert, start_to_close=WEBHOOK_TIMEOUT, retry=WEBHOOK_RETRY)
+        except ActivityError as exc:
+            # The vault's state is the answer; the log and the record already carry the alert.
+            await self.audit(
+                "alert.webhook.failed", detail={"error": failure_message(exc)}, target="webhook", outcome=Outcome.FAILED
+            )
+
+
+HEALTH_INCOMPLETE = "keyvault-health-incomplete"
+"""The alert of a health check that could not check a key at all (the operation fails with the service's answer)."""
+
+
+def incomplete_alert(operation_id: str, kind: str, unchecked: dict[str, ActivityError], at: datetime) -> Alert:
+    """The alert naming each key that could not be checked, with the service's answer."""
+    findings = [
+        AlertFinding(rule=getattr(exc.cause, "type", None) or "check-failed", target=uri, detail=failure_message(exc))
+        for uri, exc in unchecked.items()
+    ]
+    summary = "could not check " + "; ".join(f"{f.target}: {f.detail}" for f in findings)
+    return Alert(
+        rule=HEALTH_INCOMPLETE,
+        operation_id=operation_id,
+        kind=kind,
+        summary=summary,
+        findings=findings[:ALERT_MAX_FINDINGS],
+        at=at,
+    )
+
+
+HEALTH_RECORDS_AND_ALERTS = "keyvault-health-records-and-alerts"
+"""The patch under which a health check records each key's health in the inventory and alerts on a broken rule."""
+
+WEBHOOK_TIMEOUT = timedelta(seconds=30)
+WEBHOOK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=5,
+)
+"""The webhook is tried five times over about fifteen seconds; after that the check ends without it."""
 
 
 HEALTH_FAILS_ON_BROKEN_RULE = "keyvault-health-fails-on-broken-rule"
@@ -252,6 +360,8 @@ def _checks_keys(params: BaseModel) -> LeaseRequest:
     keys = list(getattr(params, "keys", []) or [])
     if keys:
         return LeaseRequest(leases=[_key_lease(k, LeaseMode.READ) for k in keys])
+    if getattr(params, "scope", None) == HealthScope.IN_USE:
+        return LeaseRequest(leases=[Lease.on("keys", "in_use", LeaseMode.READ)])
     return LeaseRequest(leases=[Lease.on("keys", str(getattr(params, "workload", "exchange")), LeaseMode.READ)])
 
 
@@ -273,10 +383,12 @@ KINDS: tuple[OperationKind, ...] = (
         role=Role.OPERATOR,
         description="Check a workload's Customer Keys: exists, enabled, soft delete, purge protection, no expiry, "
         "RSA, two vaults in two regions, the service principal's get/wrapKey/unwrapKey. A broken rule ends it failed "
-        "(keyvault-health-failed), the rules named, the report kept as its result.",
+        "(keyvault-health-failed), the rules named, the report kept as its result; each key's health goes to the "
+        "inventory and a broken rule raises an alert. scope in_use: every key in use (the ckey-keyvault-health "
+        "schedule).",
         result_model=KeyVaultHealthResult,
         leases_of=_checks_keys,
-        activities=(KeyVaultActivityStub,),
+        activities=(KeyVaultActivityStub, AlertActivityStub),
     ),
     OperationKind(
         name=KeyVaultKeyRestoreWorkflow.kind,
