@@ -105,8 +105,27 @@ def _refuse_control_characters(what: str, value: str) -> None:
         )
 
 
+_ADDRESS_LOCAL = f'[^\\s@"(),:;<>\\[\\]\\\\{CONTROL_CLASS}]+'
+"""The part of an SMTP address or UPN before the ``@``: no space, no separator or quoting character of RFC 5322."""
+_ADDRESS_DOMAIN = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+"""A DNS domain of two labels or more (Microsoft 365 accepted domains are ASCII)."""
+_ALIAS_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ALIAS = rf"{_ALIAS_ATOM}(?:\.{_ALIAS_ATOM})*"
+"""An Exchange alias (mailNickname): letters, digits, the characters RFC 5322 allows in an atom, inner dots.
+
+A GUID (ExchangeGuid, ExternalDirectoryObjectId) has this shape too."""
+IDENTITY_SHAPE = f"(?:{_ADDRESS_LOCAL}@{_ADDRESS_DOMAIN}|{_ALIAS})"
+"""What a mailbox identity looks like: an SMTP address or UPN (``local@domain``), an alias, or a GUID."""
+_IDENTITY = re.compile(rf"{IDENTITY_SHAPE}\Z")
+
+
 def check_identity(value: str, *, rule: str = "mailbox-identity", what: str = "a mailbox identity") -> str:
-    """The identity rule: stripped, not empty, at most :data:`IDENTITY_MAX` characters, no control characters.
+    """The identity rule: an SMTP address, a UPN, an alias or a GUID, stripped, bounded, one clean line.
+
+    Stripped, not empty, at most :data:`IDENTITY_MAX` characters, no control characters, and of the shape of
+    :data:`IDENTITY_SHAPE`.
+    A display name (``Alice Smith``) or any text with spaces, brackets or quotes is refused: Exchange would look it
+    up as a name, and a CSV of garbage (a JSON array, a multipart boundary) must not become mailbox names.
 
     Args:
         value: the identity as given.
@@ -117,7 +136,7 @@ def check_identity(value: str, *, rule: str = "mailbox-identity", what: str = "a
         The stripped identity.
 
     Raises:
-        PydanticCustomError: ``<rule>``, ``<rule>-length`` or ``no-control-characters``.
+        PydanticCustomError: ``<rule>``, ``<rule>-length``, ``no-control-characters`` or ``<rule>-format``.
     """
     value = value.strip()
     if not value:
@@ -127,6 +146,12 @@ def check_identity(value: str, *, rule: str = "mailbox-identity", what: str = "a
             f"{rule}-length", f"{what} is at most {IDENTITY_MAX} characters, got {{length}}", length=len(value)
         )
     _refuse_control_characters(what, value)
+    if not _IDENTITY.match(value):
+        raise rule_error(
+            f"{rule}-format",
+            f"{what} is an SMTP address, a UPN, an alias or a GUID (no spaces, quotes or brackets), got {{value}}",
+            value=repr(value),
+        )
     return value
 
 
@@ -149,11 +174,12 @@ RecipientIdentity = Annotated[
             "type": "string",
             "minLength": 1,
             "maxLength": IDENTITY_MAX,
-            "pattern": f"^[^{CONTROL_CLASS}]*[^\\s{CONTROL_CLASS}][^{CONTROL_CLASS}]*$",
+            "pattern": f"^{IDENTITY_SHAPE}$",
         }
     ),
 ]
-"""A mailbox or mail user identity (UPN, SMTP address, alias): stripped, 1-320 characters, no control characters."""
+"""A mailbox or mail user identity (SMTP address, UPN, alias or GUID): stripped, 1-320 characters, no control
+characters."""
 
 DESCRIPTION_MAX = 1024
 """Longest description (New-DataEncryptionPolicy's -Description)."""
