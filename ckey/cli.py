@@ -34,7 +34,8 @@ app.add_typer(mailbox_app, name="mailbox")
 # Markup off: what the CLI prints comes from the API (names, identities, messages) and is shown as written, never
 # read as Rich markup ("[/x]" in a key URI must not crash the CLI, nor "[red]" in a DEP name restyle a table).
 console = Console(markup=False, emoji=False, highlight=False)
-err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+# Soft wrap: an error is one line however narrow the terminal, for the operator's scrollback and for scripts.
+err_console = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
 def _settings() -> Settings:

@@ -9,6 +9,7 @@ Production overrides the rest (see ``docker-compose.yml``).
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from enum import StrEnum
 from functools import lru_cache
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+import pydantic_settings
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ckey.models import Role, Workload
@@ -321,10 +323,23 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            loc = "_".join(str(part) for part in err["loc"]).upper()
-            name = f"CKEY_{loc}" if loc else "settings"
-            lines.append(f"invalid setting {name}: {err['msg']}")
+            parts = [str(part) for part in err["loc"]]
+            field, inside = (parts[0], parts[1:]) if parts else ("", [])
+            name = f"CKEY_{field.upper()}" if field else "settings"
+            # A complex setting (JSON) is one variable: the rest of the location is a place inside its value.
+            where = f" (at {'.'.join(p for p in inside if p != '[key]')})" if inside else ""
+            lines.append(f"invalid setting {name}{where}: {_one_line(err['msg'])}")
         raise SettingsError("; ".join(lines)) from None
+    except pydantic_settings.SettingsError as exc:
+        # A complex setting whose value is not JSON: pydantic-settings names the field and its source only.
+        named = re.search(r'field "([^"]+)"', str(exc))
+        name = f"CKEY_{named.group(1).upper()}" if named else "a setting"
+        cause = f": {_one_line(str(exc.__cause__))}" if exc.__cause__ else ""
+        raise SettingsError(f"invalid setting {name}: the value is not valid JSON{cause}") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 @lru_cache(maxsize=1)

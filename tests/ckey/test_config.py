@@ -35,6 +35,9 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ({"CKEY_API_PORT": "70000"}, "CKEY_API_PORT"),
         ({"CKEY_AUTH_MODE": "ldap"}, "CKEY_AUTH_MODE"),
         ({"CKEY_AUTH_MODE": "oidc"}, "CKEY_OIDC_ISSUER"),
+        ({"CKEY_DEP_KEYS": "exo-key-01,exo-key-02"}, "CKEY_DEP_KEYS: the value is not valid JSON"),
+        ({"CKEY_DEP_KEYS": '{"exchange": "k1"}'}, r"CKEY_DEP_KEYS \(at exchange\): Input should be a valid list"),
+        ({"CKEY_DEP_KEYS": '{"teams": []}'}, r"CKEY_DEP_KEYS \(at teams\): Input should be"),
     ],
 )
 def test_invalid_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str) -> None:
@@ -54,6 +57,19 @@ def test_invalid_setting_stops_the_cli(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "CKEY_API_PORT" in done.stderr
+
+
+def test_a_dep_keys_variable_that_is_not_json_stops_the_cli_with_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ckey.cli", "token", "--user", "u", "--role", "operator"],
+        env={"CKEY_DEP_KEYS": "https://kv1.vault.azure.net/keys/k1", "CKEY_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("invalid setting CKEY_DEP_KEYS: the value is not valid JSON"), done.stderr
 
 
 def test_escalation_is_never_under_the_seeds_week_without_the_admin_setting(monkeypatch: pytest.MonkeyPatch) -> None:
