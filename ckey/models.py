@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -576,3 +576,56 @@ class SupportCase(BaseModel):
     status: str = "open"
     title: str = ""
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+# Durations ---------------------------------------------------------------------------------------------------------
+
+_SHORT_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|w|d|h|m|s))+\Z", re.IGNORECASE)
+_SHORT_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|w|d|h|m|s)", re.IGNORECASE)
+_ISO_DURATION = re.compile(
+    r"P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?\Z",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A duration as operators write it: short (``7d``), ISO 8601 (``P7D``) or seconds (``30``).
+
+    Short forms: ``7d``, ``36h``, ``1d12h``, ``90s``, ``2.5m``, ``500ms``, ``2w``. ISO 8601: ``P7D``, ``PT15M``,
+    ``P1DT12H``, ``P2W``. Years and months (``P1Y``, ``P1M``) are refused: they have no fixed length.
+
+    Raises:
+        ValueError: the text is none of these, or the duration is negative; the message quotes it and the forms.
+    """
+    value = text.strip()
+    seconds: float | None = None
+    try:
+        seconds = float(value)
+    except ValueError:
+        iso = _ISO_DURATION.match(value)
+        if iso and any(iso.groups()) and not value.upper().endswith("T"):
+            weeks, days, hours, minutes, secs = (float(g) if g else 0.0 for g in iso.groups())
+            seconds = weeks * 604800 + days * 86400 + hours * 3600 + minutes * 60 + secs
+        elif _SHORT_DURATION.match(value):
+            seconds = sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in _SHORT_PART.findall(value))
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ValueError(f"{text!r} is not a duration: write 7d, 36h, 15m, 30s, 1d12h, or ISO 8601 such as P7D, PT15M")
+    if seconds < 0:
+        raise ValueError(f"{text!r} is negative: a duration is 0 or more")
+    return timedelta(seconds=seconds)
+
+
+def iso_duration(value: timedelta) -> str:
+    """``value`` in ISO 8601 (``P7D``, ``PT15M``, ``P1DT0.5S``), the form pydantic and JSON Schema read."""
+    days, rest = divmod(value.total_seconds(), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    time = "".join(
+        f"{int(n) if float(n).is_integer() else round(n, 6)}{u}"
+        for n, u in ((hours, "H"), (minutes, "M"), (seconds, "S"))
+        if n
+    )
+    day = f"{int(days)}D" if days else ""
+    return "P" + day + (f"T{time}" if time else "") if day or time else "PT0S"

@@ -31,7 +31,7 @@ def test_local_tokens_are_refused_when_expired_or_foreign(settings: Settings, tm
     with pytest.raises(AuthError, match="expired"):
         verifier.verify(expired)
     other_stack = load_settings(data_dir=tmp_path / "other", _env_file=None)
-    with pytest.raises(AuthError, match="^token signature does not verify$"):
+    with pytest.raises(AuthError, match=r"^token signature does not verify$"):
         verifier.verify(mint_local_token(other_stack, "alice", [Role.ADMIN]))
 
 

@@ -62,7 +62,11 @@ def test_invalid_setting_stops_the_cli(tmp_path: Path) -> None:
 def test_a_dep_keys_variable_that_is_not_json_stops_the_cli_with_one_line(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "ckey.cli", "token", "--user", "u", "--role", "operator"],
-        env={"CKEY_DEP_KEYS": "https://kv1.vault.azure.net/keys/k1", "CKEY_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"},
+        env={
+            "CKEY_DEP_KEYS": "https://kv1.vault.azure.net/keys/k1",
+            "CKEY_DATA_DIR": str(tmp_path),
+            "PATH": "/usr/bin:/bin",
+        },
         capture_output=True,
         text=True,
         timeout=60,

@@ -65,7 +65,7 @@ async def test_a_form_upload_stores_the_file_not_the_multipart_envelope(
 
 
 async def test_semicolon_separated_rows_are_split(http: httpx.AsyncClient, olga: dict[str, str]) -> None:
-    body = "DisplayName;PrimarySmtpAddress\nAlice Smith;alice@contoso.com\nBob;bob@contoso.com\n".encode()
+    body = b"DisplayName;PrimarySmtpAddress\nAlice Smith;alice@contoso.com\nBob;bob@contoso.com\n"
     answer = await http.post("/api/uploads/mailboxes", content=body, headers=olga | {"Content-Type": "text/csv"})
     assert answer.status_code == 201, answer.text
     shown = (await http.get(f"/api/uploads/{answer.json()['id']}", headers=olga)).json()
