@@ -129,7 +129,7 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
     with api_client() as client:
         try:
             response = client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
             _fail(f"cannot reach the API at {client.base_url}: {_one_line(str(exc)) or type(exc).__name__}")
     if response.status_code >= 400:
         _fail(f"{response.status_code}: {_problem_message(response)}")
