@@ -20,7 +20,7 @@ import pydantic_settings
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ckey.models import Role, Workload
+from ckey.models import Role, Workload, parse_duration
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -237,6 +237,24 @@ class Settings(BaseSettings):
     db_app_role: Annotated[str, Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")] = "ckey_app"
     """PostgreSQL role the API and the worker connect as: the migrations grant it rights (append-only on the audit
     trail) and create it ``NOLOGIN`` if it does not exist."""
+
+    @field_validator(
+        "exchange_escalate_after",
+        "exchange_poll_interval",
+        "inventory_sync_interval",
+        "health_check_interval",
+        mode="before",
+    )
+    @classmethod
+    def _durations_as_operators_write_them(cls, value: object) -> object:
+        # 7d and 15m as well as ISO 8601 (P7D, PT15M), as the CLI takes them; any other text is left to pydantic's
+        # own reading (HH:MM:SS, seconds) and its message.
+        if isinstance(value, str):
+            try:
+                return parse_duration(value)
+            except ValueError:
+                return value
+        return value
 
     @field_validator("exchange_escalate_after")
     @classmethod

@@ -114,3 +114,23 @@ def test_sandbox_mode_is_off_unless_set(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert not load_settings().sandbox
     monkeypatch.setenv("CKEY_SANDBOX", "true")
     assert load_settings().sandbox
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"), [("7d", 7 * 86400), ("P7D", 7 * 86400), ("1w1d", 8 * 86400), ("P1W1DT1H", 8 * 86400 + 3600)]
+)
+def test_duration_settings_take_the_short_form_and_iso_8601(
+    monkeypatch: pytest.MonkeyPatch, written: str, seconds: int
+) -> None:
+    monkeypatch.setenv("CKEY_EXCHANGE_ESCALATE_AFTER", written)
+    monkeypatch.setenv("CKEY_HEALTH_CHECK_INTERVAL", "12h")
+    monkeypatch.setenv("CKEY_EXCHANGE_POLL_INTERVAL", "15m")
+    settings = load_settings(_env_file=None)
+    assert settings.exchange_escalate_after.total_seconds() == seconds
+    assert settings.health_check_interval.total_seconds() == 12 * 3600
+    assert settings.exchange_poll_interval.total_seconds() == 900
+    monkeypatch.setenv("CKEY_EXCHANGE_POLL_INTERVAL", "00:15:00")
+    assert load_settings(_env_file=None).exchange_poll_interval.total_seconds() == 900
+    monkeypatch.setenv("CKEY_EXCHANGE_POLL_INTERVAL", "soon")
+    with pytest.raises(SettingsError, match="CKEY_EXCHANGE_POLL_INTERVAL"):
+        load_settings(_env_file=None)
