@@ -82,6 +82,35 @@ def mint_local_token(settings: Settings, user: str, roles: list[Role], ttl: time
     return jwt.encode(claims, key, algorithm="EdDSA")
 
 
+def token_error(exc: jwt.PyJWTError) -> str:
+    """What was wrong with a token, in words a caller can act on, never the decoder's internals.
+
+    PyJWT's messages describe its own parsing ("Not enough segments", "Invalid header padding", "Invalid payload
+    string: ..."); a 401 names the kind of fault instead. Order matters: a bad signature is a ``DecodeError`` too.
+    """
+    if isinstance(exc, jwt.ExpiredSignatureError):
+        return "token expired"
+    if isinstance(exc, jwt.ImmatureSignatureError):
+        return "token not valid yet"
+    if isinstance(exc, jwt.InvalidAudienceError):
+        return "token for another audience"
+    if isinstance(exc, jwt.InvalidIssuerError):
+        return "token from an issuer ckey does not trust"
+    if isinstance(exc, jwt.MissingRequiredClaimError):
+        return f"token without the {exc.claim!r} claim"
+    if isinstance(exc, jwt.InvalidSignatureError):
+        return "token signature does not verify"
+    if isinstance(exc, jwt.InvalidAlgorithmError):
+        return "token signed with an algorithm ckey does not accept"
+    if isinstance(exc, jwt.PyJWKClientConnectionError):
+        return "the identity provider's signing keys could not be fetched"
+    if isinstance(exc, jwt.PyJWKClientError):
+        return "no signing key of the identity provider matches the token"
+    if isinstance(exc, jwt.DecodeError):
+        return "malformed token"
+    return "invalid token"
+
+
 class TokenVerifier:
     """Validates bearer tokens according to the settings and turns them into a :class:`Principal`."""
 
@@ -128,7 +157,7 @@ class TokenVerifier:
                     options={"require": ["exp", "iss", "aud", "sub"]},
                 )
         except jwt.PyJWTError as exc:
-            raise AuthError(str(exc)) from None
+            raise AuthError(token_error(exc)) from None
         return Principal(user=self._user(claims), roles=self._roles(claims))
 
     def _user(self, claims: dict[str, Any]) -> str:

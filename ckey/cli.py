@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
+import typing
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 import typer
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
@@ -20,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from ckey.cli_schedules import app as schedules_app
 from ckey.config import Settings, SettingsError, get_settings
-from ckey.models import Role
+from ckey.models import Role, iso_duration, parse_duration
 
 app = typer.Typer(help="Microsoft Purview Customer Key operations as durable Temporal workflows.", no_args_is_help=True)
 db_app = typer.Typer(help="ckey's SQL database.", no_args_is_help=True)
@@ -29,6 +32,8 @@ dep_app = typer.Typer(help="Exchange Online DEPs: new, list, show.", no_args_is_
 mailbox_app = typer.Typer(help="Mailboxes: assign a DEP, show, verify encryption.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(ops_app, name="ops")
+# `ckey op start KIND` reads as the seed's procedures do; the same commands under the singular name.
+app.add_typer(ops_app, name="op", hidden=True)
 app.add_typer(dep_app, name="dep")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(schedules_app, name="schedules")
@@ -36,7 +41,8 @@ app.add_typer(schedules_app, name="schedules")
 # Markup off: what the CLI prints comes from the API (names, identities, messages) and is shown as written, never
 # read as Rich markup ("[/x]" in a key URI must not crash the CLI, nor "[red]" in a DEP name restyle a table).
 console = Console(markup=False, emoji=False, highlight=False)
-err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+# Soft wrap: an error is one line however narrow the terminal, for the operator's scrollback and for scripts.
+err_console = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 
 def _settings() -> Settings:
@@ -59,13 +65,30 @@ def up() -> None:
 def token(
     user: Annotated[str, typer.Option(help="Who the token names (recorded as started_by and in the audit trail).")],
     role: Annotated[list[Role], typer.Option(help="Role(s) the token carries.")],
-    ttl_minutes: Annotated[int | None, typer.Option(help="Lifetime; default CKEY_TOKEN_TTL_MINUTES.")] = None,
+    ttl: Annotated[str | None, typer.Option(help="Lifetime: 8h, 1d, PT8H...; default CKEY_TOKEN_TTL_MINUTES.")] = None,
+    ttl_minutes: Annotated[int | None, typer.Option(help="Lifetime in minutes (or --ttl).", hidden=True)] = None,
 ) -> None:
     """Mint a bearer token for the local stack, signed with the key in the data dir."""
     from ckey.auth import mint_local_token
 
-    ttl = timedelta(minutes=ttl_minutes) if ttl_minutes else None
-    typer.echo(mint_local_token(_settings(), user, role, ttl))
+    lifetime = _duration(ttl, "--ttl") if ttl else timedelta(minutes=ttl_minutes) if ttl_minutes else None
+    if lifetime is not None and lifetime <= timedelta(0):
+        _fail("--ttl must be longer than 0", 2)
+    typer.echo(mint_local_token(_settings(), user, role, lifetime))
+
+
+def _fail(message: str, code: int = 1) -> typing.NoReturn:
+    """Print one line on standard error and exit with ``code`` (1: refused or failed, 2: wrong usage)."""
+    err_console.print(message, style="red")
+    raise typer.Exit(code)
+
+
+def _duration(text: str, option: str) -> timedelta:
+    """``text`` as a duration (``7d``, ``P7D``, ``30s``...), or a one-line usage error naming ``option``."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        _fail(f"{option}: {exc}", 2)
 
 
 @db_app.command("upgrade")
@@ -108,46 +131,121 @@ def _call(method: str, path: str, **kwargs: Any) -> Any:
     with api_client() as client:
         try:
             response = client.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            err_console.print(f"cannot reach the API at {client.base_url}: {exc}", style="red")
-            raise typer.Exit(1) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            _fail(f"cannot reach the API at {client.base_url}: {_one_line(str(exc)) or type(exc).__name__}")
     if response.status_code >= 400:
-        try:
-            problem = response.json()
-            message = problem.get("detail") or problem.get("title") or response.text
-        except ValueError:
-            message = response.text
-        err_console.print(f"{response.status_code}: {message}", style="red")
-        raise typer.Exit(1)
-    return response.json()
+        _fail(f"{response.status_code}: {_problem_message(response)}")
+    try:
+        return response.json()
+    except ValueError:
+        _fail(f"the API answered {method} {path} with a body that is not JSON: {_one_line(response.text)[:200]!r}")
+
+
+def _problem_message(response: httpx.Response) -> str:
+    """The sentence of an error answer: a problem's detail, else its title, else the body as text, on one line."""
+    try:
+        problem = response.json()
+    except ValueError:
+        problem = None
+    message: object = None
+    if isinstance(problem, dict):
+        message = problem.get("detail") or problem.get("title")
+    if message is None or message == "":
+        message = response.text or response.reason_phrase
+    text = message if isinstance(message, str) else json.dumps(message)
+    return _one_line(text)[:2000]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+FULL_ID = re.compile(r"op-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+SHORT_ID = 8
+"""Hex characters of an operation id that ``ckey ops list`` shows (``op-1a2b3c4d-…`` as ``1a2b3c4d``)."""
+
+
+def short_id(operation_id: str) -> str:
+    """The short form of an operation id: the first :data:`SHORT_ID` hex characters after ``op-``."""
+    return operation_id.removeprefix("op-")[:SHORT_ID] if FULL_ID.match(operation_id) else operation_id
+
+
+def resolve_operation(given: str) -> str:
+    """The operation id that ``given`` (a full id, or the start of one, with or without ``op-``) names.
+
+    A full id is used as it is; a prefix is looked up (``GET /api/operations?id_prefix=``) and must match exactly
+    one operation, else the command stops with one line: none matches, or which ones an ambiguous prefix matches.
+    """
+    given = given.strip()
+    if FULL_ID.match(given.lower()):
+        return given.lower()
+    if not re.fullmatch(r"[A-Za-z0-9-]{1,64}", given):
+        _fail(f"{given!r} is not an operation id: give it as `ckey ops list` shows it (1a2b3c4d or op-1a2b3c4d-…)", 2)
+    page = _call("GET", "/api/operations", params={"id_prefix": given.lower(), "limit": 5})
+    found = [op["id"] for op in page.get("items", [])]
+    total = int(page.get("total", len(found)))
+    if total == 0:
+        _fail(f"no operation {given}")
+    if total > 1:
+        shown = ", ".join(found) + (", …" if total > len(found) else "")
+        _fail(f"{given} is ambiguous: it starts {total} operation ids ({shown}); give more characters", 2)
+    return str(found[0])
+
+
+def _when(value: str, wide: bool) -> str:
+    try:
+        at = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return value
+    return at.strftime("%Y-%m-%d %H:%M" if wide else "%m-%d %H:%M")
 
 
 @ops_app.command("list")
 def ops_list(
     state: Annotated[str | None, typer.Option(help="Only operations in this state.")] = None,
     kind: Annotated[str | None, typer.Option(help="Only operations of this kind.")] = None,
+    limit: Annotated[int, typer.Option(help="How many to show.", min=1, max=1000)] = 50,
+    offset: Annotated[int, typer.Option(help="How many of the newest to skip.", min=0)] = 0,
 ) -> None:
-    """List operations, newest first."""
-    params = {k: v for k, v in {"state": state, "kind": kind}.items() if v}
-    ops = _call("GET", "/api/operations", params=params)
-    table = Table("id", "kind", "state", "phase", "progress", "started by", "started at")
-    for op in ops:
+    """List operations, newest first; ids in their short form, which every other ops command accepts."""
+    params: dict[str, Any] = {k: v for k, v in {"state": state, "kind": kind}.items() if v}
+    page = _call("GET", "/api/operations", params=params | {"limit": limit, "offset": offset})
+    items: list[dict[str, Any]] = page["items"]
+    wide = console.width >= 100
+    # Fits 80 columns: short ids (`ops show` takes them), no borders, the phase left to `ops show`.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
+    table.add_column("id", no_wrap=True, min_width=SHORT_ID)
+    table.add_column("kind", no_wrap=True, overflow="ellipsis")
+    table.add_column("state", no_wrap=True, min_width=9)
+    table.add_column("done", no_wrap=True, justify="right", min_width=4)
+    table.add_column("started (UTC)" if wide else "started", no_wrap=True, min_width=16 if wide else 11)
+    table.add_column("by", no_wrap=True, overflow="ellipsis")
+    for op in items:
         pct = op["progress"].get("percent")
         table.add_row(
-            op["id"],
+            short_id(op["id"]),
             op["kind"],
             op["state"],
-            op["phase"],
-            "" if pct is None else f"{pct:.1f} %",
-            op["started_by"],
-            op["started_at"],
+            "" if pct is None else f"{pct:.0f}%",
+            _when(op["started_at"], wide),
+            op["started_by"] if wide else op["started_by"].split("@")[0],
         )
     console.print(table)
+    total = int(page["total"])
+    if total > len(items):
+        first = offset + 1 if items else offset
+        console.print(f"{first}-{offset + len(items)} of {total} (--offset, --limit for more)")
+
+
+OperationArg = Annotated[
+    str, typer.Argument(help="The operation: its id, or the start of it as `ckey ops list` shows it (1a2b3c4d).")
+]
 
 
 @ops_app.command("show")
-def ops_show(operation_id: str) -> None:
+def ops_show(operation_id: OperationArg) -> None:
     """Show one operation and its audit timeline."""
+    operation_id = resolve_operation(operation_id)
     op = _call("GET", f"/api/operations/{operation_id}")
     events = _call("GET", f"/api/operations/{operation_id}/events")
     console.print_json(json.dumps(op))
@@ -158,18 +256,21 @@ def ops_show(operation_id: str) -> None:
 
 
 @ops_app.command("cancel")
-def ops_cancel(operation_id: str) -> None:
+def ops_cancel(operation_id: OperationArg) -> None:
     """Ask an operation to cancel (operations past a point of no return refuse)."""
+    operation_id = resolve_operation(operation_id)
     _call("POST", f"/api/operations/{operation_id}/cancel")
     console.print(f"cancellation requested for {operation_id}")
 
 
 @ops_app.command("watch")
 def ops_watch(
-    operation_id: str,
-    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 1.0,
+    operation_id: OperationArg,
+    interval: Annotated[str, typer.Option(help="Time between polls: 1s, 500ms, PT2S, or seconds.")] = "1s",
 ) -> None:
     """Follow an operation with a live progress bar (phase and ETA) until it ends."""
+    operation_id = resolve_operation(operation_id)
+    pause = max(_duration(interval, "--interval").total_seconds(), 0.1)
     bar = Progress(
         TextColumn("{task.description}", markup=False),
         BarColumn(),
@@ -190,7 +291,7 @@ def ops_watch(
             )
             if op["state"] in ("succeeded", "failed", "cancelled"):
                 break
-            time.sleep(interval)
+            time.sleep(pause)
     console.print(f"{operation_id}: {op['state']}" + (f" — {op['error']}" if op.get("error") else ""))
     if op["state"] != "succeeded":
         raise typer.Exit(1)
@@ -198,9 +299,11 @@ def ops_watch(
 
 @ops_app.command("close")
 def ops_close(
-    operation_id: str, reason: Annotated[str, typer.Option(help="Why the follow-up ends before it is complete.")]
+    operation_id: OperationArg,
+    reason: Annotated[str, typer.Option(help="Why the follow-up ends before it is complete.")],
 ) -> None:
     """End a follow-up (mailboxes still encrypting) with what it reached."""
+    operation_id = resolve_operation(operation_id)
     result = _call("POST", f"/api/operations/{operation_id}/close", json={"reason": reason})
     console.print(f"{operation_id} closed: {result.get('encrypted')} of {result.get('total')} encrypted")
 
@@ -238,8 +341,7 @@ def ops_start(
     try:
         params = typed_params(param or [], kinds[kind]["params_schema"])
     except ValueError as exc:
-        err_console.print(str(exc), style="red")
-        raise typer.Exit(2) from None
+        _fail(str(exc), 2)
     _start(kind, params, key=idempotency_key, watch=watch)
 
 
@@ -253,8 +355,10 @@ def _types(schema: dict[str, Any]) -> set[str]:
 def typed_params(pairs: list[str], schema: dict[str, Any]) -> dict[str, Any]:
     """``name=value`` pairs as the JSON the kind's params schema describes.
 
-    A list's name given again adds an item; booleans take true/false, yes/no, 1/0; integers and numbers are parsed;
-    anything else is a string. A name the schema does not know is sent as a string, for the API to refuse.
+    A list's name given again adds an item, and a list's value may hold several items separated by commas (key
+    URIs and identities never hold one: ``azure_key_ids=uri1,uri2`` as New-DataEncryptionPolicy -AzureKeyIDs);
+    booleans take true/false, yes/no, 1/0; integers and numbers are parsed; durations take ``7d`` as well as
+    ``P7D``; anything else is a string. A name the schema does not know is sent as a string, for the API to refuse.
 
     Raises:
         ValueError: a pair without ``=``, or a value that is not of its parameter's type.
@@ -266,22 +370,48 @@ def typed_params(pairs: list[str], schema: dict[str, Any]) -> dict[str, Any]:
         name = name.strip()
         if not sep or not name:
             raise ValueError(f"a parameter is name=value, got {pair!r}")
-        types = _types(properties.get(name, {}))
-        value: Any = raw
-        if "boolean" in types and raw.lower() in ("true", "false", "yes", "no", "1", "0"):
-            value = raw.lower() in ("true", "yes", "1")
-        elif "integer" in types or "number" in types:
-            try:
-                value = int(raw) if "integer" in types else float(raw)
-            except ValueError:
-                raise ValueError(f"{name} is a number, got {raw!r}") from None
+        spec = properties.get(name, {})
+        types = _types(spec)
         if "array" in types:
-            params.setdefault(name, []).append(value)
-        elif name in params:
+            item = _items(spec)
+            parts = [part.strip() for part in raw.split(",")]
+            values = [_typed(name, part, _types(item), _formats(item)) for part in parts if part]
+            params.setdefault(name, []).extend(values)
+            continue
+        value = _typed(name, raw, types, _formats(spec))
+        if name in params:
             raise ValueError(f"{name} takes one value, given twice")
-        else:
-            params[name] = value
+        params[name] = value
     return params
+
+
+def _items(schema: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(schema.get("items"), dict):
+        return dict(schema["items"])
+    return next((_items(option) for option in schema.get("anyOf", []) if _items(option)), {})
+
+
+def _formats(schema: dict[str, Any]) -> set[str]:
+    found = {schema["format"]} if isinstance(schema.get("format"), str) else set()
+    for option in schema.get("anyOf", []):
+        found |= _formats(option)
+    return found
+
+
+def _typed(name: str, raw: str, types: set[str], formats: set[str]) -> Any:
+    if "boolean" in types and raw.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return raw.lower() in ("true", "yes", "1")
+    if "integer" in types or "number" in types:
+        try:
+            return int(raw) if "integer" in types else float(raw)
+        except ValueError:
+            raise ValueError(f"{name} is a number, got {raw!r}") from None
+    if "duration" in formats:
+        try:
+            return iso_duration(parse_duration(raw))
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return raw
 
 
 # Operation families ------------------------------------------------------------------------------------------------
@@ -304,13 +434,23 @@ WatchOption = Annotated[bool, typer.Option("--watch/--no-watch", help="Follow th
 @dep_app.command("new")
 def dep_new(
     name: str,
-    key: Annotated[list[str], typer.Option("--key", help="A key URI; give exactly two, in two vaults in two regions.")],
+    key: Annotated[
+        list[str],
+        typer.Option(
+            "--key",
+            "--azure-key-ids",
+            help='The two key URIs, in two vaults in two regions: --key URI1 --key URI2, or "URI1, URI2" as in '
+            "New-DataEncryptionPolicy -AzureKeyIDs.",
+        ),
+    ],
     description: Annotated[str | None, typer.Option(help="What the DEP is for.")] = None,
     idempotency_key: KeyOption = None,
     watch: WatchOption = True,
 ) -> None:
     """Create a mailbox DEP (New-DataEncryptionPolicy) after checking both keys."""
-    params: dict[str, Any] = {"name": name, "azure_key_ids": key}
+    # Key URIs hold no comma: "uri1, uri2" is the seed's comma-separated list, split here as PowerShell would.
+    keys = [part.strip() for value in key for part in value.split(",") if part.strip()]
+    params: dict[str, Any] = {"name": name, "azure_key_ids": keys}
     if description:
         params["description"] = description
     _start("exchange.dep.create", params, key=idempotency_key, watch=watch)
@@ -342,21 +482,36 @@ def dep_show(name: str) -> None:
 
 
 def _targets(mailbox: list[str] | None, file: Path | None) -> dict[str, Any]:
+    if file is not None and mailbox:
+        # Appending to a CSV whose identity column may not be the first would put the extra ones in the wrong
+        # column; one list per operation keeps what is assigned exactly what was asked.
+        _fail("give --mailbox or --file, not both: add the mailboxes to the file, or start a second operation", 2)
     if file is not None:
-        uploaded = _call(
-            "POST",
-            "/api/uploads/mailboxes",
-            params={"name": file.name},
-            content=file.read_bytes(),
-            headers={"Content-Type": "text/csv"},
-        )
+        try:
+            body = file.open("rb")
+        except OSError as exc:
+            _fail(f"cannot read --file {file}: {exc.strerror or exc}", 2)
+        with body:
+            # The file streams to the API (which refuses it past CKEY_UPLOAD_MAX_BYTES); it is never read whole here.
+            uploaded = _call(
+                "POST",
+                "/api/uploads/mailboxes",
+                params={"name": file.name},
+                content=body,
+                headers={"Content-Type": "text/csv"},
+            )
         console.print(f"uploaded {uploaded['count']} mailboxes from {file.name} as {uploaded['id']}")
         return {"mailbox_file": uploaded["id"]}
     return {"mailboxes": mailbox} if mailbox else {}
 
 
 MailboxOption = Annotated[list[str] | None, typer.Option("--mailbox", help="A mailbox identity (repeatable).")]
-FileOption = Annotated[Path | None, typer.Option("--file", help="A CSV of mailboxes (Identity column or column 1).")]
+FileOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--file", help="A CSV of mailboxes (, or ; separated; Identity column or column 1); not with --mailbox."
+    ),
+]
 
 
 @mailbox_app.command("assign")

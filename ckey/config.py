@@ -9,16 +9,18 @@ Production overrides the rest (see ``docker-compose.yml``).
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
+import pydantic_settings
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ckey.models import Role, Workload
+from ckey.models import Role, Workload, parse_duration
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -236,6 +238,24 @@ class Settings(BaseSettings):
     """PostgreSQL role the API and the worker connect as: the migrations grant it rights (append-only on the audit
     trail) and create it ``NOLOGIN`` if it does not exist."""
 
+    @field_validator(
+        "exchange_escalate_after",
+        "exchange_poll_interval",
+        "inventory_sync_interval",
+        "health_check_interval",
+        mode="before",
+    )
+    @classmethod
+    def _durations_as_operators_write_them(cls, value: object) -> object:
+        # 7d and 15m as well as ISO 8601 (P7D, PT15M), as the CLI takes them; any other text is left to pydantic's
+        # own reading (HH:MM:SS, seconds) and its message.
+        if isinstance(value, str):
+            try:
+                return parse_duration(value)
+            except ValueError:
+                return value
+        return value
+
     @field_validator("exchange_escalate_after")
     @classmethod
     def _escalation_not_before_the_seeds_week(cls, value: timedelta, info: ValidationInfo) -> timedelta:
@@ -321,10 +341,23 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            loc = "_".join(str(part) for part in err["loc"]).upper()
-            name = f"CKEY_{loc}" if loc else "settings"
-            lines.append(f"invalid setting {name}: {err['msg']}")
+            parts = [str(part) for part in err["loc"]]
+            field, inside = (parts[0], parts[1:]) if parts else ("", [])
+            name = f"CKEY_{field.upper()}" if field else "settings"
+            # A complex setting (JSON) is one variable: the rest of the location is a place inside its value.
+            where = f" (at {'.'.join(p for p in inside if p != '[key]')})" if inside else ""
+            lines.append(f"invalid setting {name}{where}: {_one_line(err['msg'])}")
         raise SettingsError("; ".join(lines)) from None
+    except pydantic_settings.SettingsError as exc:
+        # A complex setting whose value is not JSON: pydantic-settings names the field and its source only.
+        named = re.search(r'field "([^"]+)"', str(exc))
+        name = f"CKEY_{named.group(1).upper()}" if named else "a setting"
+        cause = f": {_one_line(str(exc.__cause__))}" if exc.__cause__ else ""
+        raise SettingsError(f"invalid setting {name}: the value is not valid JSON{cause}") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 @lru_cache(maxsize=1)

@@ -105,8 +105,27 @@ def _refuse_control_characters(what: str, value: str) -> None:
         )
 
 
+_ADDRESS_LOCAL = f'[^\\s@"(),:;<>\\[\\]\\\\{CONTROL_CLASS}]+'
+"""The part of an SMTP address or UPN before the ``@``: no space, no separator or quoting character of RFC 5322."""
+_ADDRESS_DOMAIN = r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+"""A DNS domain of two labels or more (Microsoft 365 accepted domains are ASCII)."""
+_ALIAS_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_ALIAS = rf"{_ALIAS_ATOM}(?:\.{_ALIAS_ATOM})*"
+"""An Exchange alias (mailNickname): letters, digits, the characters RFC 5322 allows in an atom, inner dots.
+
+A GUID (ExchangeGuid, ExternalDirectoryObjectId) has this shape too."""
+IDENTITY_SHAPE = f"(?:{_ADDRESS_LOCAL}@{_ADDRESS_DOMAIN}|{_ALIAS})"
+"""What a mailbox identity looks like: an SMTP address or UPN (``local@domain``), an alias, or a GUID."""
+_IDENTITY = re.compile(rf"{IDENTITY_SHAPE}\Z")
+
+
 def check_identity(value: str, *, rule: str = "mailbox-identity", what: str = "a mailbox identity") -> str:
-    """The identity rule: stripped, not empty, at most :data:`IDENTITY_MAX` characters, no control characters.
+    """The identity rule: an SMTP address, a UPN, an alias or a GUID, stripped, bounded, one clean line.
+
+    Stripped, not empty, at most :data:`IDENTITY_MAX` characters, no control characters, and of the shape of
+    :data:`IDENTITY_SHAPE`.
+    A display name (``Alice Smith``) or any text with spaces, brackets or quotes is refused: Exchange would look it
+    up as a name, and a CSV of garbage (a JSON array, a multipart boundary) must not become mailbox names.
 
     Args:
         value: the identity as given.
@@ -117,7 +136,7 @@ def check_identity(value: str, *, rule: str = "mailbox-identity", what: str = "a
         The stripped identity.
 
     Raises:
-        PydanticCustomError: ``<rule>``, ``<rule>-length`` or ``no-control-characters``.
+        PydanticCustomError: ``<rule>``, ``<rule>-length``, ``no-control-characters`` or ``<rule>-format``.
     """
     value = value.strip()
     if not value:
@@ -127,6 +146,12 @@ def check_identity(value: str, *, rule: str = "mailbox-identity", what: str = "a
             f"{rule}-length", f"{what} is at most {IDENTITY_MAX} characters, got {{length}}", length=len(value)
         )
     _refuse_control_characters(what, value)
+    if not _IDENTITY.match(value):
+        raise rule_error(
+            f"{rule}-format",
+            f"{what} is an SMTP address, a UPN, an alias or a GUID (no spaces, quotes or brackets), got {{value}}",
+            value=repr(value),
+        )
     return value
 
 
@@ -149,11 +174,12 @@ RecipientIdentity = Annotated[
             "type": "string",
             "minLength": 1,
             "maxLength": IDENTITY_MAX,
-            "pattern": f"^[^{CONTROL_CLASS}]*[^\\s{CONTROL_CLASS}][^{CONTROL_CLASS}]*$",
+            "pattern": f"^{IDENTITY_SHAPE}$",
         }
     ),
 ]
-"""A mailbox or mail user identity (UPN, SMTP address, alias): stripped, 1-320 characters, no control characters."""
+"""A mailbox or mail user identity (SMTP address, UPN, alias or GUID): stripped, 1-320 characters, no control
+characters."""
 
 DESCRIPTION_MAX = 1024
 """Longest description (New-DataEncryptionPolicy's -Description)."""
@@ -557,6 +583,59 @@ class SupportCase(BaseModel):
     status: str = "open"
     title: str = ""
     details: dict[str, Any] = Field(default_factory=dict)
+
+
+# Durations ---------------------------------------------------------------------------------------------------------
+
+_SHORT_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)(ms|w|d|h|m|s))+\Z", re.IGNORECASE)
+_SHORT_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|w|d|h|m|s)", re.IGNORECASE)
+_ISO_DURATION = re.compile(
+    r"P(?:(\d+(?:\.\d+)?)W)?(?:(\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?(?:(\d+(?:\.\d+)?)S)?)?\Z",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def parse_duration(text: str) -> timedelta:
+    """A duration as operators write it: short (``7d``), ISO 8601 (``P7D``) or seconds (``30``).
+
+    Short forms: ``7d``, ``36h``, ``1d12h``, ``90s``, ``2.5m``, ``500ms``, ``2w``. ISO 8601: ``P7D``, ``PT15M``,
+    ``P1DT12H``, ``P2W``. Years and months (``P1Y``, ``P1M``) are refused: they have no fixed length.
+
+    Raises:
+        ValueError: the text is none of these, or the duration is negative; the message quotes it and the forms.
+    """
+    value = text.strip()
+    seconds: float | None = None
+    try:
+        seconds = float(value)
+    except ValueError:
+        iso = _ISO_DURATION.match(value)
+        if iso and any(iso.groups()) and not value.upper().endswith("T"):
+            weeks, days, hours, minutes, secs = (float(g) if g else 0.0 for g in iso.groups())
+            seconds = weeks * 604800 + days * 86400 + hours * 3600 + minutes * 60 + secs
+        elif _SHORT_DURATION.match(value):
+            seconds = sum(float(n) * _UNIT_SECONDS[u.lower()] for n, u in _SHORT_PART.findall(value))
+    if seconds is None or seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise ValueError(f"{text!r} is not a duration: write 7d, 36h, 15m, 30s, 1d12h, or ISO 8601 such as P7D, PT15M")
+    if seconds < 0:
+        raise ValueError(f"{text!r} is negative: a duration is 0 or more")
+    return timedelta(seconds=seconds)
+
+
+def iso_duration(value: timedelta) -> str:
+    """``value`` in ISO 8601 (``P7D``, ``PT15M``, ``P1DT0.5S``), the form pydantic and JSON Schema read."""
+    days, rest = divmod(value.total_seconds(), 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, seconds = divmod(rest, 60)
+    time = "".join(
+        f"{int(n) if float(n).is_integer() else round(n, 6)}{u}"
+        for n, u in ((hours, "H"), (minutes, "M"), (seconds, "S"))
+        if n
+    )
+    day = f"{int(days)}D" if days else ""
+    return "P" + day + (f"T{time}" if time else "") if day or time else "PT0S"
 
 
 def human_duration(delay: timedelta) -> str:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
-from sqlalchemy import String, event, select, type_coerce, update
+from sqlalchemy import Select, String, event, func, select, type_coerce, update
 from sqlalchemy.engine import RowMapping, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -258,20 +258,30 @@ class Store:
         state: OperationState | None = None,
         kind: str | None = None,
         dep: str | None = None,
+        id_prefix: str | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[OperationRecord]:
-        """Operations, newest first, filtered by state, kind and DEP."""
-        query = select(OperationRow).order_by(OperationRow.started_at.desc(), OperationRow.id)
-        if state is not None:
-            query = query.where(OperationRow.state == state.value)
-        if kind is not None:
-            query = query.where(OperationRow.kind == kind)
-        if dep is not None:
-            query = query.where(OperationRow.dep == dep)
+        """Operations, newest first, filtered by state, kind, DEP and the start of their id."""
+        query = _operation_filters(
+            select(OperationRow).order_by(OperationRow.started_at.desc(), OperationRow.id), state, kind, dep, id_prefix
+        )
         async with self._sessions() as session:
             rows = (await session.scalars(query.limit(limit).offset(offset))).all()
             return [_to_record(row) for row in rows]
+
+    async def count_operations(
+        self,
+        *,
+        state: OperationState | None = None,
+        kind: str | None = None,
+        dep: str | None = None,
+        id_prefix: str | None = None,
+    ) -> int:
+        """How many operations :meth:`list_operations` would list with these filters, on every page."""
+        query = _operation_filters(select(func.count()).select_from(OperationRow), state, kind, dep, id_prefix)
+        async with self._sessions() as session:
+            return int((await session.execute(query)).scalar_one())
 
     # Audit trail ---------------------------------------------------------------------------------------------
 
@@ -395,6 +405,24 @@ def _row_values(record: OperationRecord) -> dict[str, Any]:
         "updated_at": record.updated_at,
         "ended_at": record.ended_at,
     }
+
+
+def _operation_filters(
+    query: Select[Any],
+    state: OperationState | None,
+    kind: str | None,
+    dep: str | None,
+    id_prefix: str | None,
+) -> Select[Any]:
+    if state is not None:
+        query = query.where(OperationRow.state == state.value)
+    if kind is not None:
+        query = query.where(OperationRow.kind == kind)
+    if dep is not None:
+        query = query.where(OperationRow.dep == dep)
+    if id_prefix:
+        query = query.where(OperationRow.id.startswith(id_prefix, autoescape=True))
+    return query
 
 
 def _to_record(row: OperationRow) -> OperationRecord:

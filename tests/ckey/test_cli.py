@@ -16,17 +16,22 @@ def test_an_api_message_with_markup_is_printed_as_written(monkeypatch: pytest.Mo
         if request.url.path == "/api/operations":
             return httpx.Response(
                 200,
-                json=[
-                    {
-                        "id": "op-[/x]",
-                        "kind": "[bold]k",
-                        "state": "running",
-                        "phase": "[/]",
-                        "progress": {"done": 0, "total": None, "unit": "steps", "percent": None},
-                        "started_by": "[red]mallory",
-                        "started_at": "2026-12-01T00:00:00Z",
-                    }
-                ],
+                json={
+                    "total": 1,
+                    "offset": 0,
+                    "limit": 50,
+                    "items": [
+                        {
+                            "id": "op-[/x]",
+                            "kind": "[bold]k",
+                            "state": "running",
+                            "phase": "[/]",
+                            "progress": {"done": 0, "total": None, "unit": "steps", "percent": None},
+                            "started_by": "[red]mallory",
+                            "started_at": "2026-12-01T00:00:00Z",
+                        }
+                    ],
+                },
             )
         return httpx.Response(
             422, json={"status": 422, "rule": "key-uri-format", "detail": HOSTILE}, headers={"Content-Type": "x"}
@@ -38,7 +43,7 @@ def test_an_api_message_with_markup_is_printed_as_written(monkeypatch: pytest.Mo
         lambda settings=None: httpx.Client(transport=httpx.MockTransport(answer), base_url="http://t"),
     )
     runner = CliRunner()
-    refused = runner.invoke(cli.app, ["ops", "show", "op-1"])
+    refused = runner.invoke(cli.app, ["ops", "show", "op-00000000-0000-4000-8000-000000000001"])
     assert refused.exit_code == 1, refused.output
     assert "[/<version>]" in refused.output and "[red]x[/red] [/bold]" in refused.output
     listed = runner.invoke(cli.app, ["ops", "list"], env={"COLUMNS": "200"})

@@ -35,6 +35,9 @@ def test_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         ({"CKEY_API_PORT": "70000"}, "CKEY_API_PORT"),
         ({"CKEY_AUTH_MODE": "ldap"}, "CKEY_AUTH_MODE"),
         ({"CKEY_AUTH_MODE": "oidc"}, "CKEY_OIDC_ISSUER"),
+        ({"CKEY_DEP_KEYS": "exo-key-01,exo-key-02"}, "CKEY_DEP_KEYS: the value is not valid JSON"),
+        ({"CKEY_DEP_KEYS": '{"exchange": "k1"}'}, r"CKEY_DEP_KEYS \(at exchange\): Input should be a valid list"),
+        ({"CKEY_DEP_KEYS": '{"teams": []}'}, r"CKEY_DEP_KEYS \(at teams\): Input should be"),
     ],
 )
 def test_invalid_values_name_the_setting(monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str) -> None:
@@ -54,6 +57,23 @@ def test_invalid_setting_stops_the_cli(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "CKEY_API_PORT" in done.stderr
+
+
+def test_a_dep_keys_variable_that_is_not_json_stops_the_cli_with_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "ckey.cli", "token", "--user", "u", "--role", "operator"],
+        env={
+            "CKEY_DEP_KEYS": "https://kv1.vault.azure.net/keys/k1",
+            "CKEY_DATA_DIR": str(tmp_path),
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("invalid setting CKEY_DEP_KEYS: the value is not valid JSON"), done.stderr
 
 
 def test_escalation_is_never_under_the_seeds_week_without_the_admin_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -94,3 +114,23 @@ def test_sandbox_mode_is_off_unless_set(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert not load_settings().sandbox
     monkeypatch.setenv("CKEY_SANDBOX", "true")
     assert load_settings().sandbox
+
+
+@pytest.mark.parametrize(
+    ("written", "seconds"), [("7d", 7 * 86400), ("P7D", 7 * 86400), ("1w1d", 8 * 86400), ("P1W1DT1H", 8 * 86400 + 3600)]
+)
+def test_duration_settings_take_the_short_form_and_iso_8601(
+    monkeypatch: pytest.MonkeyPatch, written: str, seconds: int
+) -> None:
+    monkeypatch.setenv("CKEY_EXCHANGE_ESCALATE_AFTER", written)
+    monkeypatch.setenv("CKEY_HEALTH_CHECK_INTERVAL", "12h")
+    monkeypatch.setenv("CKEY_EXCHANGE_POLL_INTERVAL", "15m")
+    settings = load_settings(_env_file=None)
+    assert settings.exchange_escalate_after.total_seconds() == seconds
+    assert settings.health_check_interval.total_seconds() == 12 * 3600
+    assert settings.exchange_poll_interval.total_seconds() == 900
+    monkeypatch.setenv("CKEY_EXCHANGE_POLL_INTERVAL", "00:15:00")
+    assert load_settings(_env_file=None).exchange_poll_interval.total_seconds() == 900
+    monkeypatch.setenv("CKEY_EXCHANGE_POLL_INTERVAL", "soon")
+    with pytest.raises(SettingsError, match="CKEY_EXCHANGE_POLL_INTERVAL"):
+        load_settings(_env_file=None)

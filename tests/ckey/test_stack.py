@@ -431,7 +431,7 @@ def test_sandbox_keyvault_is_up_with_demo_vaults_and_keeps_keys_across_restarts(
         # The operation's record and audit trail outlive the restart too.
         headers = {"Authorization": f"Bearer {_operator_token(second)}"}
         listed = httpx.get(f"{api}/api/operations", params={"kind": "keyvault.health"}, headers=headers, timeout=30)
-        assert [op["state"] for op in listed.json()] == ["succeeded"]
+        assert [op["state"] for op in listed.json()["items"]] == ["succeeded"]
     finally:
         second.process.send_signal(signal.SIGTERM)
         assert second.process.wait(STOP_TIMEOUT) == 0, second.output()

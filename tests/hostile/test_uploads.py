@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic_core import PydanticCustomError
 
-from ckey.api.routes.uploads import parse_mailbox_csv
+from ckey.api.routes.uploads import parse_mailbox_csv, read_mailbox_csv
 from ckey.models import IDENTITY_MAX
 from ckey.store import Store
 from ckey.store.targets import TargetStore
@@ -71,5 +71,24 @@ def test_csv_rows_breaking_the_identity_rule_name_the_row_and_the_rule(text: str
     with pytest.raises(PydanticCustomError) as exc:
         parse_mailbox_csv(text)
     assert exc.value.type == rule
-    assert exc.value.message().startswith(f"row {row}: ")
+    assert exc.value.message().startswith(f"line {row}: ")
     assert f"[rule: {rule}]" in exc.value.message() and "{" not in exc.value.message()
+
+
+def test_semicolons_headers_aliases_and_guids() -> None:
+    text = "Name;UserPrincipalName\r\nAlice;alice@contoso.com\r\nGuid;0f0e0d0c-0b0a-4908-8706-050403020100\r\n"
+    assert parse_mailbox_csv(text) == ["alice@contoso.com", "0f0e0d0c-0b0a-4908-8706-050403020100"]
+    assert parse_mailbox_csv("adele.braun;x\nbob@contoso.com;y\n") == ["adele.braun", "bob@contoso.com"]
+    assert parse_mailbox_csv("Primary SMTP Address\nalice@contoso.com\n") == ["alice@contoso.com"]
+
+
+def test_every_rejected_line_is_named() -> None:
+    text = 'Identity\nnot an email!!\nalice@contoso.com\n"multi\nline"\nContent-Type: text/csv\r\nbob\n'
+    found = read_mailbox_csv(text)
+    assert found.identities == ["alice@contoso.com", "bob"]
+    assert [(r.line, r.rule) for r in found.rejected] == [
+        (2, "mailbox-identity-format"),
+        (4, "no-control-characters"),
+        (6, "mailbox-identity-format"),
+    ]
+    assert found.rejected[0].message.startswith("line 2: ")

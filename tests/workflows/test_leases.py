@@ -71,7 +71,8 @@ async def test_two_assignments_of_different_deps_to_overlapping_mailboxes(
         assert problem["rule"] == "targets-leased" and problem["holders"] == [first_id]
         assert first_id in problem["detail"] and f"mailbox:{boxes[3].lower()}" in problem["detail"]
         assert "exchange.dep.assign" in problem["detail"]
-        listed = (await api.get("/api/operations", params={"kind": "exchange.dep.assign"}, headers=operator)).json()
+        page = await api.get("/api/operations", params={"kind": "exchange.dep.assign"}, headers=operator)
+        listed = page.json()["items"]
         assert first_id in str(listed) and str(listed).count(deps[1]) == 0  # nothing was stored for it
         # A verification only reads, but not beside an assignment of the same mailboxes; disjoint ones run.
         disjoint = await api.post(

@@ -285,18 +285,43 @@ async def _start_request(request: Request, settings: Settings) -> StartOperation
         raise validation_problem(exc, prefix=("body",)) from None
 
 
-@router.get("", response_model=list[OperationRecord])
+class OperationPage(BaseModel):
+    """One page of operations, newest first, and how many match the filters on every page."""
+
+    items: list[OperationRecord]
+    total: int
+    """Operations matching the filters, this page's included."""
+    offset: int
+    limit: int
+
+
+ID_PREFIX = r"^[A-Za-z0-9-]{1,64}$"
+"""The start of an operation id (``op-1a2b3c4d`` or ``1a2b3c4d``, as ``ckey ops list`` shows it)."""
+
+
+@router.get("", response_model=OperationPage)
 async def list_operations(
     _: Viewer,
     store: StoreDep,
     state: OperationState | None = None,
     kind: Annotated[str | None, Query(max_length=100)] = None,
     dep: Annotated[str | None, Query(max_length=128)] = None,
+    id_prefix: Annotated[
+        str | None,
+        Query(
+            pattern=ID_PREFIX,
+            description="Only operations whose id starts so; without ``op-`` it is read after ``op-``.",
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
-) -> list[OperationRecord]:
-    """Operations, newest first, filtered by state, kind and DEP."""
-    return await store.list_operations(state=state, kind=kind, dep=dep, limit=limit, offset=offset)
+) -> OperationPage:
+    """Operations, newest first, filtered by state, kind, DEP and id prefix: one page and the total."""
+    prefix = None if id_prefix is None else id_prefix if id_prefix.startswith("op-") else f"op-{id_prefix}"
+    filters: dict[str, Any] = {"state": state, "kind": kind, "dep": dep, "id_prefix": prefix}
+    items = await store.list_operations(**filters, limit=limit, offset=offset)
+    total = await store.count_operations(**filters)
+    return OperationPage(items=items, total=total, offset=offset, limit=limit)
 
 
 @router.get("/{operation_id}", response_model=OperationRecord)

@@ -33,10 +33,15 @@ class EndlessBody:
 
 
 async def _call(
-    app: FastAPI, path: str, headers: dict[str, str], body: EndlessBody, declare: bool
+    app: FastAPI,
+    path: str,
+    headers: dict[str, str],
+    body: EndlessBody,
+    declare: bool,
+    content_type: str = "application/json",
 ) -> tuple[int, dict[str, str], bytes]:
     raw = [(k.lower().encode(), v.encode()) for k, v in headers.items()]
-    raw.append((b"content-type", b"application/json"))
+    raw.append((b"content-type", content_type.encode()))
     if declare:
         raw.append((b"content-length", str(body.total).encode()))
     scope = {
@@ -105,7 +110,7 @@ async def test_an_upload_over_the_limit_is_refused_while_it_streams_and_stores_n
     app = create_app(small, client=client, store=store)
     operator = token_for("olga@contoso.com", Role.OPERATOR)
     body = EndlessBody(400 * MiB)
-    status, _, content = await _call(app, "/api/uploads/mailboxes", operator, body, False)
+    status, _, content = await _call(app, "/api/uploads/mailboxes", operator, body, False, "text/csv")
     assert status == 413 and b'"body-size"' in content
     assert body.pulled <= 4 * MiB + MiB
     async with store.session() as session:

@@ -81,8 +81,9 @@ async def test_operation_runs_with_record_progress_and_audit(
     listed = (
         await api.get("/api/operations", params={"state": "succeeded", "kind": "test.steps"}, headers=alice)
     ).json()
-    assert [o["id"] for o in listed] == [op_id]
-    assert (await api.get("/api/operations", params={"state": "running"}, headers=alice)).json() == []
+    assert [o["id"] for o in listed["items"]] == [op_id] and listed["total"] == 1
+    running = (await api.get("/api/operations", params={"state": "running"}, headers=alice)).json()
+    assert running == {"items": [], "total": 0, "offset": 0, "limit": 100}
 
 
 async def test_idempotency_key_returns_the_same_operation(
