@@ -221,6 +221,13 @@ class SandboxM365:
             self.core.faults = faults.model_copy(update={"stalled_geos": sorted(stalled)})
             await self.core.save_faults()
 
+    async def set_speed(self, speed: float) -> None:
+        """Run the clock at ``speed`` from now on (until a restart, which takes its speed from the settings)."""
+        async with self.core.lock:
+            self.core.clock.set_speed(speed)
+            await self.core.save_clock()
+        await self.tick()
+
     async def advance(self, seconds: float) -> float:
         """Shift the clock forward, run what became due; the new simulated instant."""
         async with self.core.lock:
