@@ -32,8 +32,9 @@ sandbox_app = typer.Typer(
     no_args_is_help=True,
 )
 
-console = Console(markup=False, emoji=False, highlight=False)
-err_console = Console(stderr=True, markup=False, emoji=False, highlight=False)
+# Soft wrap: a command to copy (`ckey key restore ...`) must stay on one line.
+console = Console(markup=False, emoji=False, highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, markup=False, emoji=False, highlight=False, soft_wrap=True)
 
 MAX_LATENCY = timedelta(seconds=60)
 """The most latency the sandboxes inject per request."""
