@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import typer
 
 from ckey.api.app import create_app
@@ -87,6 +86,14 @@ def test_every_shell_example_runs_or_says_why_not() -> None:
             where = f"README.md, block at line {block.line}: {command!r}"
             assert _without_env_prefix(command).startswith(COMMAND_STARTS), f"{where} is not a ckey or curl example"
             assert not re.search(r"<[a-z][a-z -]*>|\.\.\.", command), f"{where} has a placeholder"
+
+
+def test_every_curl_with_a_body_says_it_is_json() -> None:
+    """The API reads a JSON body whatever the header says today; a stricter parser or proxy would not."""
+    posts = [c for b in shell_examples() for c in b.commands() if c.startswith("curl ") and re.search(r"\s-d\s", c)]
+    assert posts, "the README shows no POST with curl"
+    for command in posts:
+        assert '-H "Content-Type: application/json"' in command, f"README.md: {command!r} sends no Content-Type"
 
 
 # Claims: documents, commands, settings, routes ------------------------------------------------------------------
