@@ -290,21 +290,15 @@ def build_control_app(
 
     @app.post("/sandbox/vaults/{name}/keys/{key}/lose")
     async def lose_key(name: str, key: str, body: LoseKeyIn, _: Admin) -> dict[str, Any]:
-        """Delete a key (and purge it): the outage a restore rehearsal starts from."""
-        vault = await vault_or_404(name)
+        vault = await vault_or_404(name)  # the outage a restore rehearsal starts from
         blob = await backups.backup(vault.name, key) if body.backup else None
         view = await deleted.delete_key(vault.name, key)
         if body.purge:
             await deleted.purge(vault.name, key, system=True)
-        scheduled = view.key.scheduled_purge_at
-        return {
-            "vault": vault.name,
-            "key": view.key.name,
-            "key_uri": f"https://{vault.name}.vault.azure.net/keys/{view.key.name}",
-            "purged": body.purge,
-            "scheduled_purge": None if body.purge or scheduled is None else _iso(scheduled),
-            "backup": None if blob is None else base64.b64encode(blob).decode(),
-        }
+        purge_at = None if body.purge or view.key.scheduled_purge_at is None else _iso(view.key.scheduled_purge_at)
+        uri = f"https://{vault.name}.vault.azure.net/keys/{view.key.name}"
+        backup = None if blob is None else base64.b64encode(blob).decode()
+        return {"key_uri": uri, "purged": body.purge, "scheduled_purge": purge_at, "backup": backup}
 
     @app.post("/sandbox/vaults/{name}/access-policies/grant")
     async def grant(name: str, body: AccessIn, _: Admin) -> dict[str, Any]:
