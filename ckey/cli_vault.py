@@ -14,6 +14,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ckey.models import Workload
+
 # ckey.cli imports this module to register its apps, so the helpers are taken from it when a command runs
 # (an import here at the top would be circular, and under ``python -m ckey.cli`` would load a second copy early).
 KeyOption = Annotated[str | None, typer.Option("--idempotency-key", help="Retry-safe key: the same key, the same run.")]
@@ -25,9 +27,9 @@ key_app = typer.Typer(help="Customer Keys: restore a lost key.", no_args_is_help
 
 @vault_app.command("health")
 def vault_health(
-    workload: Annotated[
-        str, typer.Option(help="Whose principal the keys must serve: exchange, sharepoint or multi_workload.")
-    ] = "exchange",
+    workload: Annotated[Workload, typer.Option(help="The workload whose service principal the keys must serve.")] = (
+        Workload.EXCHANGE
+    ),
     key: Annotated[
         list[str] | None,
         typer.Option("--key", help="A key URI to check (repeatable); default: the workload's CKEY_DEP_KEYS."),
@@ -36,7 +38,7 @@ def vault_health(
     watch: WatchOption = True,
 ) -> None:
     """Check Customer Keys: soft delete, purge protection, no expiry, RSA, two regions, the service's permissions."""
-    params: dict[str, Any] = {"workload": workload}
+    params: dict[str, Any] = {"workload": workload.value}
     if key:
         params["keys"] = key
     from ckey.cli import _start
@@ -125,5 +127,5 @@ def key_restore(
 def vault_restore_key(
     key_uri: KeyUri, backup_file: BackupFile = None, idempotency_key: KeyOption = None, watch: WatchOption = True
 ) -> None:
-    """The same as ``ckey key restore`` (kept for scripts written before it)."""
+    """The same as `ckey key restore` (kept for scripts written before it)."""
     restore_key(key_uri, backup_file, idempotency_key=idempotency_key, watch=watch)

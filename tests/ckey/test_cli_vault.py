@@ -106,6 +106,8 @@ def test_vault_health_starts_the_kind_with_its_workload_and_keys(fake_api: FakeA
         {"kind": "keyvault.health", "params": {"workload": "sharepoint", "keys": [URI_1, URI_2]}},
         {"kind": "keyvault.health", "params": {"workload": "exchange"}},
     ]
+    refused = runner.invoke(cli.app, ["vault", "health", "--workload", "teams", "--no-watch"])
+    assert refused.exit_code == 2 and len(fake_api.started()) == 2, refused.output
 
 
 def test_vault_access_names_who_has_access(fake_api: FakeApi) -> None:
