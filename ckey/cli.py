@@ -21,7 +21,9 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
+from ckey.cli_sandbox import sandbox_app
 from ckey.cli_schedules import app as schedules_app
+from ckey.cli_vault import key_app, vault_app
 from ckey.config import Settings, SettingsError, get_settings
 from ckey.models import Role, iso_duration, parse_duration
 
@@ -677,41 +679,11 @@ def audit_export(
     err_console.print(f"exported {len(events)} entries and {len(checkpoints)} checkpoints to {output}")
 
 
-# Key vaults --------------------------------------------------------------------------------------------------------
+# Key vaults, keys and the sandbox rehearsals: their own modules ---------------------------------------------------
 
-vault_app = typer.Typer(help="Key vaults and their keys: restore a lost key.", no_args_is_help=True)
 app.add_typer(vault_app, name="vault")
-
-
-@vault_app.command("restore-key")
-def vault_restore_key(
-    key_uri: Annotated[str, typer.Argument(help="The key, https://<vault>.vault.azure.net/keys/<name>.")],
-    backup_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--backup-file",
-            help="Its backup (Backup-AzKeyVaultKey -OutputFile), restored only if soft-delete recovery is impossible.",
-            exists=True,
-            dir_okay=False,
-            readable=True,
-        ),
-    ] = None,
-    idempotency_key: KeyOption = None,
-    watch: WatchOption = True,
-) -> None:
-    """Bring back a lost key: recover it from soft delete, else restore its backup; then verify it."""
-    params: dict[str, Any] = {"key_uri": key_uri}
-    if backup_file is not None:
-        uploaded = _call(
-            "POST",
-            "/api/uploads/key-backups",
-            content=backup_file.read_bytes(),
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        size, digest = uploaded["size"], uploaded["sha256"]
-        console.print(f"uploaded {backup_file.name} ({size:,} bytes, SHA-256 {digest}) as {uploaded['id']}")
-        params["backup"] = uploaded["id"]
-    _start("keyvault.key.restore", params, key=idempotency_key, watch=watch)
+app.add_typer(key_app, name="key")
+app.add_typer(sandbox_app, name="sandbox")
 
 
 def main() -> None:

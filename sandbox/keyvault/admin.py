@@ -7,6 +7,7 @@ token of ckey's own auth (``ckey token --role admin``) and must hold the ``admin
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -21,6 +22,7 @@ from sandbox.common import Admin, AdminTokens
 from sandbox.identity import object_id
 from sandbox.keyvault.access import AccessPolicies, PolicyEntry, RoleAssignments
 from sandbox.keyvault.authz import KEY_PERMISSIONS, find_role
+from sandbox.keyvault.backup import Backups
 from sandbox.keyvault.base import Store
 from sandbox.keyvault.db import VaultRow
 from sandbox.keyvault.deleted import DeletedKeys
@@ -106,6 +108,15 @@ class ClockIn(BaseModel):
     seconds: float = Field(0, ge=0)
 
 
+class LoseKeyIn(BaseModel):
+    """How a key is lost, for a restore rehearsal."""
+
+    purge: bool = False
+    """Purge it too, as if its retention period had ended (purge protection does not stop the clock)."""
+    backup: bool = False
+    """Answer its backup (``Backup-AzKeyVaultKey``), taken just before it is deleted."""
+
+
 class LimitsIn(BaseModel):
     """A vault's limits; a field left out (None) takes the documented value."""
 
@@ -140,6 +151,7 @@ def build_control_app(
     deleted: DeletedKeys,
     throttle: Throttle,
     counters: defaultdict[str, VaultCounters],
+    backups: Backups,
 ) -> FastAPI:
     """The FastAPI app behind ``https://localhost:<port>/sandbox/``.
 
@@ -153,6 +165,7 @@ def build_control_app(
         deleted: purges what the clock makes due.
         throttle: the limits (reset when a vault's limits change).
         counters: per-vault request counters, shown in a vault's summary.
+        backups: a lost key's backup, for a restore rehearsal.
     """
     app = FastAPI(title="ckey sandbox Key Vault control", docs_url="/sandbox/docs", openapi_url="/sandbox/openapi.json")
     app.state.verifier = AdminTokens(settings)
@@ -274,6 +287,18 @@ def build_control_app(
             "kty": view.version.kty,
             "key_size": view.version.key_size,
         }
+
+    @app.post("/sandbox/vaults/{name}/keys/{key}/lose")
+    async def lose_key(name: str, key: str, body: LoseKeyIn, _: Admin) -> dict[str, Any]:
+        vault = await vault_or_404(name)  # the outage a restore rehearsal starts from
+        blob = await backups.backup(vault.name, key) if body.backup else None
+        view = await deleted.delete_key(vault.name, key)
+        if body.purge:
+            await deleted.purge(vault.name, key, system=True)
+        purge_at = None if body.purge or view.key.scheduled_purge_at is None else _iso(view.key.scheduled_purge_at)
+        uri = f"https://{vault.name}.vault.azure.net/keys/{view.key.name}"
+        backup = None if blob is None else base64.b64encode(blob).decode()
+        return {"key_uri": uri, "purged": body.purge, "scheduled_purge": purge_at, "backup": backup}
 
     @app.post("/sandbox/vaults/{name}/access-policies/grant")
     async def grant(name: str, body: AccessIn, _: Admin) -> dict[str, Any]:

@@ -117,6 +117,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, seed: boo
         deleted=s.deleted,
         throttle=s.throttle,
         counters=s.counters,
+        backups=s.backups,
     )
     auth = ArmAuth(s.identity, s.roles, settings.azure_tenant_id)
     arm = Arm(auth, ArmVaults(auth, s.vaults, s.access), ArmRoles(auth, s.roles, settings.azure_subscription_id))

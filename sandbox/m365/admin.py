@@ -45,6 +45,13 @@ class ClockIn(BaseModel):
         return self.days * 86400 + self.hours * 3600 + self.minutes * 60 + self.seconds
 
 
+class SpeedIn(BaseModel):
+    """How fast the sandbox clock runs from now on."""
+
+    speed: float = Field(gt=0, le=10_000_000)
+    """Simulated seconds per real second (3600: an hour a second)."""
+
+
 class StuckIn(BaseModel):
     """Mailboxes whose moves should never finish (or finish again)."""
 
@@ -157,6 +164,11 @@ def build_control_app(
     @app.post("/sandbox/clock/advance")
     async def advance(body: ClockIn, _: Admin) -> dict[str, Any]:
         await ticker.advance(body.total)
+        return clock()
+
+    @app.put("/sandbox/clock/speed")
+    async def set_speed(body: SpeedIn, _: Admin) -> dict[str, Any]:
+        await ticker.set_speed(body.speed)
         return clock()
 
     @app.post("/sandbox/seed")

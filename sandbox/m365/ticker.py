@@ -59,6 +59,13 @@ class Ticker:
         await self.tick()
         return now
 
+    async def set_speed(self, speed: float) -> None:
+        """Run the clock at ``speed`` from now on (until a restart, which takes its speed from the settings)."""
+        async with self.core.lock:
+            self.core.clock.set_speed(speed)
+            await self.core.save_clock()
+        await self.tick()
+
     def start(self) -> None:
         """Start the background task."""
         self._task = asyncio.create_task(self._forever(), name="sandbox-m365-ticker")
