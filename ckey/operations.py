@@ -20,7 +20,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, computed_field, model_serializer
 
 from ckey.models import Role
 
@@ -163,6 +163,14 @@ class Progress(BaseModel):
     assigned: int | None = None
     """For operations that assign before they follow: how many targets are assigned so far (``done`` counts the
     ones finished, e.g. encrypted), so that an assignment in progress never reads as 0 %."""
+
+    @model_serializer(mode="wrap")
+    def _without_unset_assigned(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # ``assigned`` only means something for operations that assign: elsewhere the record looks as it always did.
+        data: dict[str, Any] = handler(self)
+        if data.get("assigned") is None:
+            data.pop("assigned", None)
+        return data
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -29,6 +29,9 @@ class Recipients:
         self.lookups += 1
         return self.kinds
 
+    async def recipient_index(self) -> dict[str, tuple[str, str | None]]:
+        return {name: (kind, None) for name, kind in (await self.recipients()).items()}
+
 
 async def test_following_a_set_without_assigning_marks_every_mailbox_assigned(store: Store) -> None:
     boxes = [f"user{i:04d}@contoso.com" for i in range(1500)]  # more than one page of the set

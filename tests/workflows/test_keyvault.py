@@ -72,7 +72,7 @@ async def test_health_of_the_configured_exchange_keys(
         "two-keys-two-vaults",
         "two-keys-two-regions",
     }
-    assert body["progress"] == {"done": 2, "total": 2, "unit": "keys", "percent": 100.0, "assigned": None}
+    assert body["progress"] == {"done": 2, "total": 2, "unit": "keys", "percent": 100.0}
     assert "Get-AzKeyVault -VaultName contoso-eastus-kv1" in targets(events)
     assert "Get-AzKeyVaultKey -VaultName contoso-westus-kv1 -Name exo-key-02" in targets(events)
 
