@@ -285,9 +285,11 @@ def ops_watch(
         while True:
             op = _call("GET", f"/api/operations/{operation_id}")
             progress = op["progress"]
+            # An assignment shows both figures: how many are assigned, and (the bar) how many are done.
+            assigned = f" · {progress['assigned']} assigned" if progress.get("assigned") is not None else ""
             bar.update(
                 task,
-                description=f"{op['kind']} · {op['state']} · {op['phase']} ({progress['unit']})",
+                description=f"{op['kind']} · {op['phase']}{assigned} ({progress['unit']})",
                 completed=progress["done"],
                 total=progress["total"],
             )

@@ -270,3 +270,12 @@ def test_connection_refused_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(cli, "api_client", lambda settings=None: httpx.Client(base_url=f"http://127.0.0.1:{port}"))
     line = _one_line_error(_run("ops", "list"), 1)
     assert line.startswith(f"cannot reach the API at http://127.0.0.1:{port}")
+
+
+def test_watch_shows_assigned_beside_the_bar(api: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    answered = _op(IDS[2])
+    answered["progress"] = {"done": 0, "total": 4, "unit": "mailboxes encrypted", "assigned": 3, "percent": 0.0}
+    monkeypatch.setattr(cli, "_call", lambda method, path, **kwargs: answered)
+    result = _run("ops", "watch", IDS[2], "--interval", "0.1", columns=120)
+    assert result.exit_code == 0, result.output
+    assert "following · 3 assigned (mailboxes encrypted)" in result.output

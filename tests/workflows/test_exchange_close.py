@@ -64,6 +64,9 @@ async def test_an_operator_closes_a_follow_up_and_a_kind_without_one_cannot_be_c
         assert body["phase"] == "following", body
 
         assert body["progress"]["assigned"] == 3  # assigned and encrypted both shown, never a bare 0 %
+        # The read side and the progress come from the same status rounds: they never contradict each other.
+        shown = (await api.get("/api/mailboxes", params={"dep": name, "encrypted": True}, headers=viewer)).json()
+        assert shown["total"] == body["progress"]["done"] == 2, (shown, body["progress"])
 
         forbidden = await api.post(f"/api/operations/{op_id}/close", json={"reason": "stop"}, headers=viewer)
         assert forbidden.status_code == 403, forbidden.text

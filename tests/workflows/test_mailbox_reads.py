@@ -6,6 +6,7 @@ The demo tenant here is this module's own (the session's tenant has its mail use
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 
@@ -27,6 +28,7 @@ from sandbox.keyvault import SandboxKeyVaultServer
 from sandbox.m365.server import SandboxM365Server
 from sandbox.m365.tenant import DEMO_TENANT
 from tests.conftest import free_port
+from tests.workflows.test_exchange import DEMO_KEYS
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +41,22 @@ def demo_settings(
         yield settings
 
 
+async def sync(m365: M365Gateway, store: Store) -> None:
+    """What ``inventory.sync`` does, by its own activities."""
+    activities = InventoryActivities(m365, store)
+    step = SyncStepInput(operation_id="op-sync", started_at=datetime.now(UTC))
+    env = ActivityEnvironment()
+    await env.run(activities.sync_deps, step)
+    await env.run(activities.sync_recipients, step)
+    await env.run(activities.sync_statuses, SyncStatusesInput(operation_id="op-sync", limit=10_000))
+
+
 @pytest.fixture
 async def demo_api(demo_settings: Settings, store: Store) -> AsyncIterator[tuple[httpx.AsyncClient, M365Gateway]]:
     async with AzureConnection(demo_settings) as azure:
         m365 = M365Gateway(build_transport(demo_settings, azure))
         app = create_app(demo_settings, m365=m365, store=store)
-        activities = InventoryActivities(m365, store)
-        step = SyncStepInput(operation_id="op-sync", started_at=datetime.now(UTC))
-        env = ActivityEnvironment()
-        await env.run(activities.sync_deps, step)
-        await env.run(activities.sync_recipients, step)
-        await env.run(activities.sync_statuses, SyncStatusesInput(operation_id="op-sync", limit=10_000))
+        await sync(m365, store)
         token = mint_local_token(demo_settings, "vera.viewer@contoso.com", [Role.VIEWER])
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app),
@@ -61,7 +68,7 @@ async def demo_api(demo_settings: Settings, store: Store) -> AsyncIterator[tuple
 
 
 async def test_every_page_of_the_demo_tenant_answers_with_its_mail_users(
-    demo_api: tuple[httpx.AsyncClient, M365Gateway],
+    demo_api: tuple[httpx.AsyncClient, M365Gateway], store: Store
 ) -> None:
     api, m365 = demo_api
     mail_users = {u.identity for u in await m365.get_mail_user(result_size="Unlimited")}
@@ -85,6 +92,30 @@ async def test_every_page_of_the_demo_tenant_answers_with_its_mail_users(
     assert all(
         item["is_encrypted"] is not None for name, item in seen.items() if item["dep"] and name not in mail_users
     )
+
+    # Filtered pages answer too: by DEP (name or GUID), by encrypted or not, and both.
+    name = f"READS_{uuid.uuid4().hex[:8]}"
+    await m365.new_data_encryption_policy(name, DEMO_KEYS, "filtered pages")
+    for identity in sorted(seen)[:5]:
+        await (m365.set_mail_user if identity in mail_users else m365.set_mailbox)(identity, name)
+    await sync(m365, store)
+    deps = [d for d in (await api.get("/api/deps")).json() if d["name"] == name]
+    assert deps and (await api.get("/api/mailboxes", params={"dep": name})).json()["total"] == 5
+    for dep in (deps[0]["name"], deps[0]["guid"]):
+        for encrypted in (None, True, False):
+            params: dict[str, object] = {"dep": dep, "limit": 500}
+            if encrypted is not None:
+                params["encrypted"] = encrypted
+            filtered = await api.get("/api/mailboxes", params=params)
+            assert filtered.status_code == 200, filtered.text
+            items = filtered.json()["items"]
+            assert all(i["dep"] == deps[0]["name"] for i in items)
+            if encrypted is not None:
+                assert all(i["is_encrypted"] is encrypted for i in items)
+    for encrypted in (True, False):
+        assert (await api.get("/api/mailboxes", params={"encrypted": encrypted})).status_code == 200
+    unknown = await api.get("/api/mailboxes", params={"dep": "Nope"})
+    assert unknown.status_code == 404, unknown.text
 
     shown = await api.get("/api/mailboxes/adele.braun")
     assert shown.status_code == 200, shown.text
