@@ -10,6 +10,7 @@ from temporalio import activity
 
 from activities.exchange import STATUS_CONCURRENCY, refusal
 from activities.operation import audit_call
+from ckey.keyvault import KeyVaultGateway, vault_summaries
 from ckey.m365 import Cmdlet, CmdletError, M365Gateway
 from ckey.operations import Outcome
 from ckey.store import Store
@@ -21,6 +22,7 @@ from contracts.inventory import (
     SyncStatusesInput,
     SyncStatusesResult,
     SyncStepInput,
+    SyncVaultsResult,
 )
 
 if TYPE_CHECKING:
@@ -42,11 +44,12 @@ class InventoryActivities(InventoryActivityStub):
         """The family built from the worker's gateways; ``None`` without the Microsoft 365 gateway."""
         if gateways.m365 is None:
             return None
-        return cls(gateways.m365, gateways.store)
+        return cls(gateways.m365, gateways.store, gateways.keyvault)
 
-    def __init__(self, m365: M365Gateway, store: Store) -> None:
+    def __init__(self, m365: M365Gateway, store: Store, keyvault: KeyVaultGateway | None = None) -> None:
         self.m365 = m365
         self.store = store
+        self.keyvault = keyvault
         self.inventory = InventoryStore(store)
 
     def _audited(self) -> M365Gateway:
@@ -84,6 +87,22 @@ class InventoryActivities(InventoryActivityStub):
         await self.inventory.record_deps(EXCHANGE, views, now, input.operation_id)
         await self.inventory.mark_synced(f"deps:{EXCHANGE}", now, input.operation_id, len(views))
         return SyncDepsResult(deps=len(views))
+
+    @activity.defn
+    async def sync_vaults(self, input: SyncStepInput) -> SyncVaultsResult:
+        """Get-AzKeyVault and Get-AzKeyVaultKey: every vault of the subscription and its keys into the inventory."""
+        if self.keyvault is None:
+            return SyncVaultsResult(vaults=0)
+        summaries = await vault_summaries(self.keyvault)
+        await self.inventory.record_vaults(summaries, datetime.now(UTC), input.operation_id)
+        await audit_call(
+            self.store,
+            "keyvault.vault.list",
+            f"Get-AzKeyVault; Get-AzKeyVaultKey -VaultName <each of {len(summaries)} vaults>",
+            Outcome.INFO,
+            {"vaults": len(summaries)},
+        )
+        return SyncVaultsResult(vaults=len(summaries))
 
     @activity.defn
     async def sync_recipients(self, input: SyncStepInput) -> SyncRecipientsResult:

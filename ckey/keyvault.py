@@ -39,7 +39,7 @@ from ckey.azure import AzureConnection
 from ckey.models import AccessPolicy as AccessPolicy
 from ckey.models import DeletedKeyInfo as DeletedKeyInfo
 from ckey.models import KeyInfo as KeyInfo
-from ckey.models import KeyUri, ServicePrincipal
+from ckey.models import KeyUri, ServicePrincipal, VaultSummary
 from ckey.models import VaultInfo as VaultInfo
 
 log = logging.getLogger(__name__)
@@ -571,3 +571,20 @@ def holds(permissions: set[str], needed: Iterable[str]) -> list[str]:
     if "*" in permissions:
         return []
     return [p for p in needed if p.lower() not in permissions]
+
+
+async def vault_summaries(gateway: KeyVaultGateway) -> list[VaultSummary]:
+    """Every vault of the subscription with its keys (Get-AzKeyVault, then Get-AzKeyVaultKey per vault)."""
+    return [
+        VaultSummary(
+            name=v.name,
+            region=v.region,
+            permission_model="rbac" if v.rbac else "access_policy",
+            soft_delete=v.soft_delete,
+            retention_days=v.retention_days,
+            purge_protection=v.purge_protection,
+            vault_uri=v.vault_uri,
+            keys=await gateway.keys(v.name),
+        )
+        for v in await gateway.vaults()
+    ]

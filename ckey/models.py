@@ -542,6 +542,22 @@ class KeyInfo(BaseModel):
     recovery_level: str | None = None
 
 
+class VaultSummary(BaseModel):
+    """A vault as the read side shows it: region, permission model, soft delete, purge protection, its keys."""
+
+    name: str
+    region: str
+    permission_model: str
+    """``access_policy`` (legacy) or ``rbac``."""
+    soft_delete: bool
+    retention_days: int | None
+    purge_protection: bool
+    vault_uri: str
+    keys: list[KeyInfo] = Field(default_factory=list)
+    seen_at: datetime | None = None
+    """When ckey last read it from Azure (the inventory's time for it)."""
+
+
 class DeletedKeyInfo(BaseModel):
     """A soft-deleted key."""
 

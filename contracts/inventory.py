@@ -31,6 +31,7 @@ class InventorySyncResult(BaseModel):
     """What the sync read and wrote."""
 
     deps: int = 0
+    vaults: int = 0
     recipients: int = 0
     forgotten: int = 0
     statuses: int = 0
@@ -58,6 +59,12 @@ class SyncRecipientsResult(BaseModel):
     forgotten: int
 
 
+class SyncVaultsResult(BaseModel):
+    """The vaults a sync read (0 where the worker has no Key Vault gateway)."""
+
+    vaults: int
+
+
 class SyncStatusesInput(BaseModel):
     """Read the encryption status of at most ``limit`` mailboxes."""
 
@@ -80,6 +87,11 @@ class InventoryActivityStub:
     @activity.defn(name="sync_deps")
     async def sync_deps(self, input: SyncStepInput) -> SyncDepsResult:
         """Get-DataEncryptionPolicy: every mailbox DEP into the inventory."""
+        raise NotImplementedError
+
+    @activity.defn(name="sync_vaults")
+    async def sync_vaults(self, input: SyncStepInput) -> SyncVaultsResult:
+        """Get-AzKeyVault and Get-AzKeyVaultKey: every vault and its keys into the inventory."""
         raise NotImplementedError
 
     @activity.defn(name="sync_recipients")

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from ckey.config import Settings
 
 LISTING_TIMEOUT = timedelta(minutes=30)
+SYNC_VAULTS = "inventory-sync-vaults"
+"""Patch id: the sync also reads every vault and its keys (``/api/vaults`` answers from the inventory)."""
 """Get-Mailbox and Get-MailUser over 100,000 recipients, paged, with the writes."""
 
 
@@ -37,6 +39,7 @@ class SyncPhase(StrEnum):
     """Phases of ``inventory.sync``."""
 
     DEPS = "reading_deps"
+    VAULTS = "reading_vaults"
     RECIPIENTS = "reading_recipients"
     STATUSES = "reading_statuses"
     DONE = "done"
@@ -59,6 +62,10 @@ class InventorySyncWorkflow(OperationWorkflow):
         await self.set_phase(SyncPhase.DEPS)
         deps = await call(InventoryActivityStub.sync_deps, step)
         self.set_progress(1, 3, "steps")
+        vaults = 0
+        if workflow.patched(SYNC_VAULTS):
+            await self.set_phase(SyncPhase.VAULTS)
+            vaults = (await call(InventoryActivityStub.sync_vaults, step, start_to_close=LISTING_TIMEOUT)).vaults
         await self.set_phase(SyncPhase.RECIPIENTS)
         recipients = await call(
             InventoryActivityStub.sync_recipients, step, start_to_close=LISTING_TIMEOUT, heartbeat=timedelta(minutes=5)
@@ -73,6 +80,7 @@ class InventorySyncWorkflow(OperationWorkflow):
         self.set_progress(3, 3, "steps")
         result = InventorySyncResult(
             deps=deps.deps,
+            vaults=vaults,
             recipients=recipients.recipients,
             forgotten=recipients.forgotten,
             statuses=statuses.statuses,

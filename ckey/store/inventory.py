@@ -20,7 +20,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ckey.audit import as_utc
-from ckey.store.schema import InventoryDepRow, InventoryKeyRow, InventorySyncRow, RecipientRow
+from ckey.models import VaultSummary
+from ckey.store.schema import InventoryDepRow, InventoryKeyRow, InventorySyncRow, InventoryVaultRow, RecipientRow
 
 if TYPE_CHECKING:
     from ckey.store import Store
@@ -414,6 +415,29 @@ class InventoryStore:
                 )
                 for r in rows.scalars()
             ]
+
+    # Vaults ----------------------------------------------------------------------------------------------------
+
+    async def record_vaults(self, vaults: Sequence[VaultSummary], at: datetime, source: str | None) -> None:
+        """Replace the vaults with a complete listing, and mark it as of ``at``."""
+        async with self.store.transaction() as session:
+            await session.execute(delete(InventoryVaultRow))
+            for vault in vaults:
+                session.add(
+                    InventoryVaultRow(
+                        key=vault.name.lower(),
+                        summary=vault.model_dump(mode="json", exclude={"seen_at"}),
+                        seen_at=at,
+                        source=source,
+                    )
+                )
+        await self.mark_synced("vaults", at, source, len(vaults))
+
+    async def vaults(self) -> list[VaultSummary]:
+        """The vaults the inventory holds, by name, each with when it was read."""
+        async with self.store.session() as session:
+            rows = await session.execute(select(InventoryVaultRow).order_by(InventoryVaultRow.key))
+            return [VaultSummary.model_validate({**r.summary, "seen_at": as_utc(r.seen_at)}) for r in rows.scalars()]
 
     # Sync marks ------------------------------------------------------------------------------------------------
 

@@ -248,3 +248,15 @@ class InventorySyncRow(Base):
     as_of: Mapped[datetime]
     operation_id: Mapped[str | None] = mapped_column(String(64), default=None)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class InventoryVaultRow(Base):
+    """A vault and its keys as ckey last read them (``ckey.models.VaultSummary``)."""
+
+    __tablename__ = "inventory_vaults"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """The vault's name in lower case."""
+    summary: Mapped[dict[str, Any]] = mapped_column()
+    seen_at: Mapped[datetime]
+    source: Mapped[str | None] = mapped_column(String(64), default=None)

@@ -11,6 +11,8 @@ from ckey.m365 import M365Gateway
 from ckey.models import Role
 from ckey.store import Store
 from ckey.store.inventory import InventoryStore
+from sandbox.keyvault.control import SandboxKeyVaultControl
+from tests.workflows.conftest import unique
 from tests.workflows.test_exchange import DEMO_KEYS
 from tests.workflows.test_keyvault import Auth, Recorder, run_operation
 
@@ -22,6 +24,7 @@ async def test_a_sync_reads_every_dep_and_recipient_and_the_statuses_it_is_allow
     m365: M365Gateway,
     store: Store,
     record_history: Recorder,
+    kv_control: SandboxKeyVaultControl,
 ) -> None:
     operator = auth(Role.OPERATOR)
     name = f"INV_{uuid.uuid4().hex[:8]}"
@@ -53,6 +56,17 @@ async def test_a_sync_reads_every_dep_and_recipient_and_the_statuses_it_is_allow
     # One audited call per listing; statistics summarised once, not one entry per mailbox.
     calls = [e["action"] for e in events if e["action"].startswith("m365.")]
     assert calls.count("m365.Get-Mailbox") == 1 and calls.count("m365.Get-MailboxStatistics") == 1, calls
+
+    # The vaults too: /api/vaults answers from the inventory until someone asks for a fresh read.
+    assert result["vaults"] >= 2
+    listed = (await api.get("/api/vaults", headers=operator)).json()
+    assert len(listed) == result["vaults"] and all(v["seen_at"] for v in listed)
+    vault = unique("inv")
+    await kv_control.create_vault(vault)
+    await kv_control.grant(vault, "ckey-automation@contoso.com", ["all"])  # ckey may list its keys
+    assert vault not in {v["name"] for v in (await api.get("/api/vaults", headers=operator)).json()}
+    fresh = (await api.get("/api/vaults", params={"refresh": True}, headers=operator)).json()
+    assert vault in {v["name"] for v in fresh}
 
     params = await api.post(
         "/api/operations", json={"kind": "inventory.sync", "params": {"status_batch": 5}}, headers=operator

@@ -103,7 +103,7 @@ async def test_every_page_of_the_demo_tenant_answers_with_its_mail_users(
     assert deps and (await api.get("/api/mailboxes", params={"dep": name})).json()["total"] == 5
     for dep in (deps[0]["name"], deps[0]["guid"]):
         for encrypted in (None, True, False):
-            params: dict[str, object] = {"dep": dep, "limit": 500}
+            params: dict[str, str | int | bool] = {"dep": dep, "limit": 500}
             if encrypted is not None:
                 params["encrypted"] = encrypted
             filtered = await api.get("/api/mailboxes", params=params)

@@ -4,32 +4,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Annotated
 
 import httpx
 from azure.core.exceptions import AzureError, ClientAuthenticationError, HttpResponseError, ServiceRequestError
-from fastapi import APIRouter
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
-from ckey.api.deps import KeyVaultDep, Viewer
+from ckey.api.deps import KeyVaultDep, StoreDep, Viewer
 from ckey.api.problems import Problem
-from ckey.keyvault import AccessPolicy, KeyInfo, KeyVaultError, VaultInfo, service_error
-from ckey.models import VaultName
+from ckey.keyvault import AccessPolicy, KeyVaultError, VaultInfo, service_error, vault_summaries
+from ckey.models import VaultName, VaultSummary
+from ckey.store.inventory import InventoryStore
 
 router = APIRouter(prefix="/api/vaults", tags=["vaults"])
 
 
-class VaultView(BaseModel):
-    """A vault with its settings and its keys' current versioned URIs."""
-
-    name: str
-    region: str
-    permission_model: str
-    """``access_policy`` (legacy) or ``rbac``."""
-    soft_delete: bool
-    retention_days: int | None
-    purge_protection: bool
-    vault_uri: str
-    keys: list[KeyInfo] = Field(default_factory=list)
+VaultView = VaultSummary
+"""A vault with its settings, its keys' current versioned URIs, and when ckey read it (``seen_at``)."""
 
 
 class VaultAccessView(BaseModel):
@@ -100,23 +93,24 @@ async def _gateway_errors() -> AsyncIterator[None]:
 
 
 @router.get("", response_model=list[VaultView])
-async def list_vaults(_: Viewer, keyvault: KeyVaultDep) -> list[VaultView]:
-    """Every vault of the subscription: region, permission model, soft delete, purge protection, keys."""
-    async with _gateway_errors():
-        vaults = await keyvault.vaults()
-        return [
-            VaultView(
-                name=v.name,
-                region=v.region,
-                permission_model=_model(v),
-                soft_delete=v.soft_delete,
-                retention_days=v.retention_days,
-                purge_protection=v.purge_protection,
-                vault_uri=v.vault_uri,
-                keys=await keyvault.keys(v.name),
-            )
-            for v in vaults
-        ]
+async def list_vaults(
+    _: Viewer,
+    keyvault: KeyVaultDep,
+    store: StoreDep,
+    refresh: Annotated[bool, Query(description="Read Azure now (and update the inventory).")] = False,
+) -> list[VaultView]:
+    """Every vault of the subscription: region, permission model, soft delete, purge protection, keys.
+
+    From the inventory in SQL (each vault's ``seen_at``); ``refresh=true``, or an inventory that never read the
+    vaults, reads Azure (Get-AzKeyVault, then Get-AzKeyVaultKey per vault) and records what it read.
+    ``inventory.sync`` reads them on its schedule.
+    """
+    inventory = InventoryStore(store)
+    if refresh or await inventory.as_of("vaults") is None:
+        async with _gateway_errors():
+            read = await vault_summaries(keyvault)
+        await inventory.record_vaults(read, datetime.now(UTC), None)
+    return await inventory.vaults()
 
 
 @router.get("/{name}/access", response_model=VaultAccessView)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -21,6 +22,8 @@ from ckey.auth import mint_local_token
 from ckey.config import Settings
 from ckey.keyvault import KeyInfo, KeyVaultError, KeyVaultGateway, VaultInfo
 from ckey.models import Role
+from ckey.store import Store
+from ckey.store.migrate import upgrade
 
 VAULT = VaultInfo(
     name="contoso-eastus-kv1",
@@ -56,13 +59,22 @@ async def viewer(settings: Settings) -> dict[str, str]:
     return {"Authorization": f"Bearer {mint_local_token(settings, 'victor@contoso.com', [Role.VIEWER])}"}
 
 
+async def _store(settings: Settings) -> Store:
+    """A migrated store of its own: the vault list answers from the inventory, and reads Azure when it is empty."""
+    store = Store.from_url(f"sqlite+aiosqlite:///{settings.data_dir / f'vaults-{uuid.uuid4().hex}.db'}")
+    await upgrade(store.engine)
+    return store
+
+
 async def _get(settings: Settings, keyvault: Any, path: str, headers: dict[str, str]) -> httpx.Response:
-    app = create_app(
-        settings, client=cast(Any, object()), store=cast(Any, object()), keyvault=cast(KeyVaultGateway, keyvault)
-    )
+    store = await _store(settings)
+    app = create_app(settings, client=cast(Any, object()), store=store, keyvault=cast(KeyVaultGateway, keyvault))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://ckey.test") as http:
-        return await http.get(path, headers=headers)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://ckey.test") as http:
+            return await http.get(path, headers=headers)
+    finally:
+        await store.close()
 
 
 async def test_a_vault_whose_keys_are_refused_is_a_problem_not_a_500(
@@ -101,11 +113,13 @@ async def test_the_gateway_dependencies_are_declared_once_in_deps(settings: Sett
     routes = Path(deps.__file__).parent / "routes"
     assert [m.name for m in routes.glob("*.py") if "app.state" in m.read_text()] == []
 
-    app = create_app(settings, client=cast(Any, object()), store=cast(Any, object()))
+    store = await _store(settings)
+    app = create_app(settings, client=cast(Any, object()), store=store)
     app.dependency_overrides[deps.get_keyvault] = lambda: LockedOutVaults(KeyVaultError(403, "Forbidden", "no list"))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://ckey.test") as http:
         answer = await http.get("/api/vaults", headers=viewer)
+    await store.close()
     assert answer.status_code == 403, answer.text
 
 
