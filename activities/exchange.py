@@ -30,7 +30,7 @@ from ckey.m365 import (
 from ckey.models import human_duration
 from ckey.operations import Outcome
 from ckey.store import Store
-from ckey.store.inventory import DepView, InventoryStore, RecipientStatus
+from ckey.store.inventory import InventoryStore, RecipientStatus, dep_view
 from ckey.store.targets import FollowRow, StatusUpdate, TargetStore
 from ckey.support import SupportDesk
 from contracts.exchange import (
@@ -149,18 +149,7 @@ class ExchangeActivities(ExchangeActivityStub):
             dep = await self._audited().new_data_encryption_policy(input.name, input.azure_key_ids, input.description)
         except CmdletError as exc:
             raise refusal(exc) from None
-        await self.inventory.record_dep(
-            DepView(
-                workload="exchange",
-                name=dep.name,
-                guid=dep.guid,
-                azure_key_ids=dep.azure_key_ids,
-                enabled=dep.enabled,
-                purge_requested=dep.permanent_data_purge_requested,
-                seen_at=datetime.now(UTC),
-                source=activity.info().workflow_id,
-            )
-        )
+        await self.inventory.record_dep(dep_view("exchange", dep, datetime.now(UTC), activity.info().workflow_id))
         return _dep_info(dep)
 
     @activity.defn

@@ -14,7 +14,7 @@ from ckey.keyvault import KeyVaultGateway, vault_summaries
 from ckey.m365 import Cmdlet, CmdletError, M365Gateway
 from ckey.operations import Outcome
 from ckey.store import Store
-from ckey.store.inventory import DepView, InventoryStore, RecipientSeen, RecipientStatus
+from ckey.store.inventory import InventoryStore, RecipientSeen, RecipientStatus, dep_view
 from contracts.inventory import (
     InventoryActivityStub,
     SyncDepsResult,
@@ -72,18 +72,7 @@ class InventoryActivities(InventoryActivityStub):
         except CmdletError as exc:
             raise refusal(exc) from None
         now = datetime.now(UTC)
-        views = [
-            DepView(
-                workload=EXCHANGE,
-                name=d.name,
-                guid=d.guid,
-                azure_key_ids=d.azure_key_ids,
-                enabled=d.enabled,
-                purge_requested=d.permanent_data_purge_requested,
-                seen_at=now,
-            )
-            for d in deps
-        ]
+        views = [dep_view(EXCHANGE, d, now, input.operation_id) for d in deps]
         await self.inventory.record_deps(EXCHANGE, views, now, input.operation_id)
         await self.inventory.mark_synced(f"deps:{EXCHANGE}", now, input.operation_id, len(views))
         return SyncDepsResult(deps=len(views))

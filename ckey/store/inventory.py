@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ckey.audit import as_utc
+from ckey.m365 import DataEncryptionPolicy
 from ckey.models import VaultSummary
 from ckey.store.schema import InventoryDepRow, InventoryKeyRow, InventorySyncRow, InventoryVaultRow, RecipientRow
 
@@ -81,6 +82,20 @@ class DepView(BaseModel):
     purge_requested: bool = False
     seen_at: datetime
     source: str | None = None
+
+
+def dep_view(workload: str, dep: DataEncryptionPolicy, at: datetime, source: str | None) -> DepView:
+    """A DEP as Get-DataEncryptionPolicy reported it, for the inventory."""
+    return DepView(
+        workload=workload,
+        name=dep.name,
+        guid=dep.guid,
+        azure_key_ids=dep.azure_key_ids,
+        enabled=dep.enabled,
+        purge_requested=dep.permanent_data_purge_requested,
+        seen_at=at,
+        source=source,
+    )
 
 
 class KeyHealthView(BaseModel):

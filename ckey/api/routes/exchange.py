@@ -19,7 +19,7 @@ from ckey.api.deps import M365Dep, StoreDep, Viewer
 from ckey.api.problems import Problem
 from ckey.m365 import CmdletError, M365Gateway, Mailbox, TransientError
 from ckey.models import RecipientIdentity
-from ckey.store.inventory import DepView, InventoryStore, RecipientSeen, RecipientStatus, RecipientView
+from ckey.store.inventory import DepView, InventoryStore, RecipientSeen, RecipientStatus, RecipientView, dep_view
 
 router = APIRouter(tags=["exchange"])
 EXCHANGE = "exchange"
@@ -117,18 +117,7 @@ async def _read_deps_live(m365: M365Gateway, inventory: InventoryStore) -> None:
     except GatewayError as exc:
         raise _unavailable(exc) from None
     now = datetime.now(UTC)
-    views = [
-        DepView(
-            workload=EXCHANGE,
-            name=d.name,
-            guid=d.guid,
-            azure_key_ids=d.azure_key_ids,
-            enabled=d.enabled,
-            purge_requested=d.permanent_data_purge_requested,
-            seen_at=now,
-        )
-        for d in deps
-    ]
+    views = [dep_view(EXCHANGE, d, now, None) for d in deps]
     await inventory.record_deps(EXCHANGE, views, now, None)
     await inventory.mark_synced(f"deps:{EXCHANGE}", now, None, len(views))
 
