@@ -208,9 +208,16 @@ def ops_list(
     kind: Annotated[str | None, typer.Option(help="Only operations of this kind.")] = None,
     limit: Annotated[int, typer.Option(help="How many to show.", min=1, max=1000)] = 50,
     offset: Annotated[int, typer.Option(help="How many of the newest to skip.", min=0)] = 0,
+    scheduled: Annotated[
+        bool, typer.Option("--scheduled", help="List the runs ckey's schedules started (hidden by default).")
+    ] = False,
 ) -> None:
-    """List operations, newest first; ids in their short form, which every other ops command accepts."""
+    """List operations, newest first; ids in their short form, which every other ops command accepts.
+
+    The schedules' runs (an inventory sync every few seconds on the demo stack) are left out unless asked for.
+    """
     params: dict[str, Any] = {k: v for k, v in {"state": state, "kind": kind}.items() if v}
+    params["scheduled"] = "true" if scheduled else "false"
     page = _call("GET", "/api/operations", params=params | {"limit": limit, "offset": offset})
     items: list[dict[str, Any]] = page["items"]
     wide = console.width >= 100

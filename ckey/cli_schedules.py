@@ -6,6 +6,7 @@ from typing import Any
 from urllib.parse import quote
 
 import typer
+from rich import box
 from rich.table import Table
 
 app = typer.Typer(
@@ -38,7 +39,14 @@ def schedules_list() -> None:
     from ckey.cli import console
 
     listed = _call("GET", "/api/schedules")
-    table = Table("id", "kind", "every", "state", "next run", "last run (operation)")
+    # Fits 80 columns and never cuts an id (pause, unpause and trigger take it): no borders, times as HH:MM:SS.
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, padding=(0, 1), collapse_padding=True)
+    table.add_column("id", no_wrap=True)
+    table.add_column("kind", no_wrap=True, overflow="ellipsis")
+    table.add_column("every", no_wrap=True, justify="right")
+    table.add_column("state", no_wrap=True)
+    table.add_column("next (UTC)", no_wrap=True)
+    table.add_column("last run", no_wrap=True, overflow="ellipsis")
     for s in listed["items"]:
         state = "not created" if not s["exists"] else ("paused" if s["paused"] else "active")
         recent = s.get("recent_runs") or []
@@ -48,10 +56,17 @@ def schedules_list() -> None:
             s["kind"],
             f"{s['interval_seconds']:g}s",
             state,
-            str(next_runs[0]) if next_runs and not s["paused"] else "",
-            recent[-1]["operation_id"] if recent else "",
+            _clock(str(next_runs[0])) if next_runs and not s["paused"] else "",
+            _clock(str(recent[-1].get("started_at") or "")) if recent else "",
         )
     console.print(table)
+    console.print("their runs: ckey ops list --scheduled")
+
+
+def _clock(at: str) -> str:
+    # "2026-12-01T05:28:30.123Z" -> "05:28:30"; anything else as it came.
+    time = at.partition("T")[2]
+    return time[:8] if len(time) >= 8 else at
 
 
 @app.command("pause")

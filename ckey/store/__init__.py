@@ -49,6 +49,8 @@ from ckey.store.schema import AuditCheckpointRow, AuditEventRow, AuditHeadRow, O
 if TYPE_CHECKING:
     from ckey.config import Settings
 
+SCHEDULE_STARTER = "schedule:"
+"""How the record of an operation a Temporal Schedule started names its starter (``schedule:<id>``)."""
 RESERVED_PHASE = "starting"
 """The phase of a record the API reserved and whose workflow has not reported yet."""
 
@@ -259,12 +261,21 @@ class Store:
         kind: str | None = None,
         dep: str | None = None,
         id_prefix: str | None = None,
+        scheduled: bool | None = None,
         limit: int = 100,
         offset: int = 0,
     ) -> list[OperationRecord]:
-        """Operations, newest first, filtered by state, kind, DEP and the start of their id."""
+        """Operations, newest first, filtered by state, kind, DEP, the start of their id, and starter.
+
+        ``scheduled``: only the runs a Temporal Schedule started (``started_by`` ``schedule:<id>``), or none of them.
+        """
         query = _operation_filters(
-            select(OperationRow).order_by(OperationRow.started_at.desc(), OperationRow.id), state, kind, dep, id_prefix
+            select(OperationRow).order_by(OperationRow.started_at.desc(), OperationRow.id),
+            state,
+            kind,
+            dep,
+            id_prefix,
+            scheduled,
         )
         async with self._sessions() as session:
             rows = (await session.scalars(query.limit(limit).offset(offset))).all()
@@ -277,9 +288,12 @@ class Store:
         kind: str | None = None,
         dep: str | None = None,
         id_prefix: str | None = None,
+        scheduled: bool | None = None,
     ) -> int:
         """How many operations :meth:`list_operations` would list with these filters, on every page."""
-        query = _operation_filters(select(func.count()).select_from(OperationRow), state, kind, dep, id_prefix)
+        query = _operation_filters(
+            select(func.count()).select_from(OperationRow), state, kind, dep, id_prefix, scheduled
+        )
         async with self._sessions() as session:
             return int((await session.execute(query)).scalar_one())
 
@@ -413,7 +427,11 @@ def _operation_filters(
     kind: str | None,
     dep: str | None,
     id_prefix: str | None,
+    scheduled: bool | None = None,
 ) -> Select[Any]:
+    if scheduled is not None:
+        by_schedule = OperationRow.started_by.startswith(SCHEDULE_STARTER)
+        query = query.where(by_schedule if scheduled else ~by_schedule)
     if state is not None:
         query = query.where(OperationRow.state == state.value)
     if kind is not None:

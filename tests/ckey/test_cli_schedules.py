@@ -22,7 +22,11 @@ VIEW = {
     "note": "paused by olga",
     "next_runs": [],
     "recent_runs": [
-        {"operation_id": "ckey-inventory-sync-2026-12-01T05:00:00Z", "scheduled_at": "x", "started_at": "x"}
+        {
+            "operation_id": "ckey-inventory-sync-2026-12-01T05:00:00Z",
+            "scheduled_at": "2026-12-01T05:00:00Z",
+            "started_at": "2026-12-01T05:00:01.250Z",
+        }
     ],
     "running": [],
     "skipped_overlap": 0,
@@ -38,10 +42,11 @@ def test_schedules_commands_call_the_api(monkeypatch: pytest.MonkeyPatch) -> Non
 
     monkeypatch.setattr(cli, "_call", fake_call)
     runner = CliRunner()
-    listed = runner.invoke(cli.app, ["schedules", "list"], env={"COLUMNS": "200"})
+    listed = runner.invoke(cli.app, ["schedules", "list"], env={"COLUMNS": "80"})
     assert listed.exit_code == 0, listed.output
-    assert "ckey-inventory-sync" in listed.output and "paused" in listed.output
-    assert "ckey-inventory-sync-2026-12-01T05:00:00Z" in listed.output
+    # At 80 columns the id is whole (the other commands take it) and the last run shows its time.
+    assert "ckey-inventory-sync " in listed.output and "paused" in listed.output
+    assert "05:00:01" in listed.output and "ops list --scheduled" in listed.output
     for verb in ("pause", "unpause", "trigger"):
         result = runner.invoke(cli.app, ["schedules", verb, "ckey-inventory-sync"])
         assert result.exit_code == 0, result.output

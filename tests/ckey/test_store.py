@@ -125,3 +125,13 @@ async def test_removed_last_entry_is_detected(any_store: Store) -> None:
         await session.delete(await session.get(AuditEventRow, 3))
         await session.commit()
     assert not (await any_store.verify_audit_chain()).ok
+
+
+async def test_operations_filter_by_who_started_them(any_store: Store) -> None:
+    await any_store.create_operation(_record("op-people"))
+    for n in range(3):
+        scheduled = _record(f"ckey-inventory-sync-2026-12-01T09:0{n}:00Z", "inventory.sync", T0 + timedelta(minutes=n))
+        await any_store.create_operation(scheduled.model_copy(update={"started_by": "schedule:ckey-inventory-sync"}))
+    assert [r.id for r in await any_store.list_operations(scheduled=False)] == ["op-people"]
+    assert await any_store.count_operations(scheduled=True) == 3
+    assert await any_store.count_operations() == 4

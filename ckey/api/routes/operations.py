@@ -313,12 +313,16 @@ async def list_operations(
             description="Only operations whose id starts so; without ``op-`` it is read after ``op-``.",
         ),
     ] = None,
+    scheduled: Annotated[
+        bool | None,
+        Query(description="true: only runs a Temporal Schedule started; false: only the ones people started."),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> OperationPage:
-    """Operations, newest first, filtered by state, kind, DEP and id prefix: one page and the total."""
+    """Operations, newest first, filtered by state, kind, DEP, id prefix and starter: one page and the total."""
     prefix = None if id_prefix is None else id_prefix if id_prefix.startswith("op-") else f"op-{id_prefix}"
-    filters: dict[str, Any] = {"state": state, "kind": kind, "dep": dep, "id_prefix": prefix}
+    filters: dict[str, Any] = {"state": state, "kind": kind, "dep": dep, "id_prefix": prefix, "scheduled": scheduled}
     items = await store.list_operations(**filters, limit=limit, offset=offset)
     total = await store.count_operations(**filters)
     return OperationPage(items=items, total=total, offset=offset, limit=limit)
