@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.worker import Worker
 
 from activities import Gateways, build_activities
@@ -166,3 +168,17 @@ def record_history(client: Client) -> Callable[[str, str], Awaitable[None]]:
             (HISTORIES / f"{name}.json").write_text(history.to_json())
 
     return record
+
+
+async def closed_description(client: Client, workflow_id: str) -> Any:
+    """The workflow's description once it has closed (or after 10 s).
+
+    Its record's end is written by its last activity, a moment before the workflow itself completes.
+    """
+    handle = client.get_workflow_handle(workflow_id)
+    for _ in range(100):
+        described = await handle.describe()
+        if described.status != WorkflowExecutionStatus.RUNNING:
+            break
+        await asyncio.sleep(0.1)
+    return described

@@ -21,7 +21,7 @@ from ckey.keyvault import KeyVaultGateway
 from ckey.models import KeyUri, Role, ServicePrincipal
 from ckey.store import Store
 from sandbox.keyvault import SandboxKeyVaultControl
-from tests.workflows.conftest import unique
+from tests.workflows.conftest import closed_description, unique
 from workflows import all_workflows
 
 Auth = Callable[..., dict[str, str]]
@@ -143,7 +143,7 @@ async def test_health_after_a_key_was_soft_deleted_fails_and_says_so(
     ended = next(e for e in events if e["action"] == "operation.failed")
     assert "key-exists" in ended["detail"]["error"]
     # The search attribute a dashboard filters on says failed too.
-    described = await client.get_workflow_handle(body["id"]).describe()
+    described = await closed_description(client, body["id"])
     assert described.status is not None and described.status.name == "FAILED"
     assert described.typed_search_attributes.get(sa.STATE) == "failed"
     # The new ending replays (its patch marker is in the history).
