@@ -182,6 +182,7 @@ class RecipientRow(Base):
     __tablename__ = "inventory_recipients"
     __table_args__ = (
         Index("ix_inventory_recipients_dep", "dep_key", "key"),
+        Index("ix_inventory_recipients_dep_encrypted", "dep_key", "is_encrypted", "key"),
         Index("ix_inventory_recipients_encrypted", "is_encrypted", "key"),
         Index("ix_inventory_recipients_upn", "upn_key"),
     )

@@ -37,6 +37,8 @@ def upgrade() -> None:
         sa.Column("source", sa.String(64)),
     )
     op.create_index("ix_inventory_recipients_dep", "inventory_recipients", ["dep_key", "key"])
+    # A DEP's mailboxes, encrypted or not, a page at a time (the dashboard's commonest filter).
+    op.create_index("ix_inventory_recipients_dep_encrypted", "inventory_recipients", ["dep_key", "is_encrypted", "key"])
     op.create_index("ix_inventory_recipients_encrypted", "inventory_recipients", ["is_encrypted", "key"])
     op.create_index("ix_inventory_recipients_upn", "inventory_recipients", ["upn_key"])
     op.create_table(
