@@ -24,6 +24,11 @@ from ckey.models import Role, Workload, parse_duration
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
+SPO_GEO = re.compile(r"^[A-Z]{3}\Z")
+"""A SharePoint geo's code (``NAM``, ``EUR``, ``APC`` ...)."""
+SPO_ADMIN_URL = re.compile(r"^https://[a-z0-9][a-z0-9-]{0,62}-admin\.sharepoint\.(com|us|de|cn)/?\Z", re.IGNORECASE)
+"""A SharePoint admin site's URL: the host and nothing else (Microsoft's clouds' suffixes)."""
+
 SEED_ESCALATION = timedelta(days=7)
 """Seed: "If the mailboxes are not encrypted after a week from the time you assigned the DEP, contact Microsoft"."""
 DEFAULT_POLL_INTERVAL = timedelta(minutes=15)
@@ -128,6 +133,18 @@ class Settings(BaseSettings):
     """The tenant's initial domain (``Connect-ExchangeOnline -Organization``)."""
     m365_exchange_url: str = "https://outlook.office365.com"
     m365_spo_admin_url: str = "https://contoso-admin.sharepoint.com"
+    """The default geo's SharePoint admin site (``Connect-SPOService -Url``)."""
+    spo_geo_admin_urls: dict[str, str] = Field(
+        default_factory=lambda: {
+            "NAM": "https://contoso-admin.sharepoint.com",
+            "EUR": "https://contosoeur-admin.sharepoint.com",
+        }
+    )
+    """Each SharePoint geo (its code: ``NAM``, ``EUR`` ...) → its admin site, through which its DEP is registered,
+    rolled and read (JSON). A single-geo tenant names one."""
+    m365_spo_transport: M365Transport | None = None
+    """How the SharePoint cmdlets are sent; unset: ``pwsh`` in production (SharePoint has no InvokeCommand endpoint;
+    the SharePoint Online Management Shell speaks CSOM) and the sandbox's InvokeCommand stand-in in sandbox mode."""
     m365_app_id: str | None = None
     """App registration for app-only access with ``pwsh`` (``Connect-ExchangeOnline -AppId``)."""
     m365_certificate_path: Path | None = None
@@ -227,6 +244,21 @@ class Settings(BaseSettings):
                     raise ValueError(f"{name!r} names two roles: {owner[name].value} and {role.value}")
         return merged
 
+    @field_validator("spo_geo_admin_urls", mode="after")
+    @classmethod
+    def _spo_geos_are_admin_sites(cls, value: dict[str, str]) -> dict[str, str]:
+        checked: dict[str, str] = {}
+        for geo, url in value.items():
+            if not SPO_GEO.match(geo):
+                raise ValueError(f"a geo is named by its code, three capital letters (NAM, EUR, APC ...): {geo!r}")
+            if not SPO_ADMIN_URL.match(url):
+                raise ValueError(
+                    f"the admin site of geo {geo} is https://<tenant>[<geo>]-admin.sharepoint.<cloud suffix>, "
+                    f"nothing more: {url!r}"
+                )
+            checked[geo] = url.rstrip("/").lower()
+        return checked
+
     # Audit trail
     audit_checkpoint_key: Path | None = None
     """Ed25519 private key (PEM) that signs the audit trail's checkpoints; default
@@ -278,6 +310,13 @@ class Settings(BaseSettings):
     def resolved_database_url(self) -> str:
         """The SQLAlchemy URL in use."""
         return self.database_url or f"sqlite+aiosqlite:///{(self.data_dir / 'ckey.db').resolve()}"
+
+    @property
+    def resolved_spo_transport(self) -> M365Transport:
+        """How the SharePoint cmdlets travel (see :attr:`m365_spo_transport`)."""
+        if self.m365_spo_transport is not None:
+            return self.m365_spo_transport
+        return M365Transport.INVOKE_COMMAND if self.sandbox else M365Transport.PWSH
 
     @property
     def resolved_api_url(self) -> str:

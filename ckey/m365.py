@@ -31,6 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ckey.azure import AzureConnection
 from ckey.config import M365Transport, Settings
+from ckey.models import SpoKeyRef
 
 
 class Endpoint(StrEnum):
@@ -54,6 +55,9 @@ class Cmdlet:
     params: Mapping[str, Any] = field(default_factory=dict)
     positional: str | None = None
     endpoint: Endpoint = Endpoint.EXCHANGE
+    admin_url: str | None = None
+    """SharePoint: the geo's admin site the call goes through (``Connect-SPOService -Url``); default the
+    settings' ``m365_spo_admin_url``. Chosen by ckey from its settings, never from a caller's value."""
 
     def render(self) -> str:
         """The PowerShell line: ``Set-Mailbox -Identity alice@contoso.com -DataEncryptionPolicy USA_mailboxes``.
@@ -246,16 +250,16 @@ class InvokeCommandTransport:
         self.settings = settings
         self.sleep = sleep
 
-    def _url_and_resource(self, endpoint: Endpoint) -> tuple[str, str]:
-        if endpoint is Endpoint.SHAREPOINT:
-            base = self.settings.m365_spo_admin_url.rstrip("/")
+    def _url_and_resource(self, cmdlet: Cmdlet) -> tuple[str, str]:
+        if cmdlet.endpoint is Endpoint.SHAREPOINT:
+            base = (cmdlet.admin_url or self.settings.m365_spo_admin_url).rstrip("/")
             return f"{base}/adminapi/InvokeCommand", base
         base = self.settings.m365_exchange_url.rstrip("/")
         return f"{base}/adminapi/beta/{self.settings.azure_tenant_id}/InvokeCommand", base
 
     async def invoke(self, cmdlet: Cmdlet) -> list[dict[str, Any]]:
         """Post the cmdlet (following ``@odata.nextLink`` pages), retrying throttling and 5xx."""
-        url, resource = self._url_and_resource(cmdlet.endpoint)
+        url, resource = self._url_and_resource(cmdlet)
         line = cmdlet.render()
         results: list[dict[str, Any]] = []
         next_url: str | None = url
@@ -394,12 +398,17 @@ class PwshTransport:
         self._endpoint(cmdlet)
         return PWSH_SCRIPTS[cmdlet.name]
 
-    def connect_parameters(self, endpoint: Endpoint) -> dict[str, str]:
-        """The sign-in's parameters (splatted into Connect-ExchangeOnline / Connect-SPOService)."""
+    def connect_parameters(self, endpoint: Endpoint, admin_url: str | None = None) -> dict[str, str]:
+        """The sign-in's parameters (splatted into Connect-ExchangeOnline / Connect-SPOService).
+
+        Args:
+            endpoint: the service signed in to.
+            admin_url: SharePoint: the geo's admin site (default the settings' ``m365_spo_admin_url``).
+        """
         s = self.settings
         app_only = bool(s.m365_app_id and s.m365_certificate_path)
         if endpoint is Endpoint.SHAREPOINT:
-            connect = {"Url": s.m365_spo_admin_url}
+            connect = {"Url": admin_url or s.m365_spo_admin_url}
             if app_only:
                 connect |= {"ClientId": str(s.m365_app_id), "CertificatePath": str(s.m365_certificate_path)}
             return connect
@@ -418,7 +427,10 @@ class PwshTransport:
             CmdletNotAllowed: the name is not on :data:`ALLOWED_CMDLETS`, or a parameter name is not a plain name.
         """
         endpoint = self._endpoint(cmdlet)
-        request = {"connect": self.connect_parameters(endpoint), "parameters": cmdlet.parameters()}
+        request = {
+            "connect": self.connect_parameters(endpoint, cmdlet.admin_url),
+            "parameters": cmdlet.parameters(),
+        }
         return json.dumps(request, ensure_ascii=True, allow_nan=False).encode("ascii")
 
     async def invoke(self, cmdlet: Cmdlet) -> list[dict[str, Any]]:
@@ -475,6 +487,47 @@ class DataEncryptionPolicy(_Output):
     permanent_data_purge_requested: bool = Field(default=False, alias="PermanentDataPurgeRequested")
     permanent_data_purge_reason: str | None = Field(default=None, alias="PermanentDataPurgeReason")
     permanent_data_purge_contact: str | None = Field(default=None, alias="PermanentDataPurgeContact")
+
+
+class M365DataAtRestEncryptionPolicy(_Output):
+    """Get-M365DataAtRestEncryptionPolicy's output (a multi-workload DEP)."""
+
+    name: str = Field(alias="Name")
+    guid: str | None = Field(default=None, alias="Guid")
+    azure_key_ids: list[str] = Field(default_factory=list, alias="AzureKeyIDs")
+    description: str | None = Field(default=None, alias="Description")
+    enabled: bool = Field(default=True, alias="Enabled")
+    last_refreshed: str | None = Field(default=None, alias="LastRefreshedDateTime")
+
+
+class M365DataAtRestEncryptionPolicyAssignment(_Output):
+    """Get-M365DataAtRestEncryptionPolicyAssignment's output: the tenant's multi-workload DEP, if one is assigned.
+
+    Fields this model does not name are kept (``extra``), so that what the service adds is not lost.
+    """
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    data_encryption_policy: str | None = Field(default=None, alias="DataEncryptionPolicy")
+    data_encryption_policy_id: str | None = Field(default=None, alias="DataEncryptionPolicyId")
+
+
+class SpoDataEncryptionPolicy(_Output):
+    """Get-SPODataEncryptionPolicy's output for one geo."""
+
+    identity: str | None = Field(default=None, alias="Identity")
+    geo: str | None = Field(default=None, alias="Geo")
+    state: str = Field(alias="State")
+    percent_complete: int | None = Field(default=None, alias="PercentComplete")
+    primary_key_uri: str | None = Field(default=None, alias="PrimaryKeyUri")
+    secondary_key_uri: str | None = Field(default=None, alias="SecondaryKeyUri")
+    primary_key_vault_name: str | None = Field(default=None, alias="PrimaryKeyVaultName")
+    primary_key_name: str | None = Field(default=None, alias="PrimaryKeyName")
+    primary_key_version: str | None = Field(default=None, alias="PrimaryKeyVersion")
+    secondary_key_vault_name: str | None = Field(default=None, alias="SecondaryKeyVaultName")
+    secondary_key_name: str | None = Field(default=None, alias="SecondaryKeyName")
+    secondary_key_version: str | None = Field(default=None, alias="SecondaryKeyVersion")
+    rolling_key_type: str | None = Field(default=None, alias="RollingKeyType")
 
 
 class Mailbox(_Output):
@@ -696,9 +749,104 @@ class M365Gateway:
         out = await self.invoke(Cmdlet("Get-MailboxStatistics", {"Identity": identity}))
         return MailboxStatistics.model_validate(out[0])
 
+    # Multi-workload DEPs (Exchange Online PowerShell) -------------------------------------------------------------
+
+    async def new_m365_data_at_rest_encryption_policy(
+        self, name: str, azure_key_ids: Sequence[str], description: str | None = None
+    ) -> M365DataAtRestEncryptionPolicy:
+        """New-M365DataAtRestEncryptionPolicy -Name -AzureKeyIDs [-Description]."""
+        params: dict[str, Any] = {"Name": name, "AzureKeyIDs": list(azure_key_ids)}
+        if description is not None:
+            params["Description"] = description
+        out = await self.invoke(Cmdlet("New-M365DataAtRestEncryptionPolicy", params))
+        return M365DataAtRestEncryptionPolicy.model_validate(out[0])
+
+    async def get_m365_data_at_rest_encryption_policy(
+        self, identity: str | None = None
+    ) -> list[M365DataAtRestEncryptionPolicy]:
+        """Get-M365DataAtRestEncryptionPolicy [-Identity]."""
+        params = {} if identity is None else {"Identity": identity}
+        out = await self.invoke(Cmdlet("Get-M365DataAtRestEncryptionPolicy", params))
+        return [M365DataAtRestEncryptionPolicy.model_validate(o) for o in out]
+
+    async def set_m365_data_at_rest_encryption_policy(
+        self, identity: str, *, enabled: bool | None = None, refresh: bool = False
+    ) -> None:
+        """Set-M365DataAtRestEncryptionPolicy -Identity [-Enabled $false] [-Refresh]."""
+        params: dict[str, Any] = {"Identity": identity}
+        if enabled is not None:
+            params["Enabled"] = enabled
+        if refresh:
+            params["Refresh"] = SWITCH
+        await self.invoke(Cmdlet("Set-M365DataAtRestEncryptionPolicy", params))
+
+    async def set_m365_data_at_rest_encryption_policy_assignment(self, data_encryption_policy: str) -> None:
+        """Set-M365DataAtRestEncryptionPolicyAssignment -DataEncryptionPolicy <name or ID>."""
+        await self.invoke(
+            Cmdlet("Set-M365DataAtRestEncryptionPolicyAssignment", {"DataEncryptionPolicy": data_encryption_policy})
+        )
+
+    async def get_m365_data_at_rest_encryption_policy_assignment(
+        self,
+    ) -> M365DataAtRestEncryptionPolicyAssignment | None:
+        """Get-M365DataAtRestEncryptionPolicyAssignment (None when the answer is empty)."""
+        out = await self.invoke(Cmdlet("Get-M365DataAtRestEncryptionPolicyAssignment"))
+        return M365DataAtRestEncryptionPolicyAssignment.model_validate(out[0]) if out else None
+
+    # SharePoint Online and OneDrive: one DEP per geo, through the geo's admin site --------------------------------
+
+    async def register_spo_data_encryption_policy(
+        self, admin_url: str, primary: SpoKeyRef, secondary: SpoKeyRef
+    ) -> None:
+        """Register-SPODataEncryptionPolicy <admin site> -Primary/SecondaryKeyVaultName -...KeyName -...KeyVersion."""
+        params: dict[str, Any] = {}
+        for label, key in (("Primary", primary), ("Secondary", secondary)):
+            params |= {f"{label}KeyVaultName": key.vault, f"{label}KeyName": key.key, f"{label}KeyVersion": key.version}
+        await self.invoke(_spo("Register-SPODataEncryptionPolicy", admin_url, params))
+
+    async def get_spo_data_encryption_policy(self, admin_url: str) -> SpoDataEncryptionPolicy:
+        """Get-SPODataEncryptionPolicy <admin site>: the geo's state, percent of sites done, key URIs."""
+        out = await self.invoke(_spo("Get-SPODataEncryptionPolicy", admin_url))
+        return SpoDataEncryptionPolicy.model_validate(out[0])
+
+    async def update_spo_data_encryption_policy(self, admin_url: str, key_type: str, key: SpoKeyRef) -> None:
+        """Update-SPODataEncryptionPolicy <admin site> -KeyType Primary|Secondary -KeyVaultName -KeyName -KeyVersion."""
+        params = {"KeyType": key_type, "KeyVaultName": key.vault, "KeyName": key.key, "KeyVersion": key.version}
+        await self.invoke(_spo("Update-SPODataEncryptionPolicy", admin_url, params))
+
+
+def _spo(name: str, admin_url: str, params: Mapping[str, Any] | None = None) -> Cmdlet:
+    """A SharePoint cmdlet through the geo's admin site, naming it as ``-Identity`` too."""
+    return Cmdlet(name, {"Identity": admin_url, **(params or {})}, endpoint=Endpoint.SHAREPOINT, admin_url=admin_url)
+
+
+class RoutedTransport:
+    """One transport per service: each cmdlet goes through its endpoint's.
+
+    SharePoint has no InvokeCommand endpoint in production, so its cmdlets go through ``pwsh`` while Exchange's may
+    go through InvokeCommand (:meth:`~ckey.config.Settings.resolved_spo_transport`).
+
+    Args:
+        routes: the transport of each endpoint.
+    """
+
+    def __init__(self, routes: Mapping[Endpoint, Transport]) -> None:
+        self.routes = dict(routes)
+
+    async def invoke(self, cmdlet: Cmdlet) -> list[dict[str, Any]]:
+        """Send the cmdlet through its endpoint's transport."""
+        return await self.routes[cmdlet.endpoint].invoke(cmdlet)
+
 
 def build_transport(settings: Settings, connection: AzureConnection) -> Transport:
-    """The transport the settings ask for."""
-    if settings.m365_transport is M365Transport.PWSH:
-        return PwshTransport(settings)
-    return InvokeCommandTransport(connection, settings)
+    """The transports the settings ask for: ``m365_transport`` for Exchange, the resolved SharePoint one for SPO."""
+
+    def one(kind: M365Transport) -> Transport:
+        if kind is M365Transport.PWSH:
+            return PwshTransport(settings)
+        return InvokeCommandTransport(connection, settings)
+
+    exchange, sharepoint = settings.m365_transport, settings.resolved_spo_transport
+    if exchange is sharepoint:
+        return one(exchange)
+    return RoutedTransport({Endpoint.EXCHANGE: one(exchange), Endpoint.SHAREPOINT: one(sharepoint)})

@@ -17,6 +17,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    ConfigDict,
     Field,
     GetPydanticSchema,
     StringConstraints,
@@ -459,6 +460,59 @@ TwoKeyUris = Annotated[
     ),
 ]
 """A DEP's ``AzureKeyIDs``: two key URIs in two different vaults (regions are checked against the vaults)."""
+
+
+def _check_key_name(value: str) -> str:
+    if not _KEY_NAME.match(value):
+        raise rule_error("key-name", "key names are 1-127 letters, digits and hyphens: {name}", name=repr(value))
+    return value
+
+
+def _check_key_version(value: str) -> str:
+    if not _KEY_VERSION.match(value):
+        raise rule_error("key-version", "a key version is 32 hexadecimal characters: {version}", version=repr(value))
+    return value
+
+
+KeyName = Annotated[
+    str,
+    AfterValidator(_check_key_name),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 127, "pattern": "^[A-Za-z0-9-]{1,127}$"}),
+]
+"""A Key Vault key's name."""
+KeyVersion = Annotated[
+    str,
+    AfterValidator(_check_key_version),
+    WithJsonSchema({"type": "string", "minLength": 32, "maxLength": 32, "pattern": "^[A-Za-z0-9]{32}$"}),
+]
+"""A Key Vault key version (32 characters)."""
+
+
+class SpoKeyRef(BaseModel):
+    """One key of a geo's DEP as Register- and Update-SPODataEncryptionPolicy name it: vault, key, version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    vault: VaultName
+    key: KeyName
+    version: KeyVersion
+
+    def uri(self, vault_dns_suffix: str = "vault.azure.net") -> KeyUri:
+        """The key URI (``https://<vault>.<suffix>/keys/<key>/<version>``)."""
+        return KeyUri(
+            vault=self.vault, host=f"{self.vault.lower()}.{vault_dns_suffix}", name=self.key, version=self.version
+        )
+
+    @classmethod
+    def of(cls, uri: KeyUri) -> SpoKeyRef:
+        """The reference to a versioned key URI.
+
+        Raises:
+            PydanticCustomError: ``key-version``: the URI names no version (SharePoint's cmdlets need one).
+        """
+        if uri.version is None:
+            raise rule_error("key-version", "SharePoint names a key with its version: {uri}", uri=str(uri))
+        return cls(vault=uri.vault, key=uri.name, version=uri.version)
 
 
 # Key backups ------------------------------------------------------------------------------------------------------
