@@ -22,6 +22,7 @@ from ckey.schedules import ensure_schedules
 from ckey.store import Store
 from ckey.support import HttpSupportDesk
 from ckey.temporal import connect, ensure_search_attributes
+from ckey.windows365 import Windows365Gateway
 from workflows import all_activity_stubs, all_workflows
 from workflows.operation import WORKFLOW_FAILURE_TYPES
 
@@ -77,6 +78,7 @@ async def run_worker(settings: Settings) -> None:
         dep_keys=settings.dep_keys,
         m365=M365Gateway(build_transport(settings, azure)),
         support=HttpSupportDesk(azure, settings.support_url, settings.support_contact),
+        windows365=Windows365Gateway(azure),
         alert_webhook_url=settings.alert_webhook_url,
     )
     if settings.sandbox:

@@ -18,6 +18,7 @@ from ckey.m365 import M365Gateway
 from ckey.models import Workload
 from ckey.store import Store
 from ckey.support import SupportDesk
+from ckey.windows365 import Windows365Gateway
 
 
 @dataclass
@@ -32,6 +33,7 @@ class Gateways:
     dep_keys: dict[Workload, list[str]] = field(default_factory=dict)
     m365: M365Gateway | None = None
     support: SupportDesk | None = None
+    windows365: Windows365Gateway | None = None
     alert_webhook_url: str | None = None
     """Where alerts are POSTed as JSON (``CKEY_ALERT_WEBHOOK_URL``); ``None``: the log and the record only."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel, Field
+from temporalio import activity
 
 from ckey.operations import Params
 
@@ -39,3 +40,25 @@ class Windows365EncryptInput(BaseModel):
     ready_deadline: timedelta = INTUNE_READY_DEADLINE
     poll_interval: timedelta = POLL_INTERVAL
     batch_size: int = Field(default=BATCH_SIZE, ge=1, le=1000)
+
+
+# Activities -------------------------------------------------------------------------------------------------------
+
+
+class CloudPcsInput(BaseModel):
+    """Nothing to name: the tenant's Cloud PCs."""
+
+
+class CloudPcsResult(BaseModel):
+    """How many Cloud PCs the tenant has (none: no Windows 365 to encrypt)."""
+
+    count: int = 0
+
+
+class Windows365ActivityStub:
+    """What the Windows 365 workflows call; :class:`activities.windows365.Windows365Activities` implements it."""
+
+    @activity.defn(name="count_cloud_pcs")
+    async def count_cloud_pcs(self, input: CloudPcsInput) -> CloudPcsResult:
+        """How many Cloud PCs the tenant has (Graph ``GET cloudPCs``)."""
+        raise NotImplementedError

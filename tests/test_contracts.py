@@ -10,9 +10,11 @@ from temporalio.activity import _Definition
 from activities.exchange import ExchangeActivities
 from activities.keyvault import KeyVaultActivities
 from activities.operation import OperationActivities
+from activities.windows365 import Windows365Activities
 from contracts.exchange import ExchangeActivityStub
 from contracts.keyvault import KeyVaultActivityStub
 from contracts.operation import OperationActivityStub
+from contracts.windows365 import Windows365ActivityStub
 
 
 def activity_methods(cls: type) -> dict[str, str]:
@@ -31,6 +33,7 @@ def activity_methods(cls: type) -> dict[str, str]:
         (OperationActivityStub, OperationActivities),
         (KeyVaultActivityStub, KeyVaultActivities),
         (ExchangeActivityStub, ExchangeActivities),
+        (Windows365ActivityStub, Windows365Activities),
     ],
 )
 def test_every_stub_activity_is_implemented_under_its_name(stub: type, implementation: type) -> None:

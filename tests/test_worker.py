@@ -21,6 +21,7 @@ from ckey.m365 import M365Gateway, build_transport
 from ckey.operations import lazy
 from ckey.store import Store
 from ckey.support import HttpSupportDesk
+from ckey.windows365 import Windows365Gateway
 from contracts.operation import OperationActivityStub
 from worker import WORKFLOW_FAILURE_TYPES, build_worker
 from workflows import product_kinds
@@ -63,6 +64,7 @@ async def test_the_worker_runs_every_registered_kind_and_the_activities_it_calls
             keyvault=KeyVaultGateway(azure),
             m365=M365Gateway(build_transport(settings, azure)),
             support=HttpSupportDesk(azure),
+            windows365=Windows365Gateway(azure),
         )
         config = build_worker(client, settings, gateways)._config
     workflows = [_Definition.must_from_class(w).name for w in config["workflows"]]

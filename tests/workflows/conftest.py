@@ -24,6 +24,7 @@ from ckey.m365 import M365Gateway, build_transport
 from ckey.models import Role
 from ckey.store import Store
 from ckey.support import HttpSupportDesk
+from ckey.windows365 import Windows365Gateway
 from sandbox.keyvault import SandboxKeyVaultControl, SandboxKeyVaultServer
 from sandbox.m365.control import SandboxM365Control
 from sandbox.m365.server import SandboxM365Server
@@ -110,6 +111,7 @@ def product_gateways(settings: Settings, store: Store, keyvault: KeyVaultGateway
         dep_keys=settings.dep_keys,
         m365=M365Gateway(build_transport(settings, azure)),
         support=HttpSupportDesk(azure, settings.support_url, settings.support_contact),
+        windows365=Windows365Gateway(azure),
     )
 
 
