@@ -18,12 +18,15 @@ from typing import Annotated
 
 import pydantic_settings
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ckey.models import Role, Workload, parse_duration
+from ckey.models import KeyUri, Role, Workload, parse_duration
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
+DEP_KEYS_MAX = 16
+"""Keys ``CKEY_DEP_KEYS`` may name per workload (a DEP has two; SharePoint has two per geo)."""
 SPO_GEO = re.compile(r"^[A-Z]{3}\Z")
 """A SharePoint geo's code (``NAM``, ``EUR``, ``APC`` ...)."""
 SPO_ADMIN_URL = re.compile(r"^https://[a-z0-9][a-z0-9-]{0,62}-admin\.sharepoint\.(com|us|de|cn)/?\Z", re.IGNORECASE)
@@ -243,6 +246,19 @@ class Settings(BaseSettings):
                 if owner.setdefault(name, role) is not role:
                     raise ValueError(f"{name!r} names two roles: {owner[name].value} and {role.value}")
         return merged
+
+    @field_validator("dep_keys", mode="after")
+    @classmethod
+    def _dep_keys_are_key_uris(cls, value: dict[Workload, list[str]]) -> dict[Workload, list[str]]:
+        for workload, uris in value.items():
+            if len(uris) > DEP_KEYS_MAX:
+                raise ValueError(f"{workload.value}: at most {DEP_KEYS_MAX} keys per workload, got {len(uris)}")
+            for uri in uris:
+                try:
+                    KeyUri.parse(uri)
+                except PydanticCustomError as exc:
+                    raise ValueError(f"{workload.value}: {exc.message()}") from None
+        return value
 
     @field_validator("spo_geo_admin_urls", mode="after")
     @classmethod

@@ -574,17 +574,33 @@ def holds(permissions: set[str], needed: Iterable[str]) -> list[str]:
 
 
 async def vault_summaries(gateway: KeyVaultGateway) -> list[VaultSummary]:
-    """Every vault of the subscription with its keys (Get-AzKeyVault, then Get-AzKeyVaultKey per vault)."""
-    return [
-        VaultSummary(
-            name=v.name,
-            region=v.region,
-            permission_model="rbac" if v.rbac else "access_policy",
-            soft_delete=v.soft_delete,
-            retention_days=v.retention_days,
-            purge_protection=v.purge_protection,
-            vault_uri=v.vault_uri,
-            keys=await gateway.keys(v.name),
+    """Every vault of the subscription with its keys (Get-AzKeyVault, then Get-AzKeyVaultKey per vault).
+
+    A vault whose keys Key Vault refuses to list (401, 403, 404: ckey lacks ``list`` or ``get`` there) is shown
+    with ``keys_error`` and no keys, so that one locked vault does not hide the others; a failure that a retry may
+    cure (throttling, 5xx) is raised.
+    """
+    summaries = []
+    for v in await gateway.vaults():
+        keys: list[KeyInfo] = []
+        keys_error = None
+        try:
+            keys = await gateway.keys(v.name)
+        except KeyVaultError as exc:
+            if exc.status not in (401, 403, 404):
+                raise
+            keys_error = f"{exc.code}: {exc.message}"
+        summaries.append(
+            VaultSummary(
+                name=v.name,
+                region=v.region,
+                permission_model="rbac" if v.rbac else "access_policy",
+                soft_delete=v.soft_delete,
+                retention_days=v.retention_days,
+                purge_protection=v.purge_protection,
+                vault_uri=v.vault_uri,
+                keys=keys,
+                keys_error=keys_error,
+            )
         )
-        for v in await gateway.vaults()
-    ]
+    return summaries

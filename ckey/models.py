@@ -608,6 +608,9 @@ class VaultSummary(BaseModel):
     purge_protection: bool
     vault_uri: str
     keys: list[KeyInfo] = Field(default_factory=list)
+    keys_error: str | None = None
+    """Why its keys could not be listed (Key Vault's refusal: ckey lacks ``list``/``get`` there); the other vaults
+    are still shown."""
     seen_at: datetime | None = None
     """When ckey last read it from Azure (the inventory's time for it)."""
 

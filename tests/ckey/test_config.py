@@ -134,3 +134,17 @@ def test_duration_settings_take_the_short_form_and_iso_8601(
     monkeypatch.setenv("CKEY_EXCHANGE_POLL_INTERVAL", "soon")
     with pytest.raises(SettingsError, match="CKEY_EXCHANGE_POLL_INTERVAL"):
         load_settings(_env_file=None)
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ('{"exchange": ["https://kv1.vault.azure.net/keys/k1", "not a uri"]}', "exchange: a key URI looks like"),
+        ('{"sharepoint": ["https://kv1.example.com/keys/k1"]}', "sharepoint: the host of a key URI"),
+        ('{"exchange": ["https://kv1.vault.azure.net/keys/k 1"]}', "exchange: a key URI looks like"),
+    ],
+)
+def test_dep_keys_are_key_uris(monkeypatch: pytest.MonkeyPatch, value: str, named: str) -> None:
+    monkeypatch.setenv("CKEY_DEP_KEYS", value)
+    with pytest.raises(SettingsError, match=named):
+        load_settings(_env_file=None)

@@ -38,17 +38,35 @@ VAULT = VaultInfo(
 )
 
 
-class LockedOutVaults:
-    """A gateway whose principal lost ``list`` on the keys (ckey's own access policy removed)."""
+OTHER = VAULT.model_copy(
+    update={
+        "name": "contoso-westus-kv1",
+        "region": "westus",
+        "vault_uri": "https://contoso-westus-kv1.vault.azure.net/",
+        "resource_id": VAULT.resource_id.replace("eastus", "westus"),
+    }
+)
 
-    def __init__(self, keys_error: Exception) -> None:
+
+class LockedOutVaults:
+    """A gateway whose principal lost ``list`` on the keys of :data:`VAULT` (ckey's own access policy removed).
+
+    Args:
+        keys_error: what listing :data:`VAULT`'s keys raises.
+        open_vault: a second vault whose keys list (none).
+    """
+
+    def __init__(self, keys_error: Exception, open_vault: VaultInfo | None = None) -> None:
         self.keys_error = keys_error
+        self.open_vault = open_vault
 
     async def vaults(self) -> list[VaultInfo]:
-        return [VAULT]
+        return [VAULT] + ([self.open_vault] if self.open_vault else [])
 
     async def keys(self, vault: str) -> list[KeyInfo]:
-        raise self.keys_error
+        if vault == VAULT.name:
+            raise self.keys_error
+        return []
 
     async def close(self) -> None:
         pass
@@ -77,14 +95,29 @@ async def _get(settings: Settings, keyvault: Any, path: str, headers: dict[str, 
         await store.close()
 
 
-async def test_a_vault_whose_keys_are_refused_is_a_problem_not_a_500(
+async def test_a_vault_whose_keys_are_refused_is_shown_with_its_refusal_beside_the_others(
     settings: Settings, viewer: dict[str, str]
 ) -> None:
     refused = KeyVaultError(403, "ForbiddenByPolicy", "ckey-automation@contoso.com does not have keys list permission")
-    response = await _get(settings, LockedOutVaults(refused), "/api/vaults", viewer)
-    assert response.status_code == 403, response.text
+    response = await _get(settings, LockedOutVaults(refused, open_vault=OTHER), "/api/vaults", viewer)
+    assert response.status_code == 200, response.text
+    shown = {v["name"]: v for v in response.json()}
+    assert set(shown) == {VAULT.name, OTHER.name}
+    locked = shown[VAULT.name]
+    assert (
+        locked["keys"] == []
+        and locked["keys_error"].startswith("ForbiddenByPolicy: ")
+        and "keys list" in locked["keys_error"]
+    )
+    assert shown[OTHER.name]["keys_error"] is None
+
+
+async def test_a_key_listing_that_fails_is_a_problem_not_a_500(settings: Settings, viewer: dict[str, str]) -> None:
+    throttled = KeyVaultError(429, "Throttled", "Rate limit exceeded")
+    response = await _get(settings, LockedOutVaults(throttled), "/api/vaults", viewer)
+    assert response.status_code == 502, response.text
     assert response.headers["content-type"] == "application/problem+json"
-    assert response.json()["rule"] == "ForbiddenByPolicy" and "keys list" in response.json()["detail"]
+    assert response.json()["rule"] == "vault-reachable" and "Rate limit" in response.json()["detail"]
 
 
 async def test_an_unexpected_error_is_a_problem_with_nothing_leaked(settings: Settings, viewer: dict[str, str]) -> None:
@@ -115,12 +148,12 @@ async def test_the_gateway_dependencies_are_declared_once_in_deps(settings: Sett
 
     store = await _store(settings)
     app = create_app(settings, client=cast(Any, object()), store=store)
-    app.dependency_overrides[deps.get_keyvault] = lambda: LockedOutVaults(KeyVaultError(403, "Forbidden", "no list"))
+    app.dependency_overrides[deps.get_keyvault] = lambda: LockedOutVaults(KeyVaultError(503, "Unavailable", "down"))
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://ckey.test") as http:
         answer = await http.get("/api/vaults", headers=viewer)
     await store.close()
-    assert answer.status_code == 403, answer.text
+    assert answer.status_code == 502, answer.text
 
 
 class FailingGateway:
