@@ -7,17 +7,16 @@ Seed sections: "Restore Azure Key Vault keys", "Manage key vault permissions", a
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from ckey.models import KeyUri, Role, Workload
-    from ckey.operations import Lease, LeaseMode, LeaseRequest, OperationKind, Outcome, lazy
+    from ckey.operations import Lease, LeaseMode, LeaseRequest, OperationKind, lazy
     from contracts.alerts import ALERT_MAX_FINDINGS, Alert, AlertActivityStub, AlertFinding
     from contracts.keyvault import (
         CheckKeyHealthInput,
@@ -162,13 +161,7 @@ class KeyVaultHealthWorkflow(OperationWorkflow):
     async def _raise_alert(self, alert: Alert) -> None:
         """Log and audit trail, then the webhook, whose outage never changes the check's outcome."""
         await call(AlertActivityStub.record_alert, alert)
-        try:
-            await call(AlertActivityStub.post_alert_webhook, alert, start_to_close=WEBHOOK_TIMEOUT, retry=WEBHOOK_RETRY)
-        except ActivityError as exc:
-            # The vault's state is the answer; the log and the record already carry the alert.
-            await self.audit(
-                "alert.webhook.failed", detail={"error": failure_message(exc)}, target="webhook", outcome=Outcome.FAILED
-            )
+        await self.post_alert(alert)
 
 
 HEALTH_INCOMPLETE = "keyvault-health-incomplete"
@@ -194,16 +187,6 @@ def incomplete_alert(operation_id: str, kind: str, unchecked: dict[str, Activity
 
 HEALTH_RECORDS_AND_ALERTS = "keyvault-health-records-and-alerts"
 """The patch under which a health check records each key's health in the inventory and alerts on a broken rule."""
-
-WEBHOOK_TIMEOUT = timedelta(seconds=30)
-WEBHOOK_RETRY = RetryPolicy(
-    initial_interval=timedelta(seconds=1),
-    backoff_coefficient=2.0,
-    maximum_interval=timedelta(seconds=10),
-    maximum_attempts=5,
-)
-"""The webhook is tried five times over about fifteen seconds; after that the check ends without it."""
-
 
 HEALTH_FAILS_ON_BROKEN_RULE = "keyvault-health-fails-on-broken-rule"
 """The patch under which a health check that finds a broken rule ends ``failed`` (it used to succeed)."""

@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
         Outcome,
         Progress,
     )
+    from contracts.alerts import ALERT_MAX_FINDINGS, Alert, AlertActivityStub, AlertFinding
     from contracts.operation import OperationActivityStub, RecordOperationInput
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
@@ -133,6 +134,20 @@ RECORD_RETRY = RetryPolicy(
 )
 
 SYSTEM_ACTOR = "ckey"
+
+WEBHOOK_TIMEOUT = timedelta(seconds=30)
+WEBHOOK_RETRY = RetryPolicy(
+    initial_interval=timedelta(seconds=1),
+    backoff_coefficient=2.0,
+    maximum_interval=timedelta(seconds=10),
+    maximum_attempts=5,
+)
+"""The webhook is tried five times over about fifteen seconds; after that the operation goes on without it."""
+ESCALATION_ALERTS = "escalation-alerts-webhook"
+"""Patch id: an escalation is also POSTed to the alert webhook (``CKEY_ALERT_WEBHOOK_URL``) as an alert whose rule
+is :data:`ESCALATED`; runs that escalated before it replay without the call."""
+ESCALATED = "operation-escalated"
+"""The rule of the alert an escalation raises."""
 
 
 class FailedWithResult(ApplicationError):
@@ -253,9 +268,34 @@ class OperationWorkflow:
         await self._record(RecordOperationInput(update=self._update()))
 
     async def escalate(self, escalation: Escalation) -> None:
-        """Record an escalation (a support case filed, operators alerted) on the operation."""
+        """Record an escalation (a support case filed, operators alerted) on the operation, and tell the webhook."""
         self._status.escalations.append(escalation)
         await self._persist("escalated", detail=escalation.model_dump(mode="json"), outcome=Outcome.INFO)
+        if workflow.patched(ESCALATION_ALERTS):
+            summary = escalation.reason + (f" (support case {escalation.case_id})" if escalation.case_id else "")
+            await self.post_alert(
+                Alert(
+                    rule=ESCALATED,
+                    operation_id=self.operation_id,
+                    kind=self.kind,
+                    summary=summary,
+                    findings=[
+                        AlertFinding(rule=ESCALATED, target=subject, detail=escalation.reason)
+                        for subject in escalation.subjects[:ALERT_MAX_FINDINGS]
+                    ],
+                    at=escalation.at,
+                )
+            )
+
+    async def post_alert(self, alert: Alert) -> None:
+        """POST ``alert`` to the webhook; an outage of the webhook is audited and never changes the operation."""
+        try:
+            await call(AlertActivityStub.post_alert_webhook, alert, start_to_close=WEBHOOK_TIMEOUT, retry=WEBHOOK_RETRY)
+        except ActivityError as exc:
+            # The record and the audit trail already carry what happened; the webhook is a courtesy.
+            await self.audit(
+                "alert.webhook.failed", detail={"error": failure_message(exc)}, target="webhook", outcome=Outcome.FAILED
+            )
 
     def set_gates(self, gates: list[Gate]) -> None:
         """Replace the gates the query shows (persisted by the next :meth:`checkpoint` or phase change)."""

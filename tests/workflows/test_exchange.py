@@ -49,10 +49,12 @@ from sandbox.m365.control import SandboxM365Control
 from sandbox.m365.server import SandboxM365Server
 from sandbox.m365.tenant import TenantSpec
 from tests.conftest import free_port
+from tests.workflows.alert_receiver import alert_receiver
 from tests.workflows.conftest import product_gateways, unique
 from tests.workflows.test_keyvault import Auth, Recorder, run_operation
 from workflows import all_workflows, product_registry
 from workflows.exchange import RESOLVE_RECIPIENTS_FIRST, ExchangeDepAssignWorkflow
+from workflows.operation import ESCALATED
 
 EXO = ServicePrincipal.EXCHANGE_ONLINE.value
 DEMO_KEYS = [
@@ -661,9 +663,10 @@ def escalation_tenant(
 async def test_a_stuck_mailbox_is_escalated_once_seven_days_after_assignment(
     time_env: WorkflowEnvironment, escalation_settings: Settings, escalation_tenant: Any, store: Store, task_queue: str
 ) -> None:
-    async with AzureConnection(escalation_settings) as azure:
+    async with AzureConnection(escalation_settings) as azure, alert_receiver() as webhook:
         keyvault = KeyVaultGateway(azure)
         gateways = product_gateways(escalation_settings, store, keyvault, azure)
+        gateways.alert_webhook_url = webhook.url
         m365 = gateways.m365
         assert m365 is not None
         everyone = await recipients(m365)
@@ -718,6 +721,10 @@ async def test_a_stuck_mailbox_is_escalated_once_seven_days_after_assignment(
     assert len(filed) == 1
     alerts = [e for e in await store.list_audit(operation_id=op_id) if e.action == "alert.raised"]
     assert len(alerts) == 1
+    # The escalation reached the alert webhook too, once, naming the mailbox and the case.
+    (posted,) = webhook.received
+    assert (posted["rule"], posted["operation_id"], posted["kind"]) == (ESCALATED, op_id, "exchange.dep.assign")
+    assert [f["target"] for f in posted["findings"]] == stuck and escalation.case_id in posted["summary"]
 
 
 def time_env_now() -> Any:
