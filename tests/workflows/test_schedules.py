@@ -229,11 +229,25 @@ async def test_the_schedules_api_lists_pauses_unpauses_and_triggers(
     run = await wait_for_run(store, KEYVAULT_HEALTH, ended=False)
     assert run.id.startswith(f"{KEYVAULT_HEALTH}-") and run.kind == "keyvault.health"
     # Who paused, unpaused and triggered is in the audit trail.
-    changes = [(e.action, e.actor, e.target) for e in await store.list_audit() if e.action.startswith("schedule.")]
-    assert changes == [
-        ("schedule.paused", "olga.operator@contoso.com", INVENTORY_SYNC),
-        ("schedule.unpaused", "alice.admin@contoso.com", INVENTORY_SYNC),
-        ("schedule.triggered", "alice.admin@contoso.com", KEYVAULT_HEALTH),
+    # Each change is audited as an intent before Temporal is called and with its outcome after.
+    changes = [
+        (e.action, e.outcome.value, e.actor, e.target)
+        for e in await store.list_audit()
+        if e.action.startswith("schedule.")
+    ]
+    # The pause of the schedule that did not exist yet was refused by Temporal: its intent and its failure.
+    assert changes[:2] == [
+        ("schedule.paused", "intent", "alice.admin@contoso.com", KEYVAULT_HEALTH),
+        ("schedule.paused", "failed", "alice.admin@contoso.com", KEYVAULT_HEALTH),
+    ]
+    assert changes[2:] == [
+        (f"schedule.{verb}", outcome, actor, target)
+        for verb, actor, target in (
+            ("paused", "olga.operator@contoso.com", INVENTORY_SYNC),
+            ("unpaused", "alice.admin@contoso.com", INVENTORY_SYNC),
+            ("triggered", "alice.admin@contoso.com", KEYVAULT_HEALTH),
+        )
+        for outcome in ("intent", "ok")
     ]
     # The schedule lists it among its recent runs.
     async with asyncio.timeout(WAIT):

@@ -8,6 +8,7 @@ that may start the scheduled kinds by hand).
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -50,19 +51,39 @@ def _rpc_problem(definition: ScheduleDef, exc: RPCError) -> Problem:
     return Problem(503, "temporal-reachable", f"Temporal did not answer for schedule {definition.id}: {exc.message}")
 
 
-async def _audit(store: Store, principal: Principal, definition: ScheduleDef, verb: str) -> None:
+async def _audit(
+    store: Store, principal: Principal, definition: ScheduleDef, verb: str, outcome: Outcome, change: str, **detail: str
+) -> None:
     """Who paused, unpaused or triggered which schedule: the audit trail says it, as for every change."""
     await store.append_audit(
         AuditEvent(
-            key=f"schedule/{definition.id}/{verb}/{uuid.uuid4()}",
+            key=f"schedule/{definition.id}/{verb}/{change}/{outcome.value}",
             at=datetime.now(UTC),
             actor=principal.user,
             action=f"schedule.{verb}",
-            outcome=Outcome.OK,
+            outcome=outcome,
             target=definition.id,
-            detail={"kind": definition.kind},
+            detail={"kind": definition.kind, **detail},
         )
     )
+
+
+async def _change(
+    store: Store,
+    principal: Principal,
+    definition: ScheduleDef,
+    verb: str,
+    send: Callable[[], Awaitable[None]],
+) -> None:
+    """Audit the intent, make the change in Temporal, audit its outcome: a crash between them leaves the intent."""
+    change = str(uuid.uuid4())
+    await _audit(store, principal, definition, verb, Outcome.INTENT, change)
+    try:
+        await send()
+    except RPCError as exc:
+        await _audit(store, principal, definition, verb, Outcome.FAILED, change, error=exc.message)
+        raise
+    await _audit(store, principal, definition, verb, Outcome.OK, change)
 
 
 @router.get("", response_model=ScheduleList)
@@ -96,8 +117,8 @@ async def pause_schedule(
     """Pause a schedule (its note names who paused it); a running run goes on."""
     definition = _definition(schedule_id)
     try:
-        await client.get_schedule_handle(definition.id).pause(note=f"paused by {principal.user}")
-        await _audit(store, principal, definition, "paused")
+        handle = client.get_schedule_handle(definition.id)
+        await _change(store, principal, definition, "paused", lambda: handle.pause(note=f"paused by {principal.user}"))
         return await describe(client, definition, settings)
     except RPCError as exc:
         raise _rpc_problem(definition, exc) from None
@@ -110,8 +131,10 @@ async def unpause_schedule(
     """Resume a paused schedule."""
     definition = _definition(schedule_id)
     try:
-        await client.get_schedule_handle(definition.id).unpause(note=f"unpaused by {principal.user}")
-        await _audit(store, principal, definition, "unpaused")
+        handle = client.get_schedule_handle(definition.id)
+        await _change(
+            store, principal, definition, "unpaused", lambda: handle.unpause(note=f"unpaused by {principal.user}")
+        )
         return await describe(client, definition, settings)
     except RPCError as exc:
         raise _rpc_problem(definition, exc) from None
@@ -124,8 +147,8 @@ async def trigger_schedule(
     """Run a schedule's action now (skipped, as a due run would be, while a run of it is still going)."""
     definition = _definition(schedule_id)
     try:
-        await client.get_schedule_handle(definition.id).trigger()
-        await _audit(store, principal, definition, "triggered")
+        handle = client.get_schedule_handle(definition.id)
+        await _change(store, principal, definition, "triggered", handle.trigger)
         return await describe(client, definition, settings)
     except RPCError as exc:
         raise _rpc_problem(definition, exc) from None
