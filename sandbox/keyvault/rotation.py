@@ -6,7 +6,7 @@ import asyncio
 import re
 from typing import Any
 
-from sandbox.keyvault import crypto, errors
+from sandbox.keyvault import errors, material
 from sandbox.keyvault.base import DAY, Store
 from sandbox.keyvault.db import KeyRow
 from sandbox.keyvault.keys import KeyAttributes, Keys, KeyView
@@ -33,6 +33,10 @@ def duration_seconds(text: str) -> int:
     return sum(int(value) * _DURATION_SECONDS[unit] for unit, value in match.groupdict().items() if value)
 
 
+def _exponent(e: str) -> int:
+    return material.b64url_to_int(e) if e else 65537
+
+
 class Rotation:
     """``POST /keys/{name}/rotate`` and ``PUT /keys/{name}/rotationpolicy``.
 
@@ -54,7 +58,10 @@ class Rotation:
             ServiceError: KeyNotFound.
         """
         current = await self.keys.get_key(vault, name)
-        private = await asyncio.to_thread(crypto.generate_rsa, current.version.key_size)
+        v = current.version
+        private = await asyncio.to_thread(
+            material.generate, v.kty, size=v.key_size, crv=v.crv or "P-256", public_exponent=_exponent(v.e)
+        )
         expires = None
         # One instant for both: the expiry is exactly the policy's duration after the version's creation.
         created = self.store.now()
