@@ -31,6 +31,7 @@ from sandbox.keyvault.deleted import DeletedKeys
 from sandbox.keyvault.errors import ServiceError
 from sandbox.keyvault.keys import Keys, check_key_name
 from sandbox.keyvault.limits import Throttle, VaultCounters, VaultLimits, cost
+from sandbox.keyvault.rotation import Rotation
 from sandbox.keyvault.vaults import Vaults
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class DataPlane:
         roles: role assignments (vaults on Azure RBAC).
         keys: key profiles (size, HSM) that weigh a request against the limits.
         deleted: purges what is due before a request on deleted keys.
+        rotation: makes the versions that rotation policies have made due before any request.
         identity: verifies bearer tokens.
         throttle: service limits and injected errors.
         counters: per-vault request counters (the control endpoint shows them).
@@ -64,6 +66,7 @@ class DataPlane:
         roles: RoleAssignments,
         keys: Keys,
         deleted: DeletedKeys,
+        rotation: Rotation,
         identity: SandboxIdentity,
         throttle: Throttle,
         counters: defaultdict[str, VaultCounters],
@@ -73,6 +76,7 @@ class DataPlane:
         self.roles = roles
         self.keys = keys
         self.deleted = deleted
+        self.rotation = rotation
         self.identity = identity
         self.throttle = throttle
         self.counters = counters
@@ -134,6 +138,8 @@ class DataPlane:
             check_key_name(context.name)
         if op.name in ("get_deleted", "list_deleted", "purge", "recover"):
             await self.deleted.purge_expired(vault.name)
+        # Time passes in real seconds too: what a policy made due since the last look exists before the answer.
+        await self.rotation.rotate_due(vault.name)
         return await handler(context)
 
     @staticmethod
