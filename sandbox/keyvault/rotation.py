@@ -6,7 +6,7 @@ import asyncio
 import re
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from sandbox.keyvault import errors, material
 from sandbox.keyvault.base import DAY, Store
@@ -75,6 +75,15 @@ def rotation_due_at(policy: dict[str, Any] | None, version: KeyVersionRow) -> in
     return None
 
 
+def _latest_versions() -> Any:
+    """Each key's current version (the highest id), as a subquery of key id and version id."""
+    return (
+        select(KeyVersionRow.key_id, func.max(KeyVersionRow.id).label("latest"))
+        .group_by(KeyVersionRow.key_id)
+        .subquery()
+    )
+
+
 class Rotation:
     """``POST /keys/{name}/rotate``, ``PUT /keys/{name}/rotationpolicy``, and the policies acting on the clock.
 
@@ -127,14 +136,12 @@ class Rotation:
         Each new version is created at the instant its trigger fell due, so a clock jump over several periods
         leaves the versions Azure would have made over that time. Returns how many versions were added.
         """
-        query = select(KeyRow).where(KeyRow.rotation_policy.is_not(None), KeyRow.deleted_at.is_(None))
-        if vault is not None:
-            query = query.where(KeyRow.vault_name == vault.lower())
+        if not await self._due(vault):
+            return 0
         made = 0
         async with self._checking:
-            async with self.store.db.session() as s:
-                candidates = [k for k in (await s.scalars(query)).all() if rotate_trigger(k.rotation_policy)]
-            for key in candidates:
+            # Another request may have made them meanwhile: each key is read again under the lock.
+            for key in await self._due(vault):
                 for _ in range(MAX_CATCH_UP):
                     async with self.store.db.session() as s:
                         due = rotation_due_at(key.rotation_policy, await latest_version(s, key))
@@ -146,6 +153,27 @@ class Rotation:
                         break
                     made += 1
         return made
+
+    async def _due(self, vault: str | None) -> list[KeyRow]:
+        """The active keys whose rotation is due now (one query: this runs before every data-plane request)."""
+        latest = _latest_versions()
+        query = (
+            select(KeyRow, KeyVersionRow)
+            .join(latest, latest.c.key_id == KeyRow.id)
+            .join(KeyVersionRow, KeyVersionRow.id == latest.c.latest)
+            .where(KeyRow.rotation_policy.is_not(None), KeyRow.deleted_at.is_(None))
+        )
+        if vault is not None:
+            query = query.where(KeyRow.vault_name == vault.lower())
+        now = self.store.now()
+        async with self.store.db.session() as s:
+            rows = (await s.execute(query)).all()
+        due = []
+        for key, version in rows:
+            at = rotation_due_at(key.rotation_policy, version)
+            if at is not None and at <= now:
+                due.append(key)
+        return due
 
     async def set_rotation_policy(self, vault: str, name: str, policy: dict[str, Any]) -> KeyView:
         """Store a key's rotation policy (``lifetimeActions`` and ``attributes.expiryTime``).

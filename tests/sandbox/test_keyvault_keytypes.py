@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, utils
 
 from ckey.models import ServicePrincipal
 from sandbox.keyvault import SandboxKeyVaultControl
+from sandbox.keyvault.db import Database
 from tests.sandbox.conftest import MakeVault, code, inner_code, message
 
 Keys = Callable[..., KeyClient]
@@ -183,3 +186,19 @@ async def test_oct_hsm_keys_in_a_premium_vault_wrap_and_encrypt(
         with pytest.raises(HttpResponseError) as mismatch:
             await cc.wrap_key(KeyWrapAlgorithm(f"A{other}KW"), cek)
         assert mismatch.value.status_code == 400
+
+
+async def test_a_data_dir_from_before_ec_keys_gets_the_new_columns(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    db = Database(url)
+    await db.create_all()
+    await db.close()
+    with sqlite3.connect(tmp_path / "old.db") as old:  # the key_versions table as it was: no crv, x, y
+        for column in ("crv", "x", "y"):
+            old.execute(f"ALTER TABLE key_versions DROP COLUMN {column}")
+    db = Database(url)
+    await db.create_all()
+    await db.close()
+    with sqlite3.connect(tmp_path / "old.db") as upgraded:
+        columns = {row[1] for row in upgraded.execute("PRAGMA table_info(key_versions)")}
+    assert {"crv", "x", "y", "n", "e"} <= columns
