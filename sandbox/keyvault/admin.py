@@ -373,9 +373,9 @@ def build_control_app(
 
     @app.post("/sandbox/clock/advance")
     async def advance(body: ClockIn, _: Admin) -> dict[str, Any]:
-        await store.advance_clock(body.days * 86400 + body.hours * 3600 + body.seconds)
+        moved = await store.advance_clock(body.days * 86400 + body.hours * 3600 + body.seconds)
         purged = await deleted.purge_expired()
-        return {**clock(), "purged": purged}
+        return {**clock(), "purged": purged, **moved}
 
     @app.put("/sandbox/vaults/{name}/limits")
     async def set_limits(name: str, body: LimitsIn, _: Admin) -> dict[str, Any]:

@@ -65,6 +65,7 @@ class SandboxKeyVault:
         self.deleted = DeletedKeys(self.store, self.keys)
         self.backups = Backups(self.store, sealer, self.vaults, self.keys)
         self.rotation = Rotation(self.store, self.keys)
+        self.store.clock_hooks["rotated"] = self.rotation.rotate_due
         self.identity = SandboxIdentity(settings.sandbox_identity_key_path, settings.azure_tenant_id)
         self.throttle = Throttle()
         self.counters: defaultdict[str, VaultCounters] = defaultdict(VaultCounters)
@@ -77,8 +78,9 @@ class SandboxKeyVault:
                 await seed_demo(self.vaults, self.keys, self.roles, self.settings)
                 log.info("sandbox Key Vault: seeded the demo vaults in %s", self.database_url)
             await self.store.set_state("seeded", {"demo": self.seed})
-        # Keys whose retention ran out while the service was stopped are gone now, as in Azure.
+        # Keys whose retention ran out while the service was stopped are gone now, and due rotations done.
         await self.deleted.purge_expired()
+        await self.rotation.rotate_due()
 
     async def stop(self) -> None:
         """Close the database."""
@@ -103,6 +105,7 @@ def create_app(settings: Settings, *, database_url: str | None = None, seed: boo
         roles=s.roles,
         keys=s.keys,
         deleted=s.deleted,
+        rotation=s.rotation,
         identity=s.identity,
         throttle=s.throttle,
         counters=s.counters,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from sandbox.keyvault import errors
@@ -46,6 +47,8 @@ class Store:
         """Seconds the sandbox clock runs ahead of the real one (persisted)."""
         # One writer at a time keeps read-modify-write sequences (versions, policies) consistent on SQLite.
         self.lock = asyncio.Lock()
+        self.clock_hooks: dict[str, Callable[[], Awaitable[int]]] = {}
+        """What the clock makes happen when it moves (``rotated``: rotation policies), each answering a count."""
 
     async def open(self) -> bool:
         """Create the tables and load the clock; whether the database is new (never seeded)."""
@@ -69,8 +72,8 @@ class Store:
         async with self.db.session() as s, s.begin():
             await s.merge(StateRow(key=key, value=value))
 
-    async def advance_clock(self, seconds: float) -> None:
-        """Move the sandbox clock forward.
+    async def advance_clock(self, seconds: float) -> dict[str, int]:
+        """Move the sandbox clock forward and run :attr:`clock_hooks`; what each hook did (name → count).
 
         What falls due is purged by :meth:`~sandbox.keyvault.deleted.DeletedKeys.purge_expired`.
 
@@ -81,3 +84,4 @@ class Store:
             raise errors.bad_parameter("the sandbox clock only moves forward")
         self.clock_offset += seconds
         await self.set_state("clock", {"offset_seconds": self.clock_offset})
+        return {name: await hook() for name, hook in self.clock_hooks.items()}

@@ -39,7 +39,7 @@ class SandboxKeyVaultControl(SandboxControlClient):
         return result
 
     async def advance_clock(self, *, days: float = 0, hours: float = 0, seconds: float = 0) -> dict[str, Any]:
-        """Move the sandbox clock forward; soft-deleted keys past their purge date are purged (``purged``)."""
+        """Move the sandbox clock: due soft-deleted keys are purged (``purged``), due rotations made (``rotated``)."""
         result: dict[str, Any] = await self._call(
             "POST", "/clock/advance", {"days": days, "hours": hours, "seconds": seconds}
         )

@@ -1,4 +1,4 @@
-"""Key material of the sandbox vaults: real RSA keys, sealed at rest, and the RSA operations Key Vault offers.
+"""The operations Key Vault offers on its keys (RSA, EC, AES), and key material sealed at rest.
 
 Private keys never leave the service. In the database each one is sealed with AES-256-GCM under a key-encryption key
 kept in the data dir (``keys/sandbox-keyvault-kek.bin``, mode 0600); the associated data binds the ciphertext to its
@@ -9,23 +9,36 @@ backup restores only within its own geography and subscription.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import padding as block_padding
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap, aes_key_wrap
 
-RSA_KEY_SIZES = (2048, 3072, 4096)
-RSA_KEY_TYPES = ("RSA", "RSA-HSM")
-DEFAULT_RSA_KEY_OPS = ("encrypt", "decrypt", "sign", "verify", "wrapKey", "unwrapKey")
-KEY_OPS = (*DEFAULT_RSA_KEY_OPS, "import", "export")
+from sandbox.keyvault.material import (
+    KEY_OPS,
+    Material,
+    MaterialError,
+    SymmetricKey,
+    b64url_decode,
+    b64url_encode,
+    coordinate_length,
+    curve_name,
+    from_bytes,
+    to_bytes,
+)
+
+__all__ = ["KEY_OPS", "CryptoError", "InvalidBackup", "Result", "Sealer", "b64url_decode", "b64url_encode"]
 
 _BACKUP_MAGIC = b"CKEYKVB1"
 _BACKUP_AAD = b"ckey sandbox keyvault backup v1"
@@ -40,64 +53,7 @@ class InvalidBackup(Exception):
     """A backup blob that was not produced by this sandbox, or was altered."""
 
 
-def b64url_encode(data: bytes) -> str:
-    """Base64url without padding, as JWK and Key Vault use it."""
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def b64url_decode(text: str) -> bytes:
-    """Base64url with or without padding.
-
-    Raises:
-        ValueError: ``text`` is not base64url.
-    """
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (ValueError, TypeError) as exc:
-        raise ValueError(f"not base64url: {exc}") from None
-
-
-def _int_to_b64url(value: int) -> str:
-    return b64url_encode(value.to_bytes((value.bit_length() + 7) // 8 or 1, "big"))
-
-
-def _b64url_to_int(text: str) -> int:
-    return int.from_bytes(b64url_decode(text), "big")
-
-
-def generate_rsa(size: int, public_exponent: int = 65537) -> rsa.RSAPrivateKey:
-    """A new RSA private key."""
-    return rsa.generate_private_key(public_exponent=public_exponent, key_size=size)
-
-
-def public_parts(key: rsa.RSAPrivateKey) -> tuple[str, str]:
-    """The JWK ``n`` and ``e`` of ``key``, base64url."""
-    numbers = key.public_key().public_numbers()
-    return _int_to_b64url(numbers.n), _int_to_b64url(numbers.e)
-
-
-def private_key_from_jwk(jwk: dict[str, Any]) -> rsa.RSAPrivateKey:
-    """An RSA private key from a JWK with its private parts (``import``).
-
-    Raises:
-        CryptoError: the JWK is not a complete RSA private key.
-    """
-    try:
-        n, e, d, p, q = (_b64url_to_int(str(jwk[part])) for part in ("n", "e", "d", "p", "q"))
-        dp = _b64url_to_int(str(jwk["dp"])) if jwk.get("dp") else rsa.rsa_crt_dmp1(d, p)
-        dq = _b64url_to_int(str(jwk["dq"])) if jwk.get("dq") else rsa.rsa_crt_dmq1(d, q)
-        qi = _b64url_to_int(str(jwk["qi"])) if jwk.get("qi") else rsa.rsa_crt_iqmp(p, q)
-        return rsa.RSAPrivateNumbers(p, q, d, dp, dq, qi, rsa.RSAPublicNumbers(e, n)).private_key()
-    except (KeyError, ValueError) as exc:
-        raise CryptoError(f"the JWK is not a complete RSA private key: {exc}") from None
-
-
-def public_key_from_parts(n: str, e: str) -> rsa.RSAPublicKey:
-    """The public key for JWK ``n`` and ``e``."""
-    return rsa.RSAPublicNumbers(_b64url_to_int(e), _b64url_to_int(n)).public_key()
-
-
-# Encryption and signatures --------------------------------------------------------------------------------------
+# RSA ------------------------------------------------------------------------------------------------------------
 
 _ENCRYPTION: dict[str, Callable[[], padding.AsymmetricPadding]] = {
     "RSA-OAEP": lambda: padding.OAEP(mgf=padding.MGF1(hashes.SHA1()), algorithm=hashes.SHA1(), label=None),
@@ -112,42 +68,41 @@ _HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
     "512": hashes.SHA512,
 }
 SIGNATURE_ALGORITHMS = tuple(f"{family}{bits}" for family in ("RS", "PS") for bits in _HASHES)
+EC_SIGNATURE_ALGORITHMS = {"ES256": "P-256", "ES384": "P-384", "ES512": "P-521", "ES256K": "P-256K"}
+"""Each ECDSA algorithm and the one curve it signs with (as Key Vault pairs them)."""
+_EC_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "ES256": hashes.SHA256,
+    "ES384": hashes.SHA384,
+    "ES512": hashes.SHA512,
+    "ES256K": hashes.SHA256,
+}
+AES_WRAP_ALGORITHMS = {"A128KW": 128, "A192KW": 192, "A256KW": 256}
+AES_ENCRYPTION_ALGORITHMS = {f"A{bits}{mode}": bits for bits in (128, 192, 256) for mode in ("GCM", "CBC", "CBCPAD")}
+
+
+@dataclass(frozen=True)
+class Result:
+    """What an operation answers besides ``kid``: the value, and for AES the IV and tag it used."""
+
+    value: bytes
+    iv: bytes | None = None
+    tag: bytes | None = None
+
+
+def _unsupported(alg: str, kty: str) -> CryptoError:
+    return CryptoError(f"The algorithm {alg} is not supported for key type {kty}.")
 
 
 def _encryption_padding(alg: str) -> padding.AsymmetricPadding:
     try:
         return _ENCRYPTION[alg]()
     except KeyError:
-        raise CryptoError(f"the algorithm {alg!r} is not supported for RSA keys") from None
-
-
-def encrypt(key: rsa.RSAPublicKey, alg: str, plaintext: bytes) -> bytes:
-    """RSA encryption (``encrypt``, ``wrapKey``).
-
-    Raises:
-        CryptoError: unknown algorithm, or the plaintext is too long for the key.
-    """
-    try:
-        return key.encrypt(plaintext, _encryption_padding(alg))
-    except ValueError as exc:
-        raise CryptoError(f"encryption failed: {exc}") from None
-
-
-def decrypt(key: rsa.RSAPrivateKey, alg: str, ciphertext: bytes) -> bytes:
-    """RSA decryption (``decrypt``, ``unwrapKey``).
-
-    Raises:
-        CryptoError: unknown algorithm, or the ciphertext does not decrypt under this key.
-    """
-    try:
-        return key.decrypt(ciphertext, _encryption_padding(alg))
-    except ValueError:
-        raise CryptoError("the ciphertext could not be decrypted with this key and algorithm") from None
+        raise _unsupported(alg, "RSA") from None
 
 
 def _signature_scheme(alg: str) -> tuple[padding.AsymmetricPadding, hashes.HashAlgorithm]:
     if alg not in SIGNATURE_ALGORITHMS:
-        raise CryptoError(f"the algorithm {alg!r} is not supported for RSA keys")
+        raise _unsupported(alg, "RSA")
     algorithm = _HASHES[alg[2:]]()
     if alg.startswith("PS"):
         # Key Vault's PSS uses a salt as long as the digest.
@@ -155,30 +110,184 @@ def _signature_scheme(alg: str) -> tuple[padding.AsymmetricPadding, hashes.HashA
     return padding.PKCS1v15(), algorithm
 
 
-def sign_digest(key: rsa.RSAPrivateKey, alg: str, digest: bytes) -> bytes:
-    """Sign a digest (Key Vault's ``sign`` takes the hash, not the message).
-
-    Raises:
-        CryptoError: unknown algorithm, or a digest of the wrong length.
-    """
-    pad, algorithm = _signature_scheme(alg)
+def _check_digest(alg: str, algorithm: hashes.HashAlgorithm, digest: bytes) -> None:
     if len(digest) != algorithm.digest_size:
         raise CryptoError(f"a {alg} digest has {algorithm.digest_size} bytes, not {len(digest)}")
-    return key.sign(digest, pad, utils.Prehashed(algorithm))
 
 
-def verify_digest(key: rsa.RSAPublicKey, alg: str, digest: bytes, signature: bytes) -> bool:
-    """Whether ``signature`` signs ``digest``.
+# EC -------------------------------------------------------------------------------------------------------------
 
-    Raises:
-        CryptoError: unknown algorithm.
-    """
-    pad, algorithm = _signature_scheme(alg)
+
+def _ec_hash(key: ec.EllipticCurvePrivateKey | ec.EllipticCurvePublicKey, alg: str) -> hashes.HashAlgorithm:
+    crv = EC_SIGNATURE_ALGORITHMS.get(alg)
+    if crv is None:
+        raise _unsupported(alg, "EC")
+    if crv != curve_name(key):
+        raise CryptoError(f"The algorithm {alg} is not valid for a key with curve {curve_name(key)}.")
+    return _EC_HASHES[alg]()
+
+
+def _ec_sign(key: ec.EllipticCurvePrivateKey, alg: str, digest: bytes) -> bytes:
+    algorithm = _ec_hash(key, alg)
+    _check_digest(alg, algorithm, digest)
+    r, s = utils.decode_dss_signature(key.sign(digest, ec.ECDSA(utils.Prehashed(algorithm))))
+    # JWS form (RFC 7518 3.4): R and S big-endian, each the curve's length, as Key Vault answers.
+    length = coordinate_length(curve_name(key))
+    return r.to_bytes(length, "big") + s.to_bytes(length, "big")
+
+
+def _ec_verify(key: ec.EllipticCurvePublicKey, alg: str, digest: bytes, signature: bytes) -> bool:
+    algorithm = _ec_hash(key, alg)
+    length = coordinate_length(curve_name(key))
+    if len(signature) != 2 * length:
+        return False
+    r, s = int.from_bytes(signature[:length], "big"), int.from_bytes(signature[length:], "big")
     try:
-        key.verify(signature, digest, pad, utils.Prehashed(algorithm))
+        key.verify(utils.encode_dss_signature(r, s), digest, ec.ECDSA(utils.Prehashed(algorithm)))
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+# AES ------------------------------------------------------------------------------------------------------------
+
+
+def _aes_bits(key: SymmetricKey, alg: str, table: dict[str, int]) -> None:
+    bits = table.get(alg)
+    if bits is None:
+        raise _unsupported(alg, "oct")
+    if bits != key.key_size:
+        raise CryptoError(f"The algorithm {alg} needs a {bits}-bit key; this key has {key.key_size} bits.")
+
+
+def _aes_encrypt(key: SymmetricKey, alg: str, plaintext: bytes, iv: bytes | None, aad: bytes | None) -> Result:
+    _aes_bits(key, alg, AES_ENCRYPTION_ALGORITHMS)
+    if alg.endswith("GCM"):
+        # The service chooses the nonce for GCM (a caller's IV is not taken), and answers it with the tag.
+        nonce = os.urandom(12)
+        sealed = AESGCM(key.secret).encrypt(nonce, plaintext, aad)
+        return Result(sealed[:-16], iv=nonce, tag=sealed[-16:])
+    if iv is None or len(iv) != 16:
+        raise CryptoError(f"{alg} needs a 16-byte iv.")
+    if alg.endswith("CBCPAD"):
+        padder = block_padding.PKCS7(128).padder()
+        plaintext = padder.update(plaintext) + padder.finalize()
+    elif len(plaintext) % 16:
+        raise CryptoError(f"{alg} encrypts whole 16-byte blocks; use {alg}PAD for other lengths.")
+    encryptor = Cipher(algorithms.AES(key.secret), modes.CBC(iv)).encryptor()
+    return Result(encryptor.update(plaintext) + encryptor.finalize(), iv=iv)
+
+
+def _aes_decrypt(
+    key: SymmetricKey, alg: str, ciphertext: bytes, iv: bytes | None, aad: bytes | None, tag: bytes | None
+) -> Result:
+    _aes_bits(key, alg, AES_ENCRYPTION_ALGORITHMS)
+    if iv is None:
+        raise CryptoError(f"{alg} needs the iv of the encryption.")
+    try:
+        if alg.endswith("GCM"):
+            if tag is None:
+                raise CryptoError(f"{alg} needs the tag of the encryption.")
+            return Result(AESGCM(key.secret).decrypt(iv, ciphertext + tag, aad))
+        decryptor = Cipher(algorithms.AES(key.secret), modes.CBC(iv)).decryptor()
+        plain = decryptor.update(ciphertext) + decryptor.finalize()
+        if alg.endswith("CBCPAD"):
+            unpadder = block_padding.PKCS7(128).unpadder()
+            plain = unpadder.update(plain) + unpadder.finalize()
+        return Result(plain)
+    except (InvalidTag, ValueError):
+        raise CryptoError("the ciphertext could not be decrypted with this key and algorithm") from None
+
+
+# What the data plane calls --------------------------------------------------------------------------------------
+
+
+def encrypt(
+    key: Material, alg: str, plaintext: bytes, *, wrap: bool = False, iv: bytes | None = None, aad: bytes | None = None
+) -> Result:
+    """``encrypt`` (``wrap``: ``wrapKey``) with any key type.
+
+    Raises:
+        CryptoError: an algorithm the key type does not offer, or input it refuses.
+    """
+    if isinstance(key, rsa.RSAPrivateKey):
+        try:
+            return Result(key.public_key().encrypt(plaintext, _encryption_padding(alg)))
+        except ValueError as exc:
+            raise CryptoError(f"encryption failed: {exc}") from None
+    if isinstance(key, SymmetricKey):
+        if wrap:
+            _aes_bits(key, alg, AES_WRAP_ALGORITHMS)
+            try:
+                return Result(aes_key_wrap(key.secret, plaintext))
+            except ValueError as exc:
+                raise CryptoError(f"key wrap failed: {exc}") from None
+        return _aes_encrypt(key, alg, plaintext, iv, aad)
+    raise _unsupported(alg, "EC")
+
+
+def decrypt(
+    key: Material,
+    alg: str,
+    ciphertext: bytes,
+    *,
+    wrap: bool = False,
+    iv: bytes | None = None,
+    aad: bytes | None = None,
+    tag: bytes | None = None,
+) -> Result:
+    """``decrypt`` (``wrap``: ``unwrapKey``) with any key type.
+
+    Raises:
+        CryptoError: an algorithm the key type does not offer, or a ciphertext that does not open.
+    """
+    if isinstance(key, rsa.RSAPrivateKey):
+        try:
+            return Result(key.decrypt(ciphertext, _encryption_padding(alg)))
+        except ValueError:
+            raise CryptoError("the ciphertext could not be decrypted with this key and algorithm") from None
+    if isinstance(key, SymmetricKey):
+        if wrap:
+            _aes_bits(key, alg, AES_WRAP_ALGORITHMS)
+            try:
+                return Result(aes_key_unwrap(key.secret, ciphertext))
+            except (InvalidUnwrap, ValueError):
+                raise CryptoError("the wrapped key could not be unwrapped with this key") from None
+        return _aes_decrypt(key, alg, ciphertext, iv, aad, tag)
+    raise _unsupported(alg, "EC")
+
+
+def sign_digest(key: Material, alg: str, digest: bytes) -> bytes:
+    """Sign a digest (Key Vault's ``sign`` takes the hash the client computed, not the message).
+
+    Raises:
+        CryptoError: an algorithm the key does not offer, or a digest of the wrong length.
+    """
+    if isinstance(key, rsa.RSAPrivateKey):
+        pad, algorithm = _signature_scheme(alg)
+        _check_digest(alg, algorithm, digest)
+        return key.sign(digest, pad, utils.Prehashed(algorithm))
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return _ec_sign(key, alg, digest)
+    raise _unsupported(alg, "oct")
+
+
+def verify_digest(key: Material, alg: str, digest: bytes, signature: bytes) -> bool:
+    """Whether ``signature`` signs ``digest``.
+
+    Raises:
+        CryptoError: an algorithm the key does not offer.
+    """
+    if isinstance(key, rsa.RSAPrivateKey):
+        pad, algorithm = _signature_scheme(alg)
+        try:
+            key.public_key().verify(signature, digest, pad, utils.Prehashed(algorithm))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        return _ec_verify(key.public_key(), alg, digest, signature)
+    raise _unsupported(alg, "oct")
 
 
 # Sealing at rest ------------------------------------------------------------------------------------------------
@@ -216,15 +325,13 @@ class Sealer:
     def _aad(vault: str, name: str, version: str) -> bytes:
         return f"{vault.lower()}/{name.lower()}/{version}".encode()
 
-    def seal_private(self, key: rsa.RSAPrivateKey, vault: str, name: str, version: str) -> bytes:
-        """``key`` as PKCS#8 DER sealed for (vault, name, version)."""
-        der = key.private_bytes(
-            serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
+    def seal_private(self, key: Material, vault: str, name: str, version: str) -> bytes:
+        """``key`` (PKCS#8 DER, or an AES secret) sealed for (vault, name, version)."""
+        der = to_bytes(key)
         nonce = os.urandom(_NONCE)
         return nonce + self._keys.encrypt(nonce, der, self._aad(vault, name, version))
 
-    def open_private(self, sealed: bytes, vault: str, name: str, version: str) -> rsa.RSAPrivateKey:
+    def open_private(self, sealed: bytes, vault: str, name: str, version: str) -> Material:
         """The private key sealed for (vault, name, version).
 
         Raises:
@@ -234,10 +341,10 @@ class Sealer:
             der = self._keys.decrypt(sealed[:_NONCE], sealed[_NONCE:], self._aad(vault, name, version))
         except InvalidTag:
             raise CryptoError("sealed key material does not open: altered, or moved between keys") from None
-        key = serialization.load_der_private_key(der, password=None)
-        if not isinstance(key, rsa.RSAPrivateKey):
-            raise CryptoError("sealed key material is not an RSA key")
-        return key
+        try:
+            return from_bytes(der)
+        except MaterialError:
+            raise CryptoError("sealed key material is not a key") from None
 
     def seal_backup(self, payload: dict[str, Any]) -> bytes:
         """An opaque, integrity-protected backup blob of ``payload``."""
@@ -264,20 +371,18 @@ class Sealer:
         return payload
 
 
-def private_der(key: rsa.RSAPrivateKey) -> bytes:
-    """PKCS#8 DER of ``key`` (inside sealed backups only)."""
-    return key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+def private_der(key: Material) -> bytes:
+    """The material as bytes (inside sealed backups only)."""
+    return to_bytes(key)
 
 
-def private_from_der(der: bytes) -> rsa.RSAPrivateKey:
-    """The RSA key in PKCS#8 DER.
+def private_from_der(der: bytes) -> Material:
+    """The material :func:`private_der` wrote.
 
     Raises:
-        CryptoError: not an RSA private key.
+        CryptoError: not key material.
     """
-    key = serialization.load_der_private_key(der, password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise CryptoError("not an RSA private key")
-    return key
+    try:
+        return from_bytes(der)
+    except MaterialError:
+        raise CryptoError("not a private key") from None

@@ -29,8 +29,9 @@ from sandbox.keyvault.dataplane_shapes import Context, Handler, KeyRoute
 from sandbox.keyvault.db import VaultRow
 from sandbox.keyvault.deleted import DeletedKeys
 from sandbox.keyvault.errors import ServiceError
-from sandbox.keyvault.keys import Keys
+from sandbox.keyvault.keys import Keys, check_key_name
 from sandbox.keyvault.limits import Throttle, VaultCounters, VaultLimits, cost
+from sandbox.keyvault.rotation import Rotation
 from sandbox.keyvault.vaults import Vaults
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class DataPlane:
         roles: role assignments (vaults on Azure RBAC).
         keys: key profiles (size, HSM) that weigh a request against the limits.
         deleted: purges what is due before a request on deleted keys.
+        rotation: makes the versions that rotation policies have made due before any request.
         identity: verifies bearer tokens.
         throttle: service limits and injected errors.
         counters: per-vault request counters (the control endpoint shows them).
@@ -64,6 +66,7 @@ class DataPlane:
         roles: RoleAssignments,
         keys: Keys,
         deleted: DeletedKeys,
+        rotation: Rotation,
         identity: SandboxIdentity,
         throttle: Throttle,
         counters: defaultdict[str, VaultCounters],
@@ -73,6 +76,7 @@ class DataPlane:
         self.roles = roles
         self.keys = keys
         self.deleted = deleted
+        self.rotation = rotation
         self.identity = identity
         self.throttle = throttle
         self.counters = counters
@@ -130,8 +134,12 @@ class DataPlane:
         context = Context(request, vault, caller, api_version)
         await self._authorize(context, op)
         await self._charge(context, op)
+        if op.on_key and context.name:
+            check_key_name(context.name)
         if op.name in ("get_deleted", "list_deleted", "purge", "recover"):
             await self.deleted.purge_expired(vault.name)
+        # Time passes in real seconds too: what a policy made due since the last look exists before the answer.
+        await self.rotation.rotate_due(vault.name)
         return await handler(context)
 
     @staticmethod
@@ -192,7 +200,7 @@ class DataPlane:
                     "Caller is not authorized to perform action on resource.\r\nIf role assignments, deny "
                     "assignments or role definitions were changed recently, please observe propagation time.\r\n"
                     f"Caller: {who}\r\nAction: '{op.data_action}'\r\nResource: '{resource.lower()}'\r\n"
-                    "Assignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: null \r\n"
+                    "Assignment: (not found)\r\nDenyAssignmentId: null\r\nDecisionReason: 'DeniedWithNoValidRBAC' \r\n"
                     f"Vault: {vault.name};location={vault.location}\r\n",
                     inner="ForbiddenByRbac",
                 )
@@ -238,14 +246,7 @@ class DataPlane:
         units = cost(hsm=hsm, size=size, creates=op.creates)
         retry_after = self.throttle.charge(vault.name, limits, units, creates=op.creates)
         if retry_after is not None:
-            kind = "CREATE" if op.creates else "other"
-            limit = limits.create if op.creates else limits.other
-            raise errors.throttled(
-                f"The vault '{vault.name}' reached its limit of {limit} {kind} key transactions per "
-                f"{limits.window:g} seconds (weighted in RSA 2,048-bit software-key units; see Azure Key Vault "
-                f"service limits).",
-                retry_after,
-            )
+            raise errors.throttled("VaultRequestTypeLimitReached", retry_after)
 
 
 def _unverified_claim(token: str, claim: str) -> str:

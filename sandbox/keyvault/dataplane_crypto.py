@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.responses import JSONResponse, Response
 
 from sandbox.keyvault import crypto, errors
@@ -10,6 +12,11 @@ from sandbox.keyvault.dataplane_shapes import Context, Handler, KeyRoute, b64, k
 from sandbox.keyvault.keys import Keys, KeyView
 
 CRYPTO_OPERATIONS = ("encrypt", "decrypt", "wrapkey", "unwrapkey", "sign", "verify")
+
+
+def _optional(body: dict[str, Any], field: str) -> bytes | None:
+    """A base64url body property the AES algorithms take (``iv``, ``aad``, ``tag``), or None."""
+    return unb64(body[field], field) if body.get(field) is not None else None
 
 
 class CryptoRoutes:
@@ -49,20 +56,27 @@ class CryptoRoutes:
             raise errors.bad_parameter("Property alg is required.")
         value = unb64(body.get("value"), "value")
         kid = key_id(ctx.host, view)
+        key = self.keys.private_key(view)
         try:
-            if op in ("encrypt", "wrapkey"):
-                public = crypto.public_key_from_parts(view.version.n, view.version.e)
-                return JSONResponse({"kid": kid, "value": b64(crypto.encrypt(public, alg, value))})
-            if op in ("decrypt", "unwrapkey"):
-                plain = crypto.decrypt(self.keys.private_key(view), alg, value)
-                return JSONResponse({"kid": kid, "value": b64(plain)})
+            if op in ("encrypt", "wrapkey", "decrypt", "unwrapkey"):
+                wrap = op in ("wrapkey", "unwrapkey")
+                iv, aad = _optional(body, "iv"), _optional(body, "aad")
+                if op in ("encrypt", "wrapkey"):
+                    result = crypto.encrypt(key, alg, value, wrap=wrap, iv=iv, aad=aad)
+                else:
+                    result = crypto.decrypt(key, alg, value, wrap=wrap, iv=iv, aad=aad, tag=_optional(body, "tag"))
+                answer = {"kid": kid, "value": b64(result.value)}
+                if result.iv is not None:
+                    answer["iv"] = b64(result.iv)
+                if result.tag is not None:
+                    answer["tag"] = b64(result.tag)
+                if aad is not None and op == "encrypt":
+                    answer["aad"] = b64(aad)
+                return JSONResponse(answer)
             if op == "sign":
-                return JSONResponse(
-                    {"kid": kid, "value": b64(crypto.sign_digest(self.keys.private_key(view), alg, value))}
-                )
+                return JSONResponse({"kid": kid, "value": b64(crypto.sign_digest(key, alg, value))})
             digest = unb64(body.get("digest"), "digest")
-            public = crypto.public_key_from_parts(view.version.n, view.version.e)
-            return JSONResponse({"value": crypto.verify_digest(public, alg, digest, value)})
+            return JSONResponse({"value": crypto.verify_digest(key, alg, digest, value)})
         except crypto.CryptoError as exc:
             raise errors.bad_parameter(str(exc)) from None
 

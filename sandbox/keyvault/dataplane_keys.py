@@ -99,6 +99,7 @@ class KeyRoutes:
             ctx.name,
             kty=str(body.get("kty", "")),
             size=size,
+            curve=str(body["crv"]) if body.get("crv") else None,
             public_exponent=body.get("public_exponent"),
             key_ops=body.get("key_ops"),
             attributes=_attributes(body),

@@ -121,10 +121,13 @@ def key_id(host: str, view: KeyView, *, versioned: bool = True) -> str:
 def key_bundle(host: str, view: KeyView) -> dict[str, Any]:
     """A KeyBundle: public JWK, attributes, tags."""
     v = view.version
-    bundle: dict[str, Any] = {
-        "key": {"kid": key_id(host, view), "kty": v.kty, "key_ops": list(v.key_ops), "n": v.n, "e": v.e},
-        "attributes": attributes_json(view),
-    }
+    jwk: dict[str, Any] = {"kid": key_id(host, view), "kty": v.kty, "key_ops": list(v.key_ops)}
+    if v.n:
+        jwk |= {"n": v.n, "e": v.e}
+    elif v.crv:
+        jwk |= {"crv": v.crv, "x": v.x, "y": v.y}
+    # An oct key's JWK carries no key material: the secret never leaves the service.
+    bundle: dict[str, Any] = {"key": jwk, "attributes": attributes_json(view)}
     if v.tags:
         bundle["tags"] = dict(v.tags)
     return bundle

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, LargeBinary, String, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from sandbox.common import SandboxDatabase
@@ -118,8 +118,13 @@ class KeyVersionRow(Base):
     kty: Mapped[str]
     key_size: Mapped[int]
     key_ops: Mapped[list[str]]
-    n: Mapped[str]
-    e: Mapped[str]
+    n: Mapped[str] = mapped_column(default="")
+    """RSA modulus, base64url (empty for EC and oct)."""
+    e: Mapped[str] = mapped_column(default="")
+    crv: Mapped[str | None] = mapped_column(default=None)
+    """EC curve and point (None for RSA and oct, whose public JWK has none)."""
+    x: Mapped[str | None] = mapped_column(default=None)
+    y: Mapped[str | None] = mapped_column(default=None)
     sealed_private: Mapped[bytes] = mapped_column(LargeBinary)
     enabled: Mapped[bool] = mapped_column(default=True)
     not_before: Mapped[int | None] = mapped_column(default=None)
@@ -175,3 +180,14 @@ class Database(SandboxDatabase):
     """
 
     metadata = Base.metadata
+
+    async def create_all(self) -> None:
+        """Create the tables, and add the columns a data dir from before EC keys lacks (SQLite ``ADD COLUMN``)."""
+        await super().create_all()
+        if self.engine.dialect.name != "sqlite":
+            return
+        async with self.engine.begin() as conn:
+            present = {row[1] for row in (await conn.execute(text("PRAGMA table_info(key_versions)"))).all()}
+            for column in ("crv", "x", "y"):
+                if column not in present:
+                    await conn.execute(text(f"ALTER TABLE key_versions ADD COLUMN {column} VARCHAR"))
