@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -26,6 +28,21 @@ from contracts.spo import (
 
 if TYPE_CHECKING:
     from activities import Gateways
+
+T = TypeVar("T")
+HEARTBEAT_EVERY = 2.0
+"""Seconds between heartbeats while a call is in flight: a worker that dies is noticed by the heartbeat timeout
+(the workflows give 10 s), not after the whole start-to-close timeout."""
+
+
+async def beating(work: Awaitable[T]) -> T:
+    """Await ``work``, heartbeating while it runs."""
+    task = asyncio.ensure_future(work)
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_EVERY)
+        if done:
+            return task.result()
+        activity.heartbeat()
 
 
 def geo_view(geo: str, policy: SpoDataEncryptionPolicy) -> SpoGeoView:
@@ -91,10 +108,15 @@ class SpoActivities(SpoActivityStub):
         )
         return view
 
+    async def _sent_before(self, operation_id: str, cmdlet: str) -> bool:
+        """Whether this operation recorded the cmdlet's intent before (an attempt that died after sending it)."""
+        events = await self.store.list_audit(operation_id=operation_id, limit=100_000)
+        return any(e.action == f"m365.{cmdlet}" and e.outcome == Outcome.INTENT for e in events)
+
     @activity.defn
     async def get_spo_geo(self, input: SpoGeoRef) -> SpoGeoView:
         """Get-SPODataEncryptionPolicy through the geo's admin site; the geo's row in the inventory updated."""
-        return await self._read(input.geo, input.admin_url, input.operation_id)
+        return await beating(self._read(input.geo, input.admin_url, input.operation_id))
 
     @activity.defn
     async def register_spo_dep(self, input: SpoKeysInput) -> SpoSendResult:
@@ -103,10 +125,33 @@ class SpoActivities(SpoActivityStub):
         Raises:
             ApplicationError: ``spo-geo-registered`` (non-retryable) when the geo has a DEP with other keys.
         """
+        return await beating(self._register(input))
+
+    @activity.defn
+    async def restore_spo_dep(self, input: SpoKeysInput) -> SpoSendResult:
+        """Restore-SPODataEncryptionPolicy; refused unless the geo is in recovery mode (nothing sent then).
+
+        A retry after the restore went through finds the geo re-registering with the new keys, and is done.
+
+        Raises:
+            ApplicationError: ``spo-geo-recovery`` (non-retryable): the geo is not in recovery mode.
+        """
+        return await beating(self._restore(input))
+
+    @activity.defn
+    async def refresh_spo_geos(self, input: RefreshSpoGeosInput) -> RefreshSpoGeosResult:
+        """Every configured geo read with Get-SPODataEncryptionPolicy and recorded in the inventory.
+
+        A refresh does not claim the geos: the operation that moved each one last stays recorded.
+        """
+        return await beating(self._refresh())
+
+    async def _register(self, input: SpoKeysInput) -> SpoSendResult:
         before = await self._read(input.geo, input.admin_url, input.operation_id, "/before")
         if before.state != SpoState.UNREGISTERED:
             if before.has_keys(input.primary_uri, input.secondary_uri):
-                return SpoSendResult(geo=before, sent=False)
+                sent = await self._sent_before(input.operation_id, "Register-SPODataEncryptionPolicy")
+                return SpoSendResult(geo=before, sent=sent)
             raise ApplicationError(
                 f"the geo {input.geo} is already registered ({before.state}) with other keys: primary "
                 f"{before.primary_key_uri}, secondary {before.secondary_key_uri}; roll a key with key.roll instead",
@@ -121,21 +166,14 @@ class SpoActivities(SpoActivityStub):
             raise refusal(exc) from None
         return SpoSendResult(geo=await self._read(input.geo, input.admin_url, input.operation_id, "/after"), sent=True)
 
-    @activity.defn
-    async def restore_spo_dep(self, input: SpoKeysInput) -> SpoSendResult:
-        """Restore-SPODataEncryptionPolicy; refused unless the geo is in recovery mode (nothing sent then).
-
-        A retry after the restore went through finds the geo re-registering with the new keys, and is done.
-
-        Raises:
-            ApplicationError: ``spo-geo-recovery`` (non-retryable): the geo is not in recovery mode.
-        """
+    async def _restore(self, input: SpoKeysInput) -> SpoSendResult:
         before = await self._read(input.geo, input.admin_url, input.operation_id, "/before")
         if before.state != SpoState.RECOVERY:
             if before.state in (SpoState.REGISTERING, SpoState.REGISTERED) and before.has_keys(
                 input.primary_uri, input.secondary_uri
             ):
-                return SpoSendResult(geo=before, sent=False)
+                sent = await self._sent_before(input.operation_id, "Restore-SPODataEncryptionPolicy")
+                return SpoSendResult(geo=before, sent=sent)
             raise ApplicationError(
                 f"the geo {input.geo} is not in recovery mode (it is {before.state}): Restore-SPODataEncryptionPolicy "
                 f"is for a geo Microsoft recovered after access to its keys was lost",
@@ -150,11 +188,6 @@ class SpoActivities(SpoActivityStub):
             raise refusal(exc) from None
         return SpoSendResult(geo=await self._read(input.geo, input.admin_url, input.operation_id, "/after"), sent=True)
 
-    @activity.defn
-    async def refresh_spo_geos(self, input: RefreshSpoGeosInput) -> RefreshSpoGeosResult:
-        """Every configured geo read with Get-SPODataEncryptionPolicy and recorded in the inventory.
-
-        A refresh does not claim the geos: the operation that moved each one last stays recorded.
-        """
+    async def _refresh(self) -> RefreshSpoGeosResult:
         read = [await self._read(code, url, None, f"/{code}") for code, url in sorted(self.admin_urls.items())]
         return RefreshSpoGeosResult(geos=read)

@@ -11,6 +11,7 @@ in recovery mode and is followed back to ``Registered`` the same way.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,9 @@ with workflow.unsafe.imports_passed_through():
 
 if TYPE_CHECKING:
     from ckey.config import Settings
+
+HEARTBEAT = timedelta(seconds=10)
+"""A SharePoint call whose worker died is retried elsewhere after this long (the activities heartbeat meanwhile)."""
 
 
 class SpoPhase(StrEnum):
@@ -109,7 +113,7 @@ class SpoGeoWorkflow(OperationWorkflow):
         await self.set_phase(SpoPhase.ESCALATED if state.escalated else SpoPhase.FOLLOWING)
         ref = SpoGeoRef(geo=input.geo, admin_url=admin_url, operation_id=self.operation_id)
         while True:
-            geo = await call(SpoActivityStub.get_spo_geo, ref)
+            geo = await call(SpoActivityStub.get_spo_geo, ref, heartbeat=HEARTBEAT)
             now = workflow.now()
             percent = geo.percent if geo.percent is not None else 0
             if percent != state.last_percent:
@@ -178,7 +182,7 @@ class SpoDepRegisterWorkflow(SpoGeoWorkflow):
         if state is None:
             await self._check_keys(input)
             await self.set_phase(SpoPhase.REGISTERING, {"geo": input.geo, "admin_url": admin_url})
-            sent = await call(SpoActivityStub.register_spo_dep, self._keys_input(input, admin_url))
+            sent = await call(SpoActivityStub.register_spo_dep, self._keys_input(input, admin_url), heartbeat=HEARTBEAT)
             now = workflow.now()
             state = SpoFollowState(started_at=now, last_change_at=now, sent=sent.sent)
         result = await self.follow(input, state, admin_url)
@@ -203,7 +207,7 @@ class SpoDepRestoreWorkflow(SpoGeoWorkflow):
         if state is None:
             await self.set_phase(SpoPhase.CHECKING_GEO, {"geo": input.geo})
             ref = SpoGeoRef(geo=input.geo, admin_url=admin_url, operation_id=self.operation_id)
-            geo = await call(SpoActivityStub.get_spo_geo, ref)
+            geo = await call(SpoActivityStub.get_spo_geo, ref, heartbeat=HEARTBEAT)
             if geo.state != SpoState.RECOVERY and not geo.has_keys(input.primary_uri, input.secondary_uri):
                 raise ApplicationError(
                     f"the geo {input.geo} is not in recovery mode (it is {geo.state}); nothing was sent",
@@ -212,7 +216,7 @@ class SpoDepRestoreWorkflow(SpoGeoWorkflow):
                 )
             await self._check_keys(input)
             await self.set_phase(SpoPhase.RESTORING, {"geo": input.geo, "admin_url": admin_url})
-            sent = await call(SpoActivityStub.restore_spo_dep, self._keys_input(input, admin_url))
+            sent = await call(SpoActivityStub.restore_spo_dep, self._keys_input(input, admin_url), heartbeat=HEARTBEAT)
             now = workflow.now()
             state = SpoFollowState(started_at=now, last_change_at=now, sent=sent.sent)
         result = await self.follow(input, state, admin_url)
