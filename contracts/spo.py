@@ -18,7 +18,9 @@ from temporalio import activity
 from ckey.models import SpoKeyRef
 from ckey.operations import Params
 
-GeoCode = Annotated[str, StringConstraints(strip_whitespace=True, to_upper=True, pattern=r"^[A-Za-z]{2,8}$")]
+GeoCode = Annotated[
+    str, StringConstraints(strip_whitespace=True, to_upper=True, min_length=2, max_length=8, pattern=r"^[A-Za-z]{2,8}$")
+]
 """A SharePoint geo's code (``NAM``, ``EUR`` ...): 2-8 letters, compared in upper case."""
 
 POLL_INTERVAL = timedelta(minutes=15)
