@@ -23,10 +23,11 @@ from typing import Any
 import httpx
 import pytest
 from temporalio.client import Client, WorkflowFailureError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import build_activities
+from activities.spo import SpoActivities
 from ckey.api.app import create_app
 from ckey.azure import AzureConnection
 from ckey.config import Settings
@@ -35,7 +36,7 @@ from ckey.m365 import M365Gateway, build_transport
 from ckey.models import Role, ServicePrincipal
 from ckey.store import Store
 from ckey.store.spo import SpoGeoStore
-from contracts.spo import SpoDepRegisterParams
+from contracts.spo import RefreshSpoGeosInput, SpoDepRegisterParams
 from sandbox.keyvault import SandboxKeyVaultControl
 from sandbox.m365.control import SandboxM365Control
 from sandbox.m365.server import SandboxM365Server
@@ -411,3 +412,22 @@ async def test_killing_the_worker_while_following_registers_once(
     assert record is not None and record.state.value == "succeeded"
     ended = [e for e in await store.list_audit(operation_id=handle.id) if e.action == "operation.succeeded"]
     assert len(ended) <= 1
+
+
+# The inventory's refresh (the lead wires it into inventory.sync) ----------------------------------------------------
+
+
+async def test_the_refresh_activity_reads_every_configured_geo_into_the_inventory(
+    spo_settings: Settings, store: Store, spo_tenant: SandboxM365Server
+) -> None:
+    async with AzureConnection(spo_settings) as azure:
+        family = SpoActivities(
+            M365Gateway(build_transport(spo_settings, azure)), store, spo_settings.spo_geo_admin_urls
+        )
+        result = await ActivityEnvironment().run(family.refresh_spo_geos, RefreshSpoGeosInput())
+    assert sorted(g.geo for g in result.geos) == sorted(GEOS)
+    stored = {g.geo: g for g in await SpoGeoStore(store).geos()}
+    assert set(stored) == set(GEOS)
+    for read in result.geos:
+        assert (stored[read.geo].state, stored[read.geo].percent) == (read.state, read.percent)
+        assert stored[read.geo].operation_id is None  # read by a refresh, moved by nobody in this store
