@@ -147,7 +147,7 @@ class SpoActivities(SpoActivityStub):
         return await beating(self._refresh())
 
     async def _register(self, input: SpoKeysInput) -> SpoSendResult:
-        before = await self._read(input.geo, input.admin_url, input.operation_id, "/before")
+        before = await self._read(input.geo, input.admin_url, None, "/before")
         if before.state != SpoState.UNREGISTERED:
             if before.has_keys(input.primary_uri, input.secondary_uri):
                 sent = await self._sent_before(input.operation_id, "Register-SPODataEncryptionPolicy")
@@ -167,7 +167,7 @@ class SpoActivities(SpoActivityStub):
         return SpoSendResult(geo=await self._read(input.geo, input.admin_url, input.operation_id, "/after"), sent=True)
 
     async def _restore(self, input: SpoKeysInput) -> SpoSendResult:
-        before = await self._read(input.geo, input.admin_url, input.operation_id, "/before")
+        before = await self._read(input.geo, input.admin_url, None, "/before")
         if before.state != SpoState.RECOVERY:
             if before.state in (SpoState.REGISTERING, SpoState.REGISTERED) and before.has_keys(
                 input.primary_uri, input.secondary_uri

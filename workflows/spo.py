@@ -206,7 +206,8 @@ class SpoDepRestoreWorkflow(SpoGeoWorkflow):
         admin_url = self._known_geo(input)
         if state is None:
             await self.set_phase(SpoPhase.CHECKING_GEO, {"geo": input.geo})
-            ref = SpoGeoRef(geo=input.geo, admin_url=admin_url, operation_id=self.operation_id)
+            # A look, not a move: the geo's row keeps the operation that moved it last.
+            ref = SpoGeoRef(geo=input.geo, admin_url=admin_url)
             geo = await call(SpoActivityStub.get_spo_geo, ref, heartbeat=HEARTBEAT)
             if geo.state != SpoState.RECOVERY and not geo.has_keys(input.primary_uri, input.secondary_uri):
                 raise ApplicationError(

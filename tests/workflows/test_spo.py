@@ -211,6 +211,8 @@ async def test_two_geos_register_with_rising_percentages_to_registered(
     assert refused["state"] == "failed" and "spo-geo-registered" in refused["error"]
     assert uri(nam[0]) in refused["error"] and uri(nam[1]) in refused["error"]
     assert await sent(spo_control, "Register-SPODataEncryptionPolicy", "NAM", seq) == []
+    view = (await spo_api.get("/api/spo/geos/NAM", headers=auth(Role.VIEWER))).json()
+    assert view["operation_id"] == again["id"]  # the refused one moved nothing
 
 
 @pytest.mark.parametrize("case", ["one vault", "no unwrap", "unknown geo"])
@@ -267,6 +269,8 @@ async def test_restore_refuses_a_geo_not_in_recovery_then_restores_one_in_recove
     refused, _ = await run_operation(spo_api, headers, "spo.dep.restore", params)
     assert refused["state"] == "failed" and "spo-geo-recovery" in refused["error"], refused["error"]
     assert await spo_control.calls(after=seq) == []
+    view = (await spo_api.get("/api/spo/geos/APC", headers=auth(Role.VIEWER))).json()
+    assert (view["state"], view["operation_id"]) == ("Registered", registered["id"])
     # The keys are lost; Microsoft recovers the geo (the support path); ckey restores it with new keys.
     for ref in lost:
         await kv_control.revoke(ref["vault"], SPO)
