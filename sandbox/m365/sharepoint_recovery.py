@@ -34,28 +34,42 @@ async def enter_recovery(sharepoint: SharePoint, code: str) -> dict[str, Any]:
     """Microsoft recovers a geo with its availability key (the customer lost access to its keys).
 
     Raises:
-        CmdletFailure: no such geo, no DEP registered, or already in recovery mode.
+        CmdletFailure: no such geo, no DEP registered, already in recovery mode, or a customer key still opens the
+            DEP key (there is nothing to recover from).
     """
     core = sharepoint.core
-    async with core.db.session() as s, s.begin():
+    async with core.db.session() as s:
         geo = await s.get(GeoRow, code.strip().upper())
         if geo is None:
             raise CmdletFailure(f"No geo '{code}' in this tenant.", SPO_ARGUMENT, 404)
         dep = await s.get(DepRow, geo.dep_guid) if geo.dep_guid else None
-        if dep is None:
-            raise CmdletFailure(
-                f"No data encryption policy is registered for the geo {geo.geo}.", SPO_INVALID_OPERATION
-            )
-        if geo.recovery_at is not None:
-            raise CmdletFailure(f"The geo {geo.geo} is already in recovery mode.", SPO_INVALID_OPERATION)
-        try:
-            core.open_with_availability(dep)
-        except KeyUnavailable as exc:
-            raise CmdletFailure(exc.message, SPO_SERVER) from None
-        now = core.now()
-        geo.recovery_at, geo.paused_at = now, None
-        geo.roll_started_at, geo.roll_key_type = None, None
-        name = dep.name
+    if dep is None:
+        raise CmdletFailure(f"No data encryption policy is registered for the geo {geo.geo}.", SPO_INVALID_OPERATION)
+    if geo.recovery_at is not None:
+        raise CmdletFailure(f"The geo {geo.geo} is already in recovery mode.", SPO_INVALID_OPERATION)
+    # Recovery is for a customer who lost its keys: while a customer key still opens the DEP key, there is nothing
+    # to recover from.
+    try:
+        opened = await core.open_dep_key(dep, record_alert=False)
+    except KeyUnavailable:
+        opened = None
+    if opened is not None and opened.path.startswith("customer-key"):
+        raise CmdletFailure(
+            f"The customer keys of the geo {geo.geo} still open its DEP key ({opened.path}); Microsoft recovers a geo "
+            f"only after access to its keys was lost.",
+            SPO_INVALID_OPERATION,
+        )
+    try:
+        core.open_with_availability(dep)
+    except KeyUnavailable as exc:
+        raise CmdletFailure(exc.message, SPO_SERVER) from None
+    async with core.db.session() as s, s.begin():
+        row = await s.get(GeoRow, geo.geo)
+        if row is None:
+            raise CmdletFailure(f"No geo '{code}' in this tenant.", SPO_ARGUMENT, 404)
+        row.recovery_at, row.paused_at = core.now(), None
+        row.roll_started_at, row.roll_key_type = None, None
+    name = dep.name
     await core.alert(
         "availability-key-used", f"Microsoft recovered the geo {code.upper()} ({name}) with its availability key."
     )

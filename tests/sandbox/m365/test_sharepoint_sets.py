@@ -106,6 +106,10 @@ async def test_restore_only_in_recovery_mode_then_registers_under_the_new_keys(
     refused = await m365.spo("Restore-SPODataEncryptionPolicy", **register_params(fresh))
     assert refused.status == 400 and "isn't in recovery mode" in refused.message
     assert await policy(m365) == before
+    # Microsoft recovers only a geo whose keys were lost.
+    with pytest.raises(Exception, match="still open its DEP key"):
+        await control.recover_geo("NAM")
+    assert (await policy(m365))["State"] == "Registered"
     # The customer loses access to its keys; Microsoft recovers the geo with the availability key.
     for vault in lost.vaults:
         await kv.revoke(vault, SHAREPOINT.value)
