@@ -48,8 +48,9 @@ from workflows import all_workflows
 from workflows.spo import SpoDepRegisterWorkflow, build_geo_input
 
 SPO = ServicePrincipal.SHAREPOINT_ONLINE.value
-GEOS = ["NAM", "EUR", "APC", "CAN", "JPN", "GBR"]
-"""NAM and EUR register together; APC is restored; CAN's worker is killed; JPN stalls; GBR is refused things."""
+GEOS = ["NAM", "EUR", "APC", "CAN", "JPN", "GBR", "AUS"]
+"""NAM and EUR register together; APC is restored; CAN's worker is killed; JPN stalls; GBR is refused things; AUS is
+held by one operation while a second asks for it."""
 SPO_TENANT = TenantSpec(mailboxes=4, mail_users=0, sites_per_geo=4, cloud_pcs=0, stuck_mailboxes=0, geos=GEOS, seed=11)
 SPO_SPEED = 600.0
 """A site registers in 15 simulated minutes: 1.5 real seconds, so the four sites of a geo take 6 s."""
@@ -244,6 +245,51 @@ async def test_refusals_send_nothing(
     assert [(g["geo"], g["state"]) for g in (await spo_control.status())["geos"]] == [
         (g["geo"], g["state"]) for g in before
     ]
+
+
+async def test_a_geo_being_registered_is_held_a_second_operation_is_refused(
+    spo_api: httpx.AsyncClient,
+    spo_worker: Worker,
+    auth: Auth,
+    kv_control: SandboxKeyVaultControl,
+    spo_control: SandboxM365Control,
+    store: Store,
+) -> None:
+    headers = auth(Role.OPERATOR)
+    first_keys, second_keys = await spo_keys(kv_control), await spo_keys(kv_control)
+    await spo_control.set_faults(stalled_geos=["AUS"])
+    try:
+        started = await spo_api.post(
+            "/api/operations",
+            json={
+                "kind": "spo.dep.register",
+                "params": {"geo": "AUS", "primary": first_keys[0], "secondary": first_keys[1]},
+            },
+            headers=headers,
+        )
+        assert started.status_code == 202, started.text
+        holder = started.json()["id"]
+        for _ in range(400):
+            record = await store.get_operation(holder)
+            if record is not None and record.phase == "following":
+                break
+            await asyncio.sleep(0.05)
+        seq = await last_seq(spo_control)
+        second = await spo_api.post(
+            "/api/operations",
+            json={
+                "kind": "spo.dep.register",
+                "params": {"geo": "aus", "primary": second_keys[0], "secondary": second_keys[1]},
+            },
+            headers=headers,
+        )
+        assert second.status_code == 409, second.text
+        assert second.json()["rule"] == "targets-leased" and second.json()["holders"] == [holder]
+        assert await spo_control.calls(after=seq) == []
+        cancelled = await spo_api.post(f"/api/operations/{holder}/cancel", headers=headers)
+        assert cancelled.status_code == 202, cancelled.text
+    finally:
+        await spo_control.set_faults()
 
 
 # spo.dep.restore ----------------------------------------------------------------------------------------------------
