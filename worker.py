@@ -80,6 +80,7 @@ async def run_worker(settings: Settings) -> None:
         support=HttpSupportDesk(azure, settings.support_url, settings.support_contact),
         windows365=Windows365Gateway(azure),
         alert_webhook_url=settings.alert_webhook_url,
+        spo_geo_admin_urls=settings.spo_geo_admin_urls,
     )
     if settings.sandbox:
         log.warning("SANDBOX MODE: Azure and Microsoft 365 names resolve to the local sandbox (CKEY_SANDBOX=true)")

@@ -36,6 +36,8 @@ class Gateways:
     windows365: Windows365Gateway | None = None
     alert_webhook_url: str | None = None
     """Where alerts are POSTed as JSON (``CKEY_ALERT_WEBHOOK_URL``); ``None``: the log and the record only."""
+    spo_geo_admin_urls: dict[str, str] = field(default_factory=dict)
+    """Each SharePoint geo's admin site (``CKEY_SPO_GEO_ADMIN_URLS``), for reading every geo into the inventory."""
 
 
 def build_activities(gateways: Gateways, stubs: Iterable[type] | None = None) -> list[Callable[..., Any]]:

@@ -23,6 +23,7 @@ from sqlalchemy.engine import make_url
 
 from ckey.cli_sandbox import sandbox_app
 from ckey.cli_schedules import app as schedules_app
+from ckey.cli_spo import spo_app
 from ckey.cli_vault import key_app, vault_app
 from ckey.config import Settings, SettingsError, get_settings
 from ckey.models import Role, iso_duration, parse_duration
@@ -693,6 +694,7 @@ def audit_export(
 app.add_typer(vault_app, name="vault")
 app.add_typer(key_app, name="key")
 app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(spo_app, name="spo")
 
 
 def main() -> None:

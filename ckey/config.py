@@ -181,6 +181,17 @@ class Settings(BaseSettings):
     """How often the mailboxes of an assignment or verification are checked (1 s .. 1 day)."""
     exchange_assign_batch_size: Annotated[int, Field(ge=1, le=1000)] = 200
     """Mailboxes per assignment activity (each activity call assigns up to this many)."""
+    # SharePoint/OneDrive (spo.dep.register, spo.dep.restore)
+    spo_poll_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=1))] = timedelta(
+        minutes=15
+    )
+    """How often a geo is read while it registers (Get-SPODataEncryptionPolicy; 1 s .. 1 day)."""
+    spo_stall_deadline: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=30))] = timedelta(
+        hours=24
+    )
+    """How long a geo's percent of sites may stay unchanged before the operation escalates it (once)."""
+    spo_follow_limit: Annotated[timedelta, Field(ge=timedelta(minutes=1), le=timedelta(days=365))] = timedelta(days=30)
+    """How long ckey follows a geo to Registered before the operation ends failed, saying where the geo stood."""
 
     # The inventory and the schedules that keep it (Temporal Schedules, created by the worker)
     inventory_sync_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=7))] = timedelta(

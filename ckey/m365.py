@@ -814,6 +814,19 @@ class M365Gateway:
         params = {"KeyType": key_type, "KeyVaultName": key.vault, "KeyName": key.key, "KeyVersion": key.version}
         await self.invoke(_spo("Update-SPODataEncryptionPolicy", admin_url, params))
 
+    async def restore_spo_data_encryption_policy(
+        self, admin_url: str, primary: SpoKeyRef, secondary: SpoKeyRef
+    ) -> None:
+        """Restore-SPODataEncryptionPolicy <admin site> -Primary/SecondaryKeyVaultName -...KeyName -...KeyVersion.
+
+        For a geo in recovery mode only (Microsoft recovered it after access to its keys was lost): the two new keys,
+        by name (the ``BYOK_MultipleParameters`` set, as Register takes them).
+        """
+        params: dict[str, Any] = {}
+        for label, key in (("Primary", primary), ("Secondary", secondary)):
+            params |= {f"{label}KeyVaultName": key.vault, f"{label}KeyName": key.key, f"{label}KeyVersion": key.version}
+        await self.invoke(_spo("Restore-SPODataEncryptionPolicy", admin_url, params))
+
 
 def _spo(name: str, admin_url: str, params: Mapping[str, Any] | None = None) -> Cmdlet:
     """A SharePoint cmdlet through the geo's admin site, naming it as ``-Identity`` too."""

@@ -73,6 +73,10 @@ class SpoState(StrEnum):
     REGISTERING = "Registering"
     REGISTERED = "Registered"
     ROLLING = "Rolling"
+    RECOVERY = "Recovery"
+    """Recovery mode: Microsoft recovered the geo with its availability key after the customer lost access to its
+    keys; Restore-SPODataEncryptionPolicy gives it new keys (the text is the sandbox's: Microsoft does not publish
+    it)."""
 
 
 def rule_error(rule: str, message: str, **context: Any) -> PydanticCustomError:

@@ -65,6 +65,9 @@ class SpoState(StrEnum):
     REGISTERING = "Registering"
     REGISTERED = "Registered"
     ROLLING = "Rolling"
+    RECOVERY = "Recovery"
+    """In recovery mode (the sandbox's name: Microsoft documents the mode, not the state's text): Microsoft serves
+    the geo through its availability key until Restore-SPODataEncryptionPolicy gives it new keys."""
 
 
 # Key URIs ------------------------------------------------------------------------------------------------------------

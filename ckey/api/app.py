@@ -10,7 +10,7 @@ from temporalio.client import Client
 
 from ckey.api import openapi, problems
 from ckey.api.guard import BodyLimits, RequestGuard
-from ckey.api.routes import audit, exchange, key_backups, operations, schedules, uploads, vaults
+from ckey.api.routes import audit, exchange, key_backups, operations, schedules, spo, uploads, vaults
 from ckey.auth import TokenVerifier
 from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
@@ -80,5 +80,6 @@ def create_app(
     app.include_router(key_backups.router)
     app.include_router(exchange.router)
     app.include_router(schedules.router)
+    app.include_router(spo.router)
     openapi.install(app)
     return app

@@ -27,6 +27,7 @@ from sandbox.m365.exchange import Exchange
 from sandbox.m365.faults import Faults, FaultSwitchboard
 from sandbox.m365.multiworkload import MultiWorkload
 from sandbox.m365.sharepoint import SharePoint
+from sandbox.m365.sharepoint_recovery import enter_recovery
 from sandbox.m365.tenant import TenantSpec
 from sandbox.m365.ticker import Ticker
 
@@ -230,6 +231,11 @@ def build_control_app(
     @app.get("/sandbox/sites/items")
     async def site_items(url: str, _: Admin) -> dict[str, Any]:
         return await sharepoint.read_site(url)
+
+    @app.post("/sandbox/geos/{geo}/recovery")
+    async def geo_recovery(geo: str, _: Admin) -> dict[str, Any]:
+        # Stands for Microsoft Support recovering the geo with its availability key (the customer lost its keys).
+        return await enter_recovery(sharepoint, geo)
 
     @app.get("/sandbox/alerts")
     async def alerts(_: Admin) -> list[dict[str, Any]]:

@@ -88,6 +88,11 @@ class SandboxM365Control(SandboxControlClient):
         result: dict[str, Any] = await self._call("GET", "/sites/items", params={"url": url})
         return result
 
+    async def recover_geo(self, geo: str) -> dict[str, Any]:
+        """Put a registered geo in recovery mode, as Microsoft does at a customer's request after its keys were lost."""
+        result: dict[str, Any] = await self._call("POST", f"/geos/{geo}/recovery")
+        return result
+
     async def alerts(self) -> list[dict[str, Any]]:
         """The service's alerts (the availability key was used ...)."""
         result: list[dict[str, Any]] = await self._call("GET", "/alerts")

@@ -330,6 +330,17 @@ class Core:
             transient=False,
         )
 
+    def open_with_availability(self, dep: DepRow) -> bytes:
+        """The DEP key through its availability key alone (Microsoft's recovery, never a fallback).
+
+        Raises:
+            KeyUnavailable: the availability key was deleted by the data purge.
+        """
+        if dep.wrapped_availability is None or dep.availability_key is None:
+            raise KeyUnavailable(f"The availability key of '{dep.name}' was deleted.", transient=False)
+        availability = keys.unseal(self._root, dep.availability_key, keys.dep_aad(dep.guid, "root"))
+        return keys.unseal(availability, dep.wrapped_availability, keys.dep_aad(dep.guid, AVAILABILITY))
+
     async def rewrap_dep_key(self, dep: DepRow, workload: Workload, exception_type: str) -> None:
         """Re-wrap ``dep``'s key with the latest version of each customer key (``-Refresh``).
 

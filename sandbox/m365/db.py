@@ -134,6 +134,9 @@ class GeoRow(Base):
     """A stalled geo (sandbox fault): progress stops at this instant ..."""
     paused_total: Mapped[float] = mapped_column(default=0.0)
     """... and the time spent stalled no longer counts once it resumes."""
+    recovery_at: Mapped[float | None] = mapped_column(default=None)
+    """In recovery mode since (Microsoft recovered the geo with its availability key after the customer lost access
+    to its keys), until Restore-SPODataEncryptionPolicy gives it new keys."""
 
 
 class SiteRow(Base):

@@ -20,10 +20,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sandbox.m365.clock import iso
 from sandbox.m365.core import Core, KeyUnavailable
 from sandbox.m365.db import DepRow, GeoRow, SiteRow
-from sandbox.m365.deps import parse_key_uri
 from sandbox.m365.errors import SPO_ARGUMENT, SPO_INVALID_OPERATION, SPO_SERVER, CmdletFailure
 from sandbox.m365.items import read_unit
 from sandbox.m365.params import Cmdlet, Kind, Output, Param, Spec
+from sandbox.m365.sharepoint_recovery import restore
+from sandbox.m365.sharepoint_sets import ONE_KEY, TWO_KEYS, key_uri, two_keys
 from sandbox.vocabulary import KeyUri, SpoState, Workload
 
 
@@ -55,37 +56,21 @@ class SharePoint:
 
     def cmdlets(self, host: str) -> dict[str, Cmdlet]:
         """The cmdlets by name, for a request to the admin host ``host`` (the geo it defaults to)."""
-        s = Kind.STRING
         specs = [
             Cmdlet(
-                Spec(
-                    "Register-SPODataEncryptionPolicy",
-                    (
-                        Param("Identity", s),
-                        Param("PrimaryKeyVaultName", s, True),
-                        Param("PrimaryKeyName", s, True),
-                        Param("PrimaryKeyVersion", s, True),
-                        Param("SecondaryKeyVaultName", s, True),
-                        Param("SecondaryKeyName", s, True),
-                        Param("SecondaryKeyVersion", s, True),
-                    ),
-                ),
+                Spec("Register-SPODataEncryptionPolicy", TWO_KEYS.params()),
                 lambda p: self.register(host, p),
                 changes=True,
             ),
-            Cmdlet(Spec("Get-SPODataEncryptionPolicy", (Param("Identity", s),)), lambda p: self.get(host, p)),
+            Cmdlet(Spec("Get-SPODataEncryptionPolicy", (Param("Identity", Kind.STRING),)), lambda p: self.get(host, p)),
             Cmdlet(
-                Spec(
-                    "Update-SPODataEncryptionPolicy",
-                    (
-                        Param("Identity", s),
-                        Param("KeyType", s, True),
-                        Param("KeyVaultName", s, True),
-                        Param("KeyName", s, True),
-                        Param("KeyVersion", s, True),
-                    ),
-                ),
+                Spec("Update-SPODataEncryptionPolicy", ONE_KEY.params()),
                 lambda p: self.update(host, p),
+                changes=True,
+            ),
+            Cmdlet(
+                Spec("Restore-SPODataEncryptionPolicy", TWO_KEYS.params()),
+                lambda p: restore(self, host, p),
                 changes=True,
             ),
         ]
@@ -93,7 +78,8 @@ class SharePoint:
 
     # Geos -------------------------------------------------------------------------------------------------------
 
-    async def _geo(self, s: AsyncSession, host: str, identity: str | None) -> GeoRow:
+    async def geo_of(self, s: AsyncSession, host: str, identity: str | None) -> GeoRow:
+        """The geo a request addresses: its admin host, or another geo's admin site named by ``-Identity``."""
         target = host
         if identity:
             target = identity.strip().lower().removeprefix("https://").removeprefix("http://").split("/", 1)[0]
@@ -111,6 +97,8 @@ class SharePoint:
         total = geo.site_count
         if geo.dep_guid is None or geo.registered_at is None:
             return Progress(SpoState.UNREGISTERED, 0, total)
+        if geo.recovery_at is not None:
+            return Progress(SpoState.RECOVERY, total, total)
         t = geo.paused_at if geo.paused_at is not None else now
         d = self.core.durations
         if geo.roll_started_at is not None:
@@ -151,32 +139,20 @@ class SharePoint:
         """The admin hosts of the tenant's geos (``contoso-admin.sharepoint.com`` ...)."""
         return {str(g["admin_host"]) for g in self.core.tenant.get("geos", [])}
 
-    def _key_uri(self, vault: str, name: str, version: str) -> KeyUri:
-        return parse_key_uri(
-            f"https://{vault}.{self.core.settings.vault_dns_suffix}/keys/{name}/{version}", SPO_ARGUMENT
-        )
-
     # Cmdlets ----------------------------------------------------------------------------------------------------
 
     async def register(self, host: str, p: dict[str, Any]) -> Output:
         """Register-SPODataEncryptionPolicy: the geo's DEP from two keys in two vaults; encryption starts."""
         core = self.core
+        uris = two_keys(core.settings.vault_dns_suffix, p)
         async with core.db.session() as s:
-            geo = await self._geo(s, host, p.get("Identity"))
+            geo = await self.geo_of(s, host, p.get("Identity"))
         if geo.dep_guid is not None:
             raise CmdletFailure(
                 f"A data encryption policy is already registered for the geo {geo.geo}. To change a key, roll it with "
                 f"Update-SPODataEncryptionPolicy.",
                 SPO_INVALID_OPERATION,
             )
-        if p["PrimaryKeyVaultName"].strip().lower() == p["SecondaryKeyVaultName"].strip().lower():
-            raise CmdletFailure(
-                "The primary and secondary keys must be in two different Azure Key Vaults.", SPO_ARGUMENT
-            )
-        uris = [
-            self._key_uri(p["PrimaryKeyVaultName"], p["PrimaryKeyName"], p["PrimaryKeyVersion"]),
-            self._key_uri(p["SecondaryKeyVaultName"], p["SecondaryKeyName"], p["SecondaryKeyVersion"]),
-        ]
         material = await core.new_dep_key(uris, Workload.SHAREPOINT, SPO_SERVER)
         now = core.now()
         dep = DepRow(
@@ -190,7 +166,7 @@ class SharePoint:
         )
         core.store_new_dep_key(dep, material)
         async with core.db.session() as s, s.begin():
-            geo = await self._geo(s, host, p.get("Identity"))
+            geo = await self.geo_of(s, host, p.get("Identity"))
             default = await s.get(DepRow, core.default_dep)
             assert default is not None
             default_key = core.default_key(default)
@@ -207,7 +183,7 @@ class SharePoint:
     async def get(self, host: str, p: dict[str, Any]) -> Output:
         """Get-SPODataEncryptionPolicy [<SPOAdminSiteUrl>]: key URIs, state, percent of sites done."""
         async with self.core.db.session() as s:
-            geo = await self._geo(s, host, p.get("Identity"))
+            geo = await self.geo_of(s, host, p.get("Identity"))
             dep = await s.get(DepRow, geo.dep_guid) if geo.dep_guid else None
         progress = self.progress(geo, self.core.now())
         out: dict[str, Any] = {
@@ -234,8 +210,9 @@ class SharePoint:
         return Output([out])
 
     async def update(self, host: str, p: dict[str, Any]) -> Output:
-        """Update-SPODataEncryptionPolicy -KeyType Primary|Secondary -KeyVaultName -KeyName -KeyVersion."""
+        """Update-SPODataEncryptionPolicy -KeyType, and -KeyVaultName -KeyName -KeyVersion or -KeyVaultUri."""
         core = self.core
+        chosen = ONE_KEY.choose(p)
         key_type = p["KeyType"].strip().capitalize()
         if key_type not in ("Primary", "Secondary"):
             raise CmdletFailure(
@@ -246,7 +223,7 @@ class SharePoint:
             )
         index = 0 if key_type == "Primary" else 1
         async with core.db.session() as s:
-            geo = await self._geo(s, host, p.get("Identity"))
+            geo = await self.geo_of(s, host, p.get("Identity"))
             dep = await s.get(DepRow, geo.dep_guid) if geo.dep_guid else None
         if dep is None:
             raise CmdletFailure(
@@ -261,7 +238,7 @@ class SharePoint:
                 f"state is Registered.",
                 SPO_INVALID_OPERATION,
             )
-        uri = self._key_uri(p["KeyVaultName"], p["KeyName"], p["KeyVersion"])
+        uri = key_uri(core.settings.vault_dns_suffix, p, chosen)
         other = KeyUri.parse(dep.azure_key_ids[1 - index])
         if uri.vault.lower() == other.vault.lower():
             raise CmdletFailure(

@@ -112,6 +112,7 @@ def product_gateways(settings: Settings, store: Store, keyvault: KeyVaultGateway
         m365=M365Gateway(build_transport(settings, azure)),
         support=HttpSupportDesk(azure, settings.support_url, settings.support_contact),
         windows365=Windows365Gateway(azure),
+        spo_geo_admin_urls=settings.spo_geo_admin_urls,
     )
 
 
