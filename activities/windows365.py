@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from activities.operation import audit_call
 from ckey.operations import Outcome
 from ckey.store import Store
-from ckey.store.cloudpcs import CloudPcStore
+from ckey.store.cloudpcs import CloudPcStore, refresh
 from ckey.windows365 import (
     ENCRYPTED_WITH_CMK,
     CloudPc,
@@ -186,20 +186,9 @@ class Windows365Activities(Windows365ActivityStub):
     @activity.defn
     async def refresh_cloud_pcs(self, input: RefreshCloudPcsInput) -> RefreshCloudPcsResult:
         """Every Cloud PC and the tenant setting, from Graph into the inventory (Cloud PCs gone are removed)."""
-        pcs = await self._read_all()
-        await self.cloud_pcs.forget_others([pc.id for pc in pcs])
-        kind: str | None = None
-        try:
-            setting = await self.windows365.tenant_encryption_setting()
-        except GraphRefusal as exc:
-            # Microsoft documents retrieveTenantEncryptionSetting for delegated access only: an app-only token may
-            # be refused. The Cloud PCs are still worth recording.
-            activity.logger.warning("tenant encryption setting not read: %s", exc)
-        else:
-            kind = setting.tenant_disk_encryption_type
-            await self.cloud_pcs.set_tenant(kind, datetime.now(UTC))
-        by_state: dict[str, int] = {}
-        for pc in pcs:
-            key = pc.disk_encryption_state or "unknown"
-            by_state[key] = by_state.get(key, 0) + 1
-        return RefreshCloudPcsResult(total=len(pcs), by_state=by_state, tenant_disk_encryption_type=kind)
+        read = await graph(refresh(self.windows365, self.cloud_pcs, datetime.now(UTC)))
+        if read.setting_error:
+            activity.logger.warning("tenant encryption setting not read: %s", read.setting_error)
+        return RefreshCloudPcsResult(
+            total=read.total, by_state=read.by_state, tenant_disk_encryption_type=read.tenant_disk_encryption_type
+        )

@@ -20,7 +20,7 @@ from ckey.store.schema import Base
 
 if TYPE_CHECKING:
     from ckey.store import Store
-    from ckey.windows365 import CloudPc
+    from ckey.windows365 import CloudPc, Windows365Gateway
 
 TENANT_KEY = "tenant"
 
@@ -213,3 +213,39 @@ class CloudPcStore:
                 select(CloudPcRow).where(CloudPcRow.failed.is_(True)).order_by(CloudPcRow.display_name).limit(limit)
             )
             return [_view(r) for r in rows]
+
+
+@dataclass
+class Refreshed:
+    """What a refresh read: the Cloud PCs by state and the tenant setting (None: Graph refused to say)."""
+
+    total: int
+    by_state: dict[str, int]
+    tenant_disk_encryption_type: str | None
+    setting_error: str | None = None
+
+
+async def refresh(gateway: Windows365Gateway, cloud_pcs: CloudPcStore, now: datetime) -> Refreshed:
+    """Read every Cloud PC and the tenant setting from Graph into SQL (Cloud PCs Graph no longer lists removed).
+
+    Graph's errors are the gateway's (``GraphRefusal``, ``GraphUnavailable``), except the tenant setting's
+    refusal: Microsoft documents ``retrieveTenantEncryptionSetting`` for delegated access only, so an app-only
+    token may be refused it, and the Cloud PCs are still worth recording.
+    """
+    from ckey.windows365 import GraphRefusal
+
+    pcs = await gateway.cloud_pcs()
+    await cloud_pcs.record(pcs, now)
+    await cloud_pcs.forget_others([pc.id for pc in pcs])
+    kind, error = None, None
+    try:
+        setting = await gateway.tenant_encryption_setting()
+    except GraphRefusal as exc:
+        error = str(exc)
+    else:
+        kind = setting.tenant_disk_encryption_type
+        await cloud_pcs.set_tenant(kind, now)
+    by_state: dict[str, int] = {}
+    for pc in pcs:
+        by_state[pc.disk_encryption_state or "unknown"] = by_state.get(pc.disk_encryption_state or "unknown", 0) + 1
+    return Refreshed(total=len(pcs), by_state=by_state, tenant_disk_encryption_type=kind, setting_error=error)
