@@ -158,12 +158,12 @@ class Windows365Activities(Windows365ActivityStub):
         With ``final``, return what is seen and count every Cloud PC of the batch not customer-managed as failed.
         """
         members = await self.cloud_pcs.batch(input.operation_id, input.batch)
+        # The bulk action first, then the Cloud PCs: a Cloud PC the action counts done is then seen done too (the
+        # two reads are not one snapshot, and Microsoft keeps working between them).
+        action = await graph(self.windows365.bulk_action(input.bulk_action_id)) if input.bulk_action_id else None
         pcs = {pc.id: pc for pc in await self._read_all()}
         encrypted = [m for m in members if m.id in pcs and pcs[m.id].disk_encryption_state == ENCRYPTED_WITH_CMK]
-        finished = len(encrypted) == len(members) or input.final
-        if input.bulk_action_id and not finished:
-            action = await graph(self.windows365.bulk_action(input.bulk_action_id))
-            finished = action.finished
+        finished = len(encrypted) == len(members) or input.final or (action is not None and action.finished)
         if not finished and len(encrypted) < input.reported + input.report_every:
             raise ApplicationError(
                 f"{len(encrypted)} of {len(members)} Cloud PCs of batch {input.batch} customer-managed",

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import ActivityError, ApplicationError, RetryState, TimeoutError
 
 with workflow.unsafe.imports_passed_through():
     from ckey.models import Role, human_duration
@@ -63,7 +63,8 @@ def _polling(interval: timedelta) -> RetryPolicy:
 
 
 def _timed_out(error: ActivityError) -> bool:
-    return isinstance(error.cause, TimeoutError)
+    # A deadline that passes between retries ends the activity with its last failure and the retry state TIMEOUT.
+    return isinstance(error.cause, TimeoutError) or error.retry_state == RetryState.TIMEOUT
 
 
 @workflow.defn
@@ -144,7 +145,8 @@ class Windows365EncryptWorkflow(OperationWorkflow):
         deadline = assigned_at + input.ready_deadline
         limit = max(assigned_at + input.ready_limit, deadline)
         while True:
-            remaining = (limit if state.escalated else deadline) - workflow.now()
+            target = limit if state.escalated else deadline
+            remaining = target - workflow.now()
             if remaining > timedelta(0):
                 try:
                     return await workflow.execute_activity_method(
@@ -157,6 +159,17 @@ class Windows365EncryptWorkflow(OperationWorkflow):
                 except ActivityError as exc:
                     if not _timed_out(exc):
                         raise
+                # The polls stop at the last one that fits before the deadline: wait for the deadline itself and
+                # look once more, so that the escalation (or the failure) comes at its time, not a poll early.
+                rest = target - workflow.now()
+                if rest > timedelta(0):
+                    await workflow.sleep(rest)
+                last = await call(
+                    Windows365ActivityStub.read_tenant_encryption_setting,
+                    TenantSettingInput(operation_id=self.operation_id),
+                )
+                if last.customer_managed:
+                    return last
             if state.escalated:
                 raise ApplicationError(
                     f"the Intune admin center was not ready {human_duration(limit - assigned_at)} after the "
