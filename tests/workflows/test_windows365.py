@@ -231,9 +231,7 @@ async def w365_worker(
 async def test_without_a_multi_workload_assignment_the_api_refuses_and_nothing_changes(
     control: SandboxM365Control, graph: Windows365Gateway, w365_api: httpx.AsyncClient, auth: Auth
 ) -> None:
-    answer = await w365_api.post(
-        "/api/operations", json={"kind": "windows365.encrypt", "params": {}}, headers=auth()
-    )
+    answer = await w365_api.post("/api/operations", json={"kind": "windows365.encrypt", "params": {}}, headers=auth())
     assert answer.status_code == 422, answer.text
     assert "m365-assignment-exists" in answer.text
     assert await graph.bulk_actions() == []
@@ -257,9 +255,7 @@ async def test_every_cloud_pc_ends_encrypted_in_batches_with_progress_and_the_re
     assert before.status_code == 200, before.text
     assert before.json()["counts"] == {"encryptedUsingPlatformManagedKey": SPEC.cloud_pcs}
     assert before.json()["tenant_disk_encryption_type"] == "platformManagedKey"
-    started = await w365_api.post(
-        "/api/operations", json={"kind": "windows365.encrypt", "params": {}}, headers=auth()
-    )
+    started = await w365_api.post("/api/operations", json={"kind": "windows365.encrypt", "params": {}}, headers=auth())
     assert started.status_code == 202, started.text
     op_id = started.json()["id"]
     # A second re-encryption of the tenant's Cloud PCs is refused while this one holds the tenant.
@@ -306,9 +302,7 @@ async def test_every_cloud_pc_ends_encrypted_in_batches_with_progress_and_the_re
 
 
 @pytest.fixture
-async def time_gateways(
-    w365_settings: Settings, w365_azure: AzureConnection, store: Store
-) -> AsyncIterator[Any]:
+async def time_gateways(w365_settings: Settings, w365_azure: AzureConnection, store: Store) -> AsyncIterator[Any]:
     keyvault = KeyVaultGateway(w365_azure)
     yield product_gateways(w365_settings, store, keyvault, w365_azure)
     await keyvault.close()
@@ -406,7 +400,11 @@ async def test_intune_late_escalates_once_at_the_deadline_then_every_cloud_pc_is
                 a = e.activity_task_scheduled_event_attributes
                 print("SCHED", e.event_time.ToDatetime(), a.activity_type.name, a.input.payloads[0].data[:200])
             if e.HasField("activity_task_completed_event_attributes"):
-                print("DONE", e.event_time.ToDatetime(), e.activity_task_completed_event_attributes.result.payloads[0].data[:300])
+                print(
+                    "DONE",
+                    e.event_time.ToDatetime(),
+                    e.activity_task_completed_event_attributes.result.payloads[0].data[:300],
+                )
             if e.HasField("activity_task_failed_event_attributes"):
                 f = e.activity_task_failed_event_attributes
                 print("FAILED", e.event_time.ToDatetime(), f.retry_state, f.failure.message[:200])
