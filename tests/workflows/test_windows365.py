@@ -36,7 +36,7 @@ from ckey.m365 import M365Gateway, build_transport
 from ckey.store import Store
 from ckey.store.cloudpcs import CloudPcStore
 from ckey.windows365 import GraphRefusal, GraphUnavailable, Windows365Gateway
-from contracts.windows365 import BatchInput, PlanInput, Windows365EncryptInput
+from contracts.windows365 import BatchInput, PlanInput, TenantSettingInput, Windows365EncryptInput
 from sandbox.keyvault import SandboxKeyVaultServer
 from sandbox.m365.control import SandboxM365Control
 from sandbox.m365.server import SandboxM365Server
@@ -159,6 +159,26 @@ async def test_graph_throttling_is_retried_after_retry_after_and_a_refusal_keeps
     with pytest.raises(GraphUnavailable) as unavailable:
         await waiting.bulk_actions()
     assert unavailable.value.retry_after == 600 and slept == []  # the activity's retry waits, not a worker slot
+
+
+async def test_a_graph_refusal_fails_the_activity_for_good_with_graphs_message(
+    azure: AzureConnection, store: Store
+) -> None:
+    sent: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(f"{request.method} {request.url.path}")
+        message = "Application is not authorized to perform this operation."
+        return httpx.Response(403, json={"error": {"code": "Forbidden", "message": message}})
+
+    activities = Windows365Activities(Windows365Gateway(azure, httpx.MockTransport(answer)), store)
+    with pytest.raises(ApplicationError) as refused:
+        await ActivityEnvironment().run(
+            activities.read_tenant_encryption_setting, TenantSettingInput(operation_id="op-refused")
+        )
+    assert refused.value.type == "graph-refused" and refused.value.non_retryable
+    assert "Application is not authorized to perform this operation. (403 Forbidden)" in str(refused.value)
+    assert sent == ["GET /beta/deviceManagement/virtualEndpoint/retrieveTenantEncryptionSetting"]
 
 
 # A batch retried after a crash ---------------------------------------------------------------------------------------
