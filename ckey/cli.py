@@ -25,6 +25,7 @@ from ckey.cli_sandbox import sandbox_app
 from ckey.cli_schedules import app as schedules_app
 from ckey.cli_spo import spo_app
 from ckey.cli_vault import key_app, vault_app
+from ckey.cli_w365 import app as w365_app
 from ckey.config import Settings, SettingsError, get_settings
 from ckey.models import Role, iso_duration, parse_duration
 
@@ -40,6 +41,7 @@ app.add_typer(ops_app, name="op", hidden=True)
 app.add_typer(dep_app, name="dep")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(schedules_app, name="schedules")
+app.add_typer(w365_app, name="w365")
 
 # Markup off: what the CLI prints comes from the API (names, identities, messages) and is shown as written, never
 # read as Rich markup ("[/x]" in a key URI must not crash the CLI, nor "[red]" in a DEP name restyle a table).

@@ -193,6 +193,20 @@ class Settings(BaseSettings):
     spo_follow_limit: Annotated[timedelta, Field(ge=timedelta(minutes=1), le=timedelta(days=365))] = timedelta(days=30)
     """How long ckey follows a geo to Registered before the operation ends failed, saying where the geo stood."""
 
+    # Windows 365 (windows365.encrypt; m365.dep.assign passes the first three to it)
+    windows365_ready_deadline: Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(days=30))] = timedelta(hours=6)
+    """How long after the multi-workload assignment the Intune admin center may take to be ready (the seed: 3 to 4
+    hours) before ``windows365.encrypt`` escalates (once)."""
+    windows365_poll_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=1))] = timedelta(
+        minutes=15
+    )
+    """How often ``windows365.encrypt`` reads the tenant's Cloud PC encryption setting and its bulk actions."""
+    windows365_batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
+    """Cloud PCs per bulk action (``cloudPcBulkModifyDiskEncryptionType``)."""
+    windows365_ready_limit: Annotated[timedelta, Field(gt=timedelta(0), le=timedelta(days=90))] = timedelta(days=3)
+    """How long after the assignment ``windows365.encrypt`` keeps waiting for the Intune admin center after it
+    escalated; then the operation fails with its reason."""
+
     # The inventory and the schedules that keep it (Temporal Schedules, created by the worker)
     inventory_sync_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=7))] = timedelta(
         hours=1
@@ -300,6 +314,9 @@ class Settings(BaseSettings):
     @field_validator(
         "exchange_escalate_after",
         "exchange_poll_interval",
+        "windows365_ready_deadline",
+        "windows365_poll_interval",
+        "windows365_ready_limit",
         "inventory_sync_interval",
         "health_check_interval",
         mode="before",

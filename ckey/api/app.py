@@ -11,6 +11,7 @@ from temporalio.client import Client
 from ckey.api import openapi, problems
 from ckey.api.guard import BodyLimits, RequestGuard
 from ckey.api.routes import audit, exchange, key_backups, operations, schedules, spo, uploads, vaults
+from ckey.api.routes import windows365 as windows365_routes
 from ckey.auth import TokenVerifier
 from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
@@ -18,6 +19,7 @@ from ckey.keyvault import KeyVaultGateway
 from ckey.m365 import M365Gateway, build_transport
 from ckey.store import Store
 from ckey.temporal import connect
+from ckey.windows365 import Windows365Gateway
 
 
 def create_app(
@@ -27,6 +29,7 @@ def create_app(
     store: Store | None = None,
     keyvault: KeyVaultGateway | None = None,
     m365: M365Gateway | None = None,
+    windows365: Windows365Gateway | None = None,
 ) -> FastAPI:
     """The API, connected at start-up to Temporal and the store (or to the ones given, as tests do)."""
     settings = settings or get_settings()
@@ -41,6 +44,7 @@ def create_app(
         if azure is not None:
             app.state.keyvault = keyvault or KeyVaultGateway(azure)
             app.state.m365 = m365 or M365Gateway(build_transport(settings, azure))
+            app.state.windows365 = windows365 or Windows365Gateway(azure)
         try:
             yield
         finally:
@@ -60,6 +64,7 @@ def create_app(
     app.state.settings = settings
     # Given clients (tests, embedding) are usable without running the lifespan.
     app.state.client, app.state.store, app.state.keyvault, app.state.m365 = client, store, keyvault, m365
+    app.state.windows365 = windows365
     app.state.verifier = TokenVerifier(settings)
     problems.install(app)
     app.add_middleware(
@@ -81,5 +86,6 @@ def create_app(
     app.include_router(exchange.router)
     app.include_router(schedules.router)
     app.include_router(spo.router)
+    app.include_router(windows365_routes.router)
     openapi.install(app)
     return app

@@ -150,9 +150,25 @@ class Windows365:
             if action is None:
                 raise GraphError(404, "ResourceNotFound", f"Bulk action '{action_id}' was not found.")
             pcs = [await s.get(CloudPcRow, i) for i in action.cloud_pc_ids]
+        return self._bulk_view(action, pcs, now)
+
+    async def bulk_actions(self) -> list[dict[str, Any]]:
+        """Every bulk action, oldest first (``GET bulkActions``)."""
+        now = self.core.now()
+        async with self.core.db.session() as s:
+            actions = (await s.scalars(select(BulkActionRow).order_by(BulkActionRow.created_at))).all()
+            views = []
+            for action in actions:
+                pcs = [await s.get(CloudPcRow, i) for i in action.cloud_pc_ids]
+                views.append(self._bulk_view(action, pcs, now))
+        return views
+
+    def _bulk_view(self, action: BulkActionRow, pcs: list[CloudPcRow | None], now: float) -> dict[str, Any]:
+        # Graph's cloudPcBulkActionStatus is pending, succeeded, failed (or unknownFutureValue): "pending" while
+        # any Cloud PC is still in progress.
         done = sum(1 for pc in pcs if pc is not None and self.disk_state(pc, now) == "encryptedUsingCustomerManagedKey")
         total = len(pcs)
-        status = "succeeded" if done == total else "inProgress" if done else "pending"
+        status = "succeeded" if done == total else "pending"
         return {
             "@odata.type": BULK_MODIFY,
             "id": action.id,

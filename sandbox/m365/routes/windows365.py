@@ -34,6 +34,15 @@ def windows365_routes(gate: Gate, windows365: Windows365) -> list[Route]:
     async def cloud_pc(request: Request) -> Response:
         return JSONResponse(await windows365.get_cloud_pc(str(request.path_params["id"])))
 
+    async def tenant_encryption_setting(_: Request) -> Response:
+        # Graph documents the tenant's setting behind this function, not as a property of organizationSettings.
+        return JSONResponse(
+            {
+                "@odata.context": f"{_CONTEXT}#microsoft.graph.cloudPcTenantEncryptionSetting",
+                **{k: v for k, v in (await windows365.tenant_setting()).items() if k != "@odata.type"},
+            }
+        )
+
     async def organization_settings(request: Request) -> Response:
         if request.method == "PATCH":
             body = await json_object(request, Family.GRAPH)
@@ -52,13 +61,22 @@ def windows365_routes(gate: Gate, windows365: Windows365) -> list[Route]:
                 "id": "sandbox-organization-settings",
                 "osVersion": "windows11",
                 "userAccountType": "standardUser",
-                "tenantEncryptionSetting": await windows365.tenant_setting(),
+                "enableMEMAutoEnroll": False,
+                "enableSingleSignOn": False,
             }
         )
 
     async def create_bulk_action(request: Request) -> Response:
         body = await json_object(request, Family.GRAPH)
         return JSONResponse(await windows365.bulk_action(body), status_code=201)
+
+    async def bulk_actions(_: Request) -> Response:
+        return JSONResponse(
+            {
+                "@odata.context": f"{_CONTEXT}#deviceManagement/virtualEndpoint/bulkActions",
+                "value": await windows365.bulk_actions(),
+            }
+        )
 
     async def bulk_action(request: Request) -> Response:
         return JSONResponse(await windows365.get_bulk_action(str(request.path_params["id"])))
@@ -70,6 +88,8 @@ def windows365_routes(gate: Gate, windows365: Windows365) -> list[Route]:
         Route(f"{BASE}/cloudPCs", guard(cloud_pcs), methods=["GET"]),
         Route(f"{BASE}/cloudPCs/{{id}}", guard(cloud_pc), methods=["GET"]),
         Route(f"{BASE}/organizationSettings", guard(organization_settings), methods=["GET", "PATCH"]),
+        Route(f"{BASE}/retrieveTenantEncryptionSetting", guard(tenant_encryption_setting), methods=["GET"]),
         Route(f"{BASE}/bulkActions", guard(create_bulk_action), methods=["POST"]),
+        Route(f"{BASE}/bulkActions", guard(bulk_actions), methods=["GET"]),
         Route(f"{BASE}/bulkActions/{{id}}", guard(bulk_action), methods=["GET"]),
     ]

@@ -68,8 +68,10 @@ async def test_assignment_takes_effect_within_a_day_and_windows_365_follows(
 ) -> None:
     [none] = await m365.ok("Get-M365DataAtRestEncryptionPolicyAssignment")
     assert none["Status"] == "NotAssigned"
-    settings = await m365.graph("GET", "organizationSettings")
-    assert settings.body["tenantEncryptionSetting"]["tenantDiskEncryptionType"] == "platformManagedKey"
+    settings = await m365.graph("GET", "retrieveTenantEncryptionSetting")
+    assert settings.body["tenantDiskEncryptionType"] == "platformManagedKey"
+    # Graph's cloudPcOrganizationSettings has no tenantEncryptionSetting property: the setting is a function's answer.
+    assert "tenantEncryptionSetting" not in (await m365.graph("GET", "organizationSettings")).body
     pcs = (await m365.graph("GET", "cloudPCs")).body["value"]
     assert pcs and {pc["diskEncryptionState"] for pc in pcs} == {"encryptedUsingPlatformManagedKey"}
     bulk = {
@@ -86,17 +88,23 @@ async def test_assignment_takes_effect_within_a_day_and_windows_365_follows(
     assert pending["DataEncryptionPolicy"] == dep["Name"] and pending["Status"] == "Pending"
     d = tenant.sandbox.core.durations
     await control.advance_clock(seconds=d.intune_ready_min - 60)
-    not_yet = await m365.graph("GET", "organizationSettings")
-    assert not_yet.body["tenantEncryptionSetting"]["tenantDiskEncryptionType"] == "platformManagedKey"
+    not_yet = await m365.graph("GET", "retrieveTenantEncryptionSetting")
+    assert not_yet.body["tenantDiskEncryptionType"] == "platformManagedKey"
     await control.advance_clock(seconds=d.intune_ready_max - d.intune_ready_min + 60)
-    ready = await m365.graph("GET", "organizationSettings")
-    assert ready.body["tenantEncryptionSetting"]["tenantDiskEncryptionType"] == "customerManagedKey"
+    ready = await m365.graph("GET", "retrieveTenantEncryptionSetting")
+    assert ready.body["tenantDiskEncryptionType"] == "customerManagedKey"
     read_only = await m365.graph("PATCH", "organizationSettings", {"tenantEncryptionSetting": {}})
     assert read_only.status == 400
 
     created = await m365.graph("POST", "bulkActions", bulk)
     assert created.status == 201 and created.body["status"] == "pending"
     action = created.body["id"]
+    await control.advance_clock(seconds=d.cloud_pc_encrypt_min / 2)
+    # Graph's cloudPcBulkActionStatus knows pending, succeeded and failed; a bulk action under way is pending.
+    under_way = await m365.graph("GET", f"bulkActions/{action}")
+    assert under_way.body["status"] == "pending"
+    listed = (await m365.graph("GET", "bulkActions")).body["value"]
+    assert [a["id"] for a in listed] == [action]
     await control.advance_clock(seconds=d.cloud_pc_encrypt_max)
     done = await m365.graph("GET", f"bulkActions/{action}")
     assert done.body["status"] == "succeeded" and done.body["actionSummary"]["successfulCount"] == len(pcs)
