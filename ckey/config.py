@@ -179,6 +179,34 @@ class Settings(BaseSettings):
     exchange_assign_batch_size: Annotated[int, Field(ge=1, le=1000)] = 200
     """Mailboxes per assignment activity (each activity call assigns up to this many)."""
 
+    # Multi-workload DEPs (m365.dep.assign): the assignment's window, deadline and cadence
+    m365_assignment_window: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=7))] = timedelta(
+        hours=24
+    )
+    """How long after Set-M365DataAtRestEncryptionPolicyAssignment ckey waits before it verifies the assignment:
+    Microsoft documents no in-effect state, and up to 24 hours for it to take effect."""
+    m365_assignment_deadline: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=14))] = timedelta(
+        hours=26
+    )
+    """An assignment not verified in effect this long after it was made is escalated (once)."""
+    m365_assignment_poll_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=1))] = (
+        timedelta(minutes=15)
+    )
+    """How often an assignment past its window is verified again."""
+
+    # Windows 365 (the windows365.encrypt child that m365.dep.assign starts when the tenant has Cloud PCs)
+    windows365_ready_deadline: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=7))] = timedelta(
+        hours=6
+    )
+    """How long after the multi-workload assignment the Intune admin center may take to be ready (the seed: 3 to 4
+    hours) before ckey escalates."""
+    windows365_poll_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=1))] = timedelta(
+        minutes=15
+    )
+    """How often Windows 365's readiness and the Cloud PCs' encryption are checked."""
+    windows365_batch_size: Annotated[int, Field(ge=1, le=1000)] = 50
+    """Cloud PCs per encryption request (one Graph bulk action each)."""
+
     # The inventory and the schedules that keep it (Temporal Schedules, created by the worker)
     inventory_sync_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=7))] = timedelta(
         hours=1
@@ -275,6 +303,11 @@ class Settings(BaseSettings):
         "exchange_poll_interval",
         "inventory_sync_interval",
         "health_check_interval",
+        "m365_assignment_window",
+        "m365_assignment_deadline",
+        "m365_assignment_poll_interval",
+        "windows365_ready_deadline",
+        "windows365_poll_interval",
         mode="before",
     )
     @classmethod
@@ -299,6 +332,12 @@ class Settings(BaseSettings):
                 "only an admin may shorten it, with CKEY_ALLOW_SHORT_ESCALATION=true"
             )
         return value
+
+    @model_validator(mode="after")
+    def _m365_deadline_after_window(self) -> Settings:
+        if self.m365_assignment_deadline < self.m365_assignment_window:
+            raise ValueError("m365_assignment_deadline can't come before m365_assignment_window has passed")
+        return self
 
     @model_validator(mode="after")
     def _oidc_needs_issuer_and_jwks(self) -> Settings:

@@ -11,6 +11,7 @@ from temporalio.client import Client
 from ckey.api import openapi, problems
 from ckey.api.guard import BodyLimits, RequestGuard
 from ckey.api.routes import audit, exchange, key_backups, operations, schedules, uploads, vaults
+from ckey.api.routes import m365 as m365_routes
 from ckey.auth import TokenVerifier
 from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
@@ -80,5 +81,6 @@ def create_app(
     app.include_router(key_backups.router)
     app.include_router(exchange.router)
     app.include_router(schedules.router)
+    app.include_router(m365_routes.router)
     openapi.install(app)
     return app
