@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field, model_validator
 from temporalio import activity
 
 from ckey.models import DepName, TwoKeyUris, rule_error
-from ckey.operations import Params
+from ckey.operations import Escalation, Params
 from contracts.exchange import Description
 
 ASSIGNMENT_WINDOW = timedelta(hours=24)
@@ -203,6 +203,8 @@ class M365DepAssignInput(BaseModel):
     windows365_ready_deadline: timedelta = timedelta(hours=6)
     windows365_poll_interval: timedelta = timedelta(minutes=15)
     windows365_batch_size: int = Field(default=50, ge=1, le=1000)
+    follow_state: M365AssignFollow | None = None
+    """Carried across continue-as-new while the assignment is verified; never set by callers."""
 
     @model_validator(mode="after")
     def _positive_and_ordered(self) -> M365DepAssignInput:
@@ -231,6 +233,16 @@ class M365DepAssignResult(BaseModel):
     cloud_pcs: int = 0
     windows365_operation: str | None = None
     """The ``windows365.encrypt`` operation started for the tenant's Cloud PCs (None: no Cloud PCs)."""
+
+
+class M365AssignFollow(BaseModel):
+    """What a verification carries across continue-as-new: the result so far and the escalation made."""
+
+    result: M365DepAssignResult
+    escalations: list[Escalation] = Field(default_factory=list)
+
+
+M365DepAssignInput.model_rebuild()
 
 
 class M365DepDisableInput(BaseModel):

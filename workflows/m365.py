@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
         AssignmentInfo,
         AssignmentQuery,
         M365ActivityStub,
+        M365AssignFollow,
         M365DepAssignInput,
         M365DepAssignResult,
         M365DepCreateInput,
@@ -182,6 +183,27 @@ class M365DepAssignWorkflow(OperationWorkflow):
         return await self.operate(input, lambda: self._assign(input))
 
     async def _assign(self, input: M365DepAssignInput) -> M365DepAssignResult:
+        if input.follow_state is None:
+            result, dep = await self._assign_and_wait(input)
+        else:
+            # A continued run: the assignment was made and its window waited out; verification goes on.
+            result = input.follow_state.result
+            dep = MultiDepInfo(name=result.dep, guid=result.guid)
+            self._status.escalations = list(input.follow_state.escalations)
+            self.set_progress(0, 1, "assignment in effect")
+        await self._verify(input, dep, result)
+        self.set_progress(1, 1)
+        await self.set_phase(
+            M365AssignPhase.DONE,
+            {
+                "in_effect_at": result.in_effect_at.isoformat() if result.in_effect_at else None,
+                "signal": SIGNAL,
+                "windows365": result.windows365_operation,
+            },
+        )
+        return result
+
+    async def _assign_and_wait(self, input: M365DepAssignInput) -> tuple[M365DepAssignResult, MultiDepInfo]:
         # The plan, first: how this operation will know the assignment is in effect.
         await self.set_phase(
             M365AssignPhase.VALIDATING,
@@ -228,21 +250,15 @@ class M365DepAssignWorkflow(OperationWorkflow):
             {"until": (assigned_at + input.window).isoformat(), "windows365": result.windows365_operation},
         )
         await workflow.sleep(input.window)
-        await self._verify(input, dep, result)
-        self.set_progress(1, 1)
-        await self.set_phase(
-            M365AssignPhase.DONE,
-            {
-                "in_effect_at": result.in_effect_at.isoformat() if result.in_effect_at else None,
-                "signal": SIGNAL,
-                "windows365": result.windows365_operation,
-            },
-        )
-        return result
+        return result, dep
 
     async def _verify(self, input: M365DepAssignInput, dep: MultiDepInfo, result: M365DepAssignResult) -> None:
-        """Verify that the assignment names the DEP and the DEP is enabled; escalate once at the deadline."""
-        await self.set_phase(M365AssignPhase.VERIFYING)
+        """Verify that the assignment names the DEP and the DEP is enabled; escalate once at the deadline.
+
+        Past the deadline it goes on verifying (Microsoft may still fix it) until an operator cancels; the history
+        stays bounded by continuing as new.
+        """
+        await self.set_phase(M365AssignPhase.ESCALATED if result.escalated else M365AssignPhase.VERIFYING)
         deadline = result.assigned_at + input.deadline
         while True:
             seen: AssignmentInfo = await call(M365ActivityStub.m365_get_assignment, AssignmentQuery())
@@ -270,6 +286,10 @@ class M365DepAssignWorkflow(OperationWorkflow):
                     )
                 )
                 await self.set_phase(M365AssignPhase.ESCALATED, {"dep": dep.name, "assignment": seen.properties})
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                follow = M365AssignFollow(result=result, escalations=self._status.escalations)
+                workflow.continue_as_new(input.model_copy(update={"follow_state": follow}))
             wait = input.poll_interval
             if not result.escalated:
                 wait = min(wait, max(timedelta(seconds=1), deadline - workflow.now()))
