@@ -33,7 +33,7 @@ from activities import build_activities
 from ckey import temporal as sa
 from ckey.api.app import create_app
 from ckey.azure import AzureConnection
-from ckey.config import Settings
+from ckey.config import Settings, SettingsError, load_settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.m365 import M365Gateway, build_transport
 from ckey.models import Role, ServicePrincipal
@@ -46,6 +46,7 @@ from contracts.m365 import (
     AssignMultiDepResult,
     FindMultiDepResult,
     M365DepAssignInput,
+    M365DepRefParams,
     MultiDepInfo,
     MultiDepRef,
     RefreshMultiWorkloadInput,
@@ -63,7 +64,7 @@ from tests.workflows.conftest import TENANT_SPEED, product_gateways, unique
 from tests.workflows.test_keyvault import Auth, Recorder, run_operation
 from worker import WORKFLOW_FAILURE_TYPES
 from workflows import all_workflows
-from workflows.m365 import M365DepAssignWorkflow
+from workflows.m365 import M365DepAssignWorkflow, build_assign_input
 
 M365 = ServicePrincipal.MICROSOFT_365.value
 CLOUD_PCS = 3
@@ -513,3 +514,38 @@ async def test_an_assignment_never_shown_is_escalated_once_at_the_deadline(
     assert timedelta(hours=26) <= escalated_at - started < timedelta(hours=28), escalated_at - started
     assert len(tenant.escalations) == 1 and len(status.escalations) == 1
     assert status.phase == "escalated" and tenant.reads > 20
+
+
+# Settings ---------------------------------------------------------------------------------------------------------
+
+
+def test_the_assignment_takes_its_window_deadline_and_windows365_knobs_from_the_settings() -> None:
+    settings = load_settings(
+        _env_file=None,
+        m365_assignment_window="20h",
+        m365_assignment_deadline="30h",
+        m365_assignment_poll_interval="5m",
+        windows365_ready_deadline="5h",
+        windows365_poll_interval="2m",
+        windows365_batch_size=9,
+    )
+    built = build_assign_input(M365DepRefParams(dep="Contoso_Global"), settings)
+    assert (built.window, built.deadline, built.poll_interval) == (
+        timedelta(hours=20),
+        timedelta(hours=30),
+        timedelta(minutes=5),
+    )
+    assert (built.windows365_ready_deadline, built.windows365_poll_interval, built.windows365_batch_size) == (
+        timedelta(hours=5),
+        timedelta(minutes=2),
+        9,
+    )
+    defaults = build_assign_input(M365DepRefParams(dep="Contoso_Global"), load_settings(_env_file=None))
+    assert timedelta(hours=24) == defaults.window < defaults.deadline <= timedelta(hours=30)
+    with pytest.raises(SettingsError, match="m365_assignment_deadline"):
+        load_settings(_env_file=None, m365_assignment_window="24h", m365_assignment_deadline="2h")
+    with pytest.raises(ValueError, match="deadline-after-window"):
+        M365DepAssignInput(dep="Contoso_Global", window=timedelta(hours=2), deadline=timedelta(hours=1))
+    # The knobs are the deployment's: a caller can't set them.
+    with pytest.raises(ValueError, match="extra"):
+        M365DepRefParams.model_validate({"dep": "Contoso_Global", "window": "PT1S"})
