@@ -40,6 +40,15 @@ SIGNAL_DETAIL = (
 )
 
 
+def assigned_refusal(name: str) -> str:
+    """Why an assigned multi-workload DEP can't be disabled, and the ways out."""
+    return (
+        f"multi-workload DEP {name!r} is assigned to the tenant (Get-M365DataAtRestEncryptionPolicyAssignment names "
+        "it): there is no cmdlet to unassign it; assign another multi-workload DEP first (m365.dep.assign), or roll "
+        "the tenant back to Microsoft-managed keys (m365.rollback)"
+    )
+
+
 # Activities -------------------------------------------------------------------------------------------------------
 
 

@@ -21,7 +21,15 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from ckey import temporal as sa
     from ckey.models import Role, Workload, human_duration
-    from ckey.operations import Escalation, Lease, LeaseMode, LeaseRequest, OperationKind, OperationState
+    from ckey.operations import (
+        Escalation,
+        Lease,
+        LeaseMode,
+        LeaseRequest,
+        OperationKind,
+        OperationState,
+        lazy_preflight,
+    )
     from contracts.keyvault import CheckKeyHealthInput, HealthLine, KeyVaultActivityStub
     from contracts.m365 import (
         SIGNAL,
@@ -42,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
         MultiDepRef,
         NewMultiDepInput,
         RefreshMultiWorkloadInput,
+        assigned_refusal,
     )
     from contracts.windows365 import (
         WINDOWS365_ENCRYPT_WORKFLOW,
@@ -354,12 +363,7 @@ class M365DepDisableWorkflow(OperationWorkflow):
         assignment = await call(M365ActivityStub.m365_get_assignment, AssignmentQuery())
         if assignment.names(dep):
             raise ApplicationError(
-                f"multi-workload DEP {dep.name!r} is assigned to the tenant (Get-M365DataAtRestEncryptionPolicy"
-                f"Assignment names it): there is no cmdlet to unassign it; assign another multi-workload DEP first "
-                "(m365.dep.assign), or roll the tenant back to Microsoft-managed keys (m365.rollback)",
-                assignment.properties,
-                type="m365-dep-assigned",
-                non_retryable=True,
+                assigned_refusal(dep.name), assignment.properties, type="m365-dep-assigned", non_retryable=True
             )
         if not dep.enabled:
             await self.set_phase(M365DisablePhase.DONE, {"disabled": False, "already": True})
@@ -427,6 +431,7 @@ KINDS: tuple[OperationKind, ...] = (
         "start the Windows 365 Cloud PCs' encryption, follow until in effect (up to 24 hours).",
         dep_of=_dep,
         leases_of=_assigns_tenant,
+        preflight=lazy_preflight("ckey.store.multiworkload:preflight_assign"),
         result_model=M365DepAssignResult,
         activities=(M365ActivityStub, Windows365ActivityStub),
     ),
@@ -440,6 +445,7 @@ KINDS: tuple[OperationKind, ...] = (
         "while it is assigned to the tenant.",
         dep_of=_dep,
         leases_of=_disables_dep,
+        preflight=lazy_preflight("ckey.store.multiworkload:preflight_disable"),
         result_model=M365DepDisableResult,
         activities=(M365ActivityStub,),
     ),

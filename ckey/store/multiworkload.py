@@ -15,13 +15,21 @@ from sqlalchemy import String, Text, delete, select
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ckey.audit import as_utc
-from ckey.m365 import M365DataAtRestEncryptionPolicy, M365DataAtRestEncryptionPolicyAssignment
+from ckey.m365 import (
+    CmdletError,
+    M365DataAtRestEncryptionPolicy,
+    M365DataAtRestEncryptionPolicyAssignment,
+    M365Gateway,
+    TransientError,
+)
+from ckey.models import rule_error
 from ckey.store.inventory import _insert
 from ckey.store.schema import Base
-from contracts.m365 import AssignmentInfo, MultiDepInfo
+from contracts.m365 import AssignmentInfo, MultiDepInfo, assigned_refusal
 
 if TYPE_CHECKING:
     from ckey.store import Store
+    from ckey.store.targets import TargetStore
 
 TENANT = "tenant"
 """The key of the one assignment row."""
@@ -168,3 +176,51 @@ def _dep_view(row: MultiDepRow) -> MultiDepView:
         seen_at=as_utc(row.seen_at),
         source=row.source,
     )
+
+
+# Preflights: the API refuses what can do nothing, before anything starts --------------------------------------------
+
+
+async def _live(m365: M365Gateway, dep: str) -> tuple[MultiDepInfo | None, AssignmentInfo] | None:
+    """The DEP and the assignment as the tenant reports them now.
+
+    None when the tenant can't be read: the request starts, and the workflow's own checks refuse the same way.
+    """
+    try:
+        found = await m365.get_m365_data_at_rest_encryption_policy(dep)
+        assignment = assignment_info(await m365.get_m365_data_at_rest_encryption_policy_assignment())
+    except CmdletError as exc:
+        if exc.code == "ManagementObjectNotFoundException" or "couldn't be found" in exc.message.lower():
+            return None, AssignmentInfo()
+        return None
+    except (TransientError, ValueError):
+        return None
+    return (dep_info(found[0]) if found else None), assignment
+
+
+async def preflight_assign(params: BaseModel, targets: TargetStore, m365: M365Gateway) -> None:
+    """Refuse assigning an unknown or disabled multi-workload DEP (``m365-dep-exists``, ``m365-dep-enabled``)."""
+    name = str(getattr(params, "dep", ""))
+    live = await _live(m365, name)
+    if live is None:
+        return
+    dep, _ = live
+    if dep is None:
+        raise rule_error("m365-dep-exists", f"there is no multi-workload DEP named {name!r}")
+    if not dep.enabled:
+        raise rule_error(
+            "m365-dep-enabled", f"multi-workload DEP {dep.name!r} is disabled: enable it before assigning it"
+        )
+
+
+async def preflight_disable(params: BaseModel, targets: TargetStore, m365: M365Gateway) -> None:
+    """Refuse disabling an unknown DEP, or the tenant's assigned one (``m365-dep-assigned``, naming the ways out)."""
+    name = str(getattr(params, "dep", ""))
+    live = await _live(m365, name)
+    if live is None:
+        return
+    dep, assignment = live
+    if dep is None:
+        raise rule_error("m365-dep-exists", f"there is no multi-workload DEP named {name!r}")
+    if assignment.names(dep):
+        raise rule_error("m365-dep-assigned", assigned_refusal(dep.name))

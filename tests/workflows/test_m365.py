@@ -24,7 +24,7 @@ import httpx
 import pytest
 from temporalio import activity
 from temporalio.api.enums.v1 import ParentClosePolicy
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -37,7 +37,7 @@ from ckey.config import Settings, SettingsError, load_settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.m365 import M365Gateway, build_transport
 from ckey.models import Role, ServicePrincipal
-from ckey.operations import OperationState
+from ckey.operations import OperationRecord, OperationState
 from ckey.store import Store
 from contracts.m365 import (
     SIGNAL,
@@ -46,6 +46,7 @@ from contracts.m365 import (
     AssignMultiDepResult,
     FindMultiDepResult,
     M365DepAssignInput,
+    M365DepDisableInput,
     M365DepRefParams,
     MultiDepInfo,
     MultiDepRef,
@@ -64,7 +65,7 @@ from tests.workflows.conftest import TENANT_SPEED, product_gateways, unique
 from tests.workflows.test_keyvault import Auth, Recorder, run_operation
 from worker import WORKFLOW_FAILURE_TYPES
 from workflows import all_workflows
-from workflows.m365 import M365DepAssignWorkflow, build_assign_input
+from workflows.m365 import M365DepAssignWorkflow, M365DepDisableWorkflow, build_assign_input
 
 M365 = ServicePrincipal.MICROSOFT_365.value
 CLOUD_PCS = 3
@@ -189,6 +190,21 @@ async def create_dep(api: httpx.AsyncClient, auth: Auth, keys: list[str], name: 
     return body
 
 
+async def start(api: httpx.AsyncClient, auth: Auth, kind: str, params: dict[str, Any]) -> httpx.Response:
+    return await api.post("/api/operations", json={"kind": kind, "params": params}, headers=auth(Role.OPERATOR))
+
+
+async def run_directly(client: Client, store: Store, run: Any, input: Any, worker: Worker) -> OperationRecord | None:
+    """Start a workflow on the worker's queue without the API (its preflight skipped); its record once ended."""
+    op_id = f"op-{uuid.uuid4()}"
+    handle = await client.start_workflow(
+        run, input, id=op_id, task_queue=worker.task_queue, memo={"started_by": "alice@contoso.com"}
+    )
+    with contextlib.suppress(WorkflowFailureError):
+        await handle.result()
+    return await store.get_operation(op_id)
+
+
 async def child_input(client: Client, child_id: str) -> dict[str, Any]:
     history = await client.get_workflow_handle(child_id).fetch_history()
     started = history.events[0].workflow_execution_started_event_attributes
@@ -207,6 +223,7 @@ async def test_create_assign_in_effect_then_disable_once_another_is_assigned(
     control: SandboxM365Control,
     client: Client,
     m365: M365Gateway,
+    store: Store,
     record_history: Recorder,
 ) -> None:
     keys = await make_keys(kv_control)
@@ -281,11 +298,15 @@ async def test_create_assign_in_effect_then_disable_once_another_is_assigned(
     missing = await m_api.get("/api/m365/deps/NO_SUCH_DEP", headers=viewer)
     assert missing.status_code == 404 and missing.json()["rule"] == "m365-dep-exists"
 
-    # Disabling the assigned DEP is refused before anything is sent, naming the ways out.
+    # Disabling the assigned DEP is refused before anything is sent, naming the ways out: by the API, and by the
+    # workflow itself (started directly, as if the DEP had been assigned after the API looked).
     seq = await last_seq(control)
-    refused, _ = await run_operation(m_api, auth(Role.OPERATOR), "m365.dep.disable", {"dep": name})
-    assert refused["state"] == "failed" and refused["error"].startswith("m365-dep-assigned"), refused["error"]
-    assert "m365.dep.assign" in refused["error"] and "m365.rollback" in refused["error"]
+    refused = await start(m_api, auth, "m365.dep.disable", {"dep": name})
+    assert refused.status_code == 422 and refused.json()["rule"] == "m365-dep-assigned", refused.text
+    assert "m365.dep.assign" in refused.json()["detail"] and "m365.rollback" in refused.json()["detail"]
+    failed = await run_directly(client, store, M365DepDisableWorkflow.run, M365DepDisableInput(dep=name), m_worker)
+    assert failed is not None and failed.state is OperationState.FAILED
+    assert (failed.error or "").startswith("m365-dep-assigned") and "m365.rollback" in (failed.error or "")
     assert await control.calls(after=seq) == []
 
     # Another DEP assigned, the first one can be disabled, once (a second disable changes nothing).
@@ -303,12 +324,17 @@ async def test_create_assign_in_effect_then_disable_once_another_is_assigned(
     dep = (await m_api.get(f"/api/m365/deps/{name}", headers=viewer)).json()
     assert (dep["enabled"], dep["assigned"]) == (False, False)
 
-    # A disabled DEP is refused before anything is sent.
+    # A disabled or unknown DEP is refused before anything is sent, by the API and by the workflow.
     seq = await last_seq(control)
-    again, _ = await run_operation(m_api, auth(Role.OPERATOR), "m365.dep.assign", {"dep": name})
-    assert again["state"] == "failed" and again["error"].startswith("m365-dep-enabled"), again["error"]
-    unknown, _ = await run_operation(m_api, auth(Role.OPERATOR), "m365.dep.assign", {"dep": "NO_SUCH_DEP"})
-    assert unknown["state"] == "failed" and unknown["error"].startswith("m365-dep-exists"), unknown["error"]
+    refused_again = await start(m_api, auth, "m365.dep.assign", {"dep": name})
+    assert refused_again.status_code == 422 and refused_again.json()["rule"] == "m365-dep-enabled", refused_again.text
+    unknown = await start(m_api, auth, "m365.dep.assign", {"dep": "NO_SUCH_DEP"})
+    assert unknown.status_code == 422 and unknown.json()["rule"] == "m365-dep-exists", unknown.text
+    for dep_name, rule in ((name, "m365-dep-enabled"), ("NO_SUCH_DEP", "m365-dep-exists")):
+        failed = await run_directly(
+            client, store, M365DepAssignWorkflow.run, M365DepAssignInput(dep=dep_name), m_worker
+        )
+        assert failed is not None and (failed.error or "").startswith(rule), failed
     assert await control.calls(after=seq) == []
     still = await m365.get_m365_data_at_rest_encryption_policy_assignment()
     assert still is not None and still.dep == second["result"]["name"]
