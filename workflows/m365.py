@@ -9,6 +9,7 @@ multi-workload DEP" ("Before you disable a multi-workload DEP, unassign the DEP 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,7 @@ if TYPE_CHECKING:
 WINDOWS365_KIND = "windows365.encrypt"
 DEP_LEASE = "dep:multi_workload"
 ASSIGNMENT_LEASE = ("m365:assignment", "tenant")
+CHILD_ID_MAX = 64
 
 
 def _key(uri: str) -> str:
@@ -307,6 +309,10 @@ class M365DepAssignWorkflow(OperationWorkflow):
     async def _start_windows365(self, input: M365DepAssignInput, dep: MultiDepInfo, assigned_at: Any) -> str:
         """Start ``windows365.encrypt`` as a child that outlives this operation and reports on its own record."""
         child_id = f"{self.operation_id}-windows365"
+        if len(child_id) > CHILD_ID_MAX:
+            # An operation id is at most 64 characters (the API's and the store's bound): a long parent's is cut.
+            digest = hashlib.sha256(self.operation_id.encode()).hexdigest()[:12]
+            child_id = f"{self.operation_id[: CHILD_ID_MAX - 24]}-{digest}-windows365"
         pairs: list[SearchAttributePair[Any]] = []
         # As the API sets them, where the API set this operation's: a server without them refuses them.
         if workflow.info().typed_search_attributes.get(sa.KIND) is not None:

@@ -37,7 +37,7 @@ from ckey.config import Settings, SettingsError, load_settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.m365 import M365Gateway, build_transport
 from ckey.models import Role, ServicePrincipal
-from ckey.operations import OperationRecord, OperationState
+from ckey.operations import OperationKind, OperationRecord, OperationState
 from ckey.store import Store
 from contracts.m365 import (
     SIGNAL,
@@ -46,6 +46,7 @@ from contracts.m365 import (
     AssignMultiDepResult,
     FindMultiDepResult,
     M365DepAssignInput,
+    M365DepCreateParams,
     M365DepDisableInput,
     M365DepRefParams,
     MultiDepInfo,
@@ -64,11 +65,15 @@ from tests.support.windows365_stub import Windows365EncryptStub
 from tests.workflows.conftest import TENANT_SPEED, product_gateways, unique
 from tests.workflows.test_keyvault import Auth, Recorder, run_operation
 from worker import WORKFLOW_FAILURE_TYPES
-from workflows import all_workflows
+from workflows import all_workflows, product_registry
 from workflows.m365 import M365DepAssignWorkflow, M365DepDisableWorkflow, build_assign_input
 
 M365 = ServicePrincipal.MICROSOFT_365.value
 CLOUD_PCS = 3
+DEMO_KEYS = [
+    "https://contosowestusvault1.vault.azure.net/keys/key-01",
+    "https://contosocentralusvault1.vault.azure.net/keys/key-02",
+]
 OWN_TENANT = TenantSpec(mailboxes=4, mail_users=0, sites_per_geo=0, cloud_pcs=CLOUD_PCS, stuck_mailboxes=0, seed=11)
 
 
@@ -502,7 +507,7 @@ class NeverAssigned:
 
     @activity.defn(name="count_cloud_pcs")
     async def count(self, input: CloudPcsInput) -> CloudPcsResult:
-        return CloudPcsResult(count=0)
+        return CloudPcsResult(count=2)
 
     @activity.defn(name="record_operation")
     async def record(self, input: RecordOperationInput) -> RecordOperationResult:
@@ -518,13 +523,15 @@ async def test_an_assignment_never_shown_is_escalated_once_at_the_deadline(
     async with Worker(
         time_env.client,
         task_queue=task_queue,
-        workflows=[M365DepAssignWorkflow],
+        workflows=[M365DepAssignWorkflow, Windows365EncryptStub],
         activities=[tenant.find, tenant.assign, tenant.get, tenant.refresh, tenant.count, tenant.record],
     ):
+        # A parent id of 64 characters (the bound of an operation id): the child's is cut to fit, not refused.
+        long_id = f"op-{uuid.uuid4()}-{'x' * 24}"
         handle = await time_env.client.start_workflow(
             M365DepAssignWorkflow.run,
             M365DepAssignInput(dep="MW_never", poll_interval=timedelta(hours=1)),
-            id=f"op-{uuid.uuid4()}",
+            id=long_id,
             task_queue=task_queue,
         )
         started = await time_env.get_current_time()
@@ -535,7 +542,14 @@ async def test_an_assignment_never_shown_is_escalated_once_at_the_deadline(
         escalated_at = tenant.escalations[0].at if tenant.escalations else None
         await time_env.sleep(timedelta(days=2))
         status = await handle.query(M365DepAssignWorkflow.progress)
+        history = await handle.fetch_history()
         await handle.terminate("test over")
+    (child,) = [
+        e.start_child_workflow_execution_initiated_event_attributes.workflow_id
+        for e in history.events
+        if e.HasField("start_child_workflow_execution_initiated_event_attributes")
+    ]
+    assert len(long_id) == 64 and len(child) <= 64 and child.endswith("-windows365") and child.startswith(long_id[:40])
     assert escalated_at is not None
     assert timedelta(hours=26) <= escalated_at - started < timedelta(hours=28), escalated_at - started
     assert len(tenant.escalations) == 1 and len(status.escalations) == 1
@@ -575,3 +589,27 @@ def test_the_assignment_takes_its_window_deadline_and_windows365_knobs_from_the_
     # The knobs are the deployment's: a caller can't set them.
     with pytest.raises(ValueError, match="extra"):
         M365DepRefParams.model_validate({"dep": "Contoso_Global", "window": "PT1S"})
+
+
+def leases_of(kind: OperationKind, params: Any) -> list[Any]:
+    assert kind.leases_of is not None
+    return list(kind.leases_of(params).leases)
+
+
+def test_the_kinds_hold_the_dep_and_the_tenants_assignment() -> None:
+    registry = product_registry()
+    assign, disable, create = (registry.get(f"m365.dep.{verb}") for verb in ("assign", "disable", "create"))
+    assert assign is not None and disable is not None and create is not None
+    held = {
+        kind.name: {(lease.target, lease.mode.value) for lease in leases_of(kind, params)}
+        for kind, params in (
+            (assign, M365DepRefParams(dep="Contoso_Global")),
+            (disable, M365DepRefParams(dep="Contoso_Global")),
+            (create, M365DepCreateParams.model_validate({"name": "Contoso_Global", "azure_key_ids": DEMO_KEYS})),
+        )
+    }
+    assert held == {
+        "m365.dep.assign": {("dep:multi_workload:contoso_global", "read"), ("m365:assignment:tenant", "write")},
+        "m365.dep.disable": {("dep:multi_workload:contoso_global", "write"), ("m365:assignment:tenant", "read")},
+        "m365.dep.create": {("dep:multi_workload:contoso_global", "write")},
+    }
