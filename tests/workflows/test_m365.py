@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -26,10 +27,11 @@ from temporalio import activity
 from temporalio.api.enums.v1 import ParentClosePolicy
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.service import RPCError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import build_activities
+from activities.m365 import M365Activities
 from ckey import temporal as sa
 from ckey.api.app import create_app
 from ckey.azure import AzureConnection
@@ -39,6 +41,7 @@ from ckey.m365 import M365Gateway, build_transport
 from ckey.models import Role, ServicePrincipal
 from ckey.operations import OperationKind, OperationRecord, OperationState
 from ckey.store import Store
+from ckey.store.multiworkload import MultiWorkloadStore
 from contracts.m365 import (
     SIGNAL,
     AssignmentInfo,
@@ -613,3 +616,32 @@ def test_the_kinds_hold_the_dep_and_the_tenants_assignment() -> None:
         "m365.dep.disable": {("dep:multi_workload:contoso_global", "write"), ("m365:assignment:tenant", "read")},
         "m365.dep.create": {("dep:multi_workload:contoso_global", "write")},
     }
+
+
+# The activities, on their own -------------------------------------------------------------------------------------
+
+
+async def test_a_retried_assignment_sends_nothing_and_the_refresh_reads_it_into_the_inventory(
+    m365: M365Gateway, store: Store, kv_control: SandboxKeyVaultControl, control: SandboxM365Control
+) -> None:
+    name = f"MW_{uuid.uuid4().hex[:8]}"
+    await m365.new_m365_data_at_rest_encryption_policy(name, await make_keys(kv_control), "activity test")
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, workflow_id="op-activity-test")
+    activities = M365Activities(m365, store)
+    seq = await last_seq(control)
+    first = await env.run(activities.m365_assign_dep, MultiDepRef(dep=name))
+    # The worker died after the call went through: the retry finds the DEP assigned and sends nothing.
+    env.info = dataclasses.replace(env.info, attempt=2)
+    retried = await env.run(activities.m365_assign_dep, MultiDepRef(dep=name))
+    assert (first.sent, retried.sent, retried.previous) == (True, False, name)
+    assert len(await calls_since(control, seq, "Set-M365DataAtRestEncryptionPolicyAssignment")) == 1
+
+    read = await env.run(activities.refresh_multi_workload, RefreshMultiWorkloadInput(operation_id="op-sync"))
+    inventory = MultiWorkloadStore(store)
+    listed = await inventory.deps()
+    assert read.assigned == name and read.deps == len(listed) >= 1
+    assert name in [d.name for d in listed] and all(d.source == "op-sync" for d in listed)
+    assignment = await inventory.assignment()
+    assert assignment is not None and (assignment.dep, assignment.assigned_by) == (name, "op-activity-test")
+    assert assignment.properties["Name"] == name
