@@ -268,10 +268,10 @@ async def test_create_assign_in_effect_then_disable_once_another_is_assigned(
     first = next(e for e in events if e["action"].startswith("phase."))
     assert first["action"] == "phase.validating" and first["detail"]["signal"] == SIGNAL
     assert "documents no in-effect state" in first["detail"]["plan"]
-    # What the tenant says, through its real property (Name), and what the sandbox models (its own Status).
-    assert (await m365.get_m365_data_at_rest_encryption_policy_assignment()).dep == name  # type: ignore[union-attr]
-    status = await control.status()
-    assert name in json.dumps(status)
+    # What the tenant says, through its real property (Name); and by the sandbox's own model (its Status, which
+    # ckey never reads), the window waited out covered the time the assignment took to take effect.
+    seen = await m365.get_m365_data_at_rest_encryption_policy_assignment()
+    assert seen is not None and seen.dep == name and (seen.model_extra or {}).get("Status") == "Applied"
 
     # Windows 365: the tenant has Cloud PCs, so windows365.encrypt was started as a child, by name, abandoned on close.
     child_id = result["windows365_operation"]
