@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         OperationState,
         lazy_preflight,
     )
+    from contracts.alerts import AlertActivityStub
     from contracts.keyvault import CheckKeyHealthInput, HealthLine, KeyVaultActivityStub
     from contracts.m365 import (
         SIGNAL,
@@ -439,7 +440,8 @@ KINDS: tuple[OperationKind, ...] = (
         leases_of=_assigns_tenant,
         preflight=lazy_preflight("ckey.store.multiworkload:preflight_assign"),
         result_model=M365DepAssignResult,
-        activities=(M365ActivityStub, Windows365ActivityStub),
+        # AlertActivityStub: an escalation is also posted to the alert webhook (OperationWorkflow.escalate).
+        activities=(M365ActivityStub, Windows365ActivityStub, AlertActivityStub),
     ),
     OperationKind(
         name="m365.dep.disable",

@@ -42,6 +42,7 @@ from ckey.models import Role, ServicePrincipal
 from ckey.operations import OperationKind, OperationRecord, OperationState
 from ckey.store import Store
 from ckey.store.multiworkload import MultiWorkloadStore
+from contracts.alerts import Alert, AlertDelivery
 from contracts.m365 import (
     SIGNAL,
     AssignmentInfo,
@@ -490,6 +491,7 @@ class NeverAssigned:
     def __init__(self) -> None:
         self.reads = 0
         self.escalations: list[Any] = []
+        self.alerts: list[Alert] = []
 
     @activity.defn(name="m365_find_dep")
     async def find(self, input: MultiDepRef) -> FindMultiDepResult:
@@ -512,6 +514,11 @@ class NeverAssigned:
     async def count(self, input: CloudPcsInput) -> CloudPcsResult:
         return CloudPcsResult(count=2)
 
+    @activity.defn(name="post_alert_webhook")
+    async def alert(self, input: Alert) -> AlertDelivery:
+        self.alerts.append(input)
+        return AlertDelivery(delivered=True, status=200)
+
     @activity.defn(name="record_operation")
     async def record(self, input: RecordOperationInput) -> RecordOperationResult:
         if input.event is not None and input.event.action == "escalated":
@@ -527,7 +534,15 @@ async def test_an_assignment_never_shown_is_escalated_once_at_the_deadline(
         time_env.client,
         task_queue=task_queue,
         workflows=[M365DepAssignWorkflow, Windows365EncryptStub],
-        activities=[tenant.find, tenant.assign, tenant.get, tenant.refresh, tenant.count, tenant.record],
+        activities=[
+            tenant.find,
+            tenant.assign,
+            tenant.get,
+            tenant.refresh,
+            tenant.count,
+            tenant.record,
+            tenant.alert,
+        ],
     ):
         # A parent id of 64 characters (the bound of an operation id): the child's is cut to fit, not refused.
         long_id = f"op-{uuid.uuid4()}-{'x' * 24}"
