@@ -38,7 +38,7 @@ from ckey.azure import AzureConnection
 from ckey.config import Settings, SettingsError, load_settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.m365 import M365Gateway, build_transport
-from ckey.models import Role, ServicePrincipal
+from ckey.models import Role, ServicePrincipal, Workload
 from ckey.operations import OperationKind, OperationRecord, OperationState
 from ckey.store import Store
 from ckey.store.multiworkload import MultiWorkloadStore
@@ -660,3 +660,12 @@ async def test_a_retried_assignment_sends_nothing_and_the_refresh_reads_it_into_
     assignment = await inventory.assignment()
     assert assignment is not None and (assignment.dep, assignment.assigned_by) == (name, "op-activity-test")
     assert assignment.properties["Name"] == name
+
+
+async def test_the_demo_keys_make_a_multi_workload_dep(
+    m_api: httpx.AsyncClient, m_worker: Worker, auth: Auth, m_settings: Settings
+) -> None:
+    # What the README's commands use: the sandbox's demo keys for the Microsoft 365 principal (CKEY_DEP_KEYS).
+    keys = m_settings.dep_keys[Workload.MULTI_WORKLOAD]
+    body = await create_dep(m_api, auth, keys, f"MW_demo_{uuid.uuid4().hex[:6]}")
+    assert body["result"]["created"] is True
