@@ -21,6 +21,7 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
+from ckey.cli_m365 import app as m365_app
 from ckey.cli_sandbox import sandbox_app
 from ckey.cli_schedules import app as schedules_app
 from ckey.cli_spo import spo_app
@@ -42,6 +43,7 @@ app.add_typer(dep_app, name="dep")
 app.add_typer(mailbox_app, name="mailbox")
 app.add_typer(schedules_app, name="schedules")
 app.add_typer(w365_app, name="w365")
+app.add_typer(m365_app, name="m365")
 
 # Markup off: what the CLI prints comes from the API (names, identities, messages) and is shown as written, never
 # read as Rich markup ("[/x]" in a key URI must not crash the CLI, nor "[red]" in a DEP name restyle a table).

@@ -207,6 +207,21 @@ class Settings(BaseSettings):
     """How long after the assignment ``windows365.encrypt`` keeps waiting for the Intune admin center after it
     escalated; then the operation fails with its reason."""
 
+    # Multi-workload DEPs (m365.dep.assign): the assignment's window, deadline and cadence
+    m365_assignment_window: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=7))] = timedelta(
+        hours=24
+    )
+    """How long after Set-M365DataAtRestEncryptionPolicyAssignment ckey waits before it verifies the assignment:
+    Microsoft documents no in-effect state, and up to 24 hours for it to take effect."""
+    m365_assignment_deadline: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=14))] = timedelta(
+        hours=26
+    )
+    """An assignment not verified in effect this long after it was made is escalated (once)."""
+    m365_assignment_poll_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=1))] = (
+        timedelta(minutes=15)
+    )
+    """How often an assignment past its window is verified again."""
+
     # The inventory and the schedules that keep it (Temporal Schedules, created by the worker)
     inventory_sync_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=7))] = timedelta(
         hours=1
@@ -319,6 +334,9 @@ class Settings(BaseSettings):
         "windows365_ready_limit",
         "inventory_sync_interval",
         "health_check_interval",
+        "m365_assignment_window",
+        "m365_assignment_deadline",
+        "m365_assignment_poll_interval",
         mode="before",
     )
     @classmethod
@@ -343,6 +361,12 @@ class Settings(BaseSettings):
                 "only an admin may shorten it, with CKEY_ALLOW_SHORT_ESCALATION=true"
             )
         return value
+
+    @model_validator(mode="after")
+    def _m365_deadline_after_window(self) -> Settings:
+        if self.m365_assignment_deadline < self.m365_assignment_window:
+            raise ValueError("m365_assignment_deadline can't come before m365_assignment_window has passed")
+        return self
 
     @model_validator(mode="after")
     def _oidc_needs_issuer_and_jwks(self) -> Settings:

@@ -503,13 +503,22 @@ class M365DataAtRestEncryptionPolicy(_Output):
 class M365DataAtRestEncryptionPolicyAssignment(_Output):
     """Get-M365DataAtRestEncryptionPolicyAssignment's output: the tenant's multi-workload DEP, if one is assigned.
 
-    Fields this model does not name are kept (``extra``), so that what the service adds is not lost.
+    Microsoft documents no output properties for the cmdlet; ``Name`` (the assigned policy) is what clients read
+    (Microsoft365DSC's ``EXODataAtRestEncryptionPolicyAssignment``). Fields this model does not name are kept
+    (``extra``), so that what the service adds is not lost.
     """
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
+    name: str | None = Field(default=None, alias="Name")
+    """The assigned multi-workload DEP's name."""
     data_encryption_policy: str | None = Field(default=None, alias="DataEncryptionPolicy")
     data_encryption_policy_id: str | None = Field(default=None, alias="DataEncryptionPolicyId")
+
+    @property
+    def dep(self) -> str | None:
+        """The assigned DEP: ``Name``, else ``DataEncryptionPolicy`` where an answer carries only that."""
+        return self.name or self.data_encryption_policy
 
 
 class SpoDataEncryptionPolicy(_Output):

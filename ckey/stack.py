@@ -232,6 +232,39 @@ def demo_timings(settings: Settings) -> dict[str, str]:
         timings["CKEY_ALLOW_SHORT_ESCALATION"] = "true"
     if poll is not None:
         timings["CKEY_EXCHANGE_POLL_INTERVAL"] = f"PT{poll.total_seconds():g}S"
+    return timings | m365_demo_timings(settings)
+
+
+M365_SCALED = (
+    ("m365_assignment_window", "m365_assignment_deadline"),
+    ("m365_assignment_poll_interval",),
+    ("windows365_ready_deadline", "windows365_ready_limit"),
+    ("windows365_poll_interval",),
+    ("spo_poll_interval",),
+    ("spo_stall_deadline", "spo_follow_limit"),
+)
+"""The multi-workload, Windows 365 and SharePoint timings a sandbox stack scales to its tenant's clock; the window and its
+deadline (and the like) only together (scaling one the operator did not set under one they did would break
+their order)."""
+
+
+def m365_demo_timings(settings: Settings) -> dict[str, str]:
+    """The multi-workload assignment's and Windows 365's timings on a sandbox stack, scaled to its tenant's clock.
+
+    A day of the sandbox tenant's time is 24 s at 3600x; never under 1 s. A value the operator set is kept; outside
+    the sandbox nothing changes.
+    """
+    if not settings.sandbox:
+        return {}
+    speed = settings.sandbox_m365_speed or SANDBOX_M365_DEMO_SPEED
+    chosen = settings.model_fields_set
+    timings: dict[str, str] = {}
+    for group in M365_SCALED:
+        if chosen.intersection(group):
+            continue
+        for name in group:
+            value: timedelta = max(getattr(settings, name) / speed, timedelta(seconds=1))
+            timings[f"CKEY_{name.upper()}"] = f"PT{value.total_seconds():g}S"
     return timings
 
 

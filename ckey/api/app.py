@@ -12,6 +12,7 @@ from ckey.api import openapi, problems
 from ckey.api.guard import BodyLimits, RequestGuard
 from ckey.api.routes import audit, exchange, key_backups, operations, schedules, spo, uploads, vaults
 from ckey.api.routes import windows365 as windows365_routes
+from ckey.api.routes import m365 as m365_routes
 from ckey.auth import TokenVerifier
 from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
@@ -87,5 +88,6 @@ def create_app(
     app.include_router(schedules.router)
     app.include_router(spo.router)
     app.include_router(windows365_routes.router)
+    app.include_router(m365_routes.router)
     openapi.install(app)
     return app

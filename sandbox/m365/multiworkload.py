@@ -190,16 +190,21 @@ class MultiWorkload:
         return Output()
 
     async def get_assignment(self, p: dict[str, Any]) -> Output:
-        """Get-M365DataAtRestEncryptionPolicyAssignment."""
+        """Get-M365DataAtRestEncryptionPolicyAssignment: ``Name``, the assigned DEP, as clients read it.
+
+        Microsoft documents no output properties; Microsoft365DSC reads ``Name``. ``DataEncryptionPolicyId``,
+        ``Status``, ``AssignedDateTime`` and ``EffectiveDateTime`` are the sandbox's own (see the README): a client
+        that relies on them would rely on something the real service is not known to return.
+        """
         current = await self.assignment()
         if current is None:
-            return Output([{"DataEncryptionPolicy": None, "DataEncryptionPolicyId": None, "Status": "NotAssigned"}])
+            return Output([{"Name": None, "DataEncryptionPolicyId": None, "Status": "NotAssigned"}])
         dep = await self.core.dep(current.dep)
         applied = self.core.now() >= current.effective_at
         return Output(
             [
                 {
-                    "DataEncryptionPolicy": dep.name if dep else None,
+                    "Name": dep.name if dep else None,
                     "DataEncryptionPolicyId": current.dep,
                     "Status": "Applied" if applied else "Pending",
                     "AssignedDateTime": iso(current.assigned_at),
