@@ -11,8 +11,8 @@ from temporalio.client import Client
 from ckey.api import openapi, problems
 from ckey.api.guard import BodyLimits, RequestGuard
 from ckey.api.routes import audit, exchange, key_backups, operations, schedules, spo, uploads, vaults
-from ckey.api.routes import windows365 as windows365_routes
 from ckey.api.routes import m365 as m365_routes
+from ckey.api.routes import windows365 as windows365_routes
 from ckey.auth import TokenVerifier
 from ckey.azure import AzureConnection
 from ckey.config import Settings, get_settings
