@@ -243,9 +243,9 @@ M365_SCALED = (
     ("spo_poll_interval",),
     ("spo_stall_deadline", "spo_follow_limit"),
 )
-"""The multi-workload, Windows 365 and SharePoint timings a sandbox stack scales to its tenant's clock; the window and its
-deadline (and the like) only together (scaling one the operator did not set under one they did would break
-their order)."""
+"""The multi-workload, Windows 365 and SharePoint timings a sandbox stack scales to its tenant's clock; a window
+and its deadline (and the like) only together: scaling one the operator did not set under one they did would break
+their order."""
 
 
 def m365_demo_timings(settings: Settings) -> dict[str, str]:
