@@ -35,6 +35,11 @@ class InventorySyncResult(BaseModel):
     recipients: int = 0
     forgotten: int = 0
     statuses: int = 0
+    workloads: dict[str, int] = Field(default_factory=dict)
+    """What was read of the other workloads: ``multi_workload_deps``, ``spo_geos``, ``cloud_pcs``."""
+    unread: dict[str, str] = Field(default_factory=dict)
+    """Workloads that did not answer (``multi_workload``, ``sharepoint``, ``windows365``) and why; their read models
+    keep what an earlier sync read."""
     as_of: datetime | None = None
 
 

@@ -12,7 +12,7 @@ from ckey.models import Role
 from ckey.store import Store
 from ckey.store.inventory import InventoryStore
 from sandbox.keyvault.control import SandboxKeyVaultControl
-from tests.workflows.conftest import unique
+from tests.workflows.conftest import TENANT, unique
 from tests.workflows.test_exchange import DEMO_KEYS
 from tests.workflows.test_keyvault import Auth, Recorder, run_operation
 
@@ -56,6 +56,14 @@ async def test_a_sync_reads_every_dep_and_recipient_and_the_statuses_it_is_allow
     # One audited call per listing; statistics summarised once, not one entry per mailbox.
     calls = [e["action"] for e in events if e["action"].startswith("m365.")]
     assert calls.count("m365.Get-Mailbox") == 1 and calls.count("m365.Get-MailboxStatistics") == 1, calls
+
+    # The other workloads too, each answering from SQL afterwards: the geos, the multi-workload DEPs, the Cloud PCs.
+    assert result["unread"] == {}, result["unread"]
+    assert result["workloads"]["spo_geos"] == 2 and result["workloads"]["cloud_pcs"] == TENANT.cloud_pcs
+    assert "multi_workload_deps" in result["workloads"]
+    geos = (await api.get("/api/spo/geos", headers=operator)).json()
+    assert sorted(g["geo"] for g in (geos["items"] if isinstance(geos, dict) else geos)) == ["EUR", "NAM"]
+    assert (await api.get("/api/m365/assignment", headers=operator)).status_code == 200
 
     # The vaults too: /api/vaults answers from the inventory until someone asks for a fresh read.
     assert result["vaults"] >= 2
