@@ -3,11 +3,13 @@
 ``ckey spo register`` registers a geo's DEP (Register-SPODataEncryptionPolicy through its admin site) and follows it
 to Registered, ``ckey spo status`` shows the geos (Get-SPODataEncryptionPolicy, from the inventory; ``--refresh``
 reads the tenant now), ``ckey spo restore`` gives a geo in recovery mode two new keys (Restore-SPODataEncryptionPolicy).
-Keys are named ``<vault>/<key>/<version>`` or by their versioned key URI.
+Keys are named ``<vault>/<key>/<version>`` or by their versioned key URI; ``<vault>/<key>`` (or a URI without a
+version) takes the key's current version, read from Azure through the API and printed before anything starts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
@@ -20,30 +22,73 @@ spo_app = typer.Typer(help="SharePoint/OneDrive geos: register, status, restore.
 KeyOption = Annotated[str | None, typer.Option("--idempotency-key", help="Retry-safe key: the same key, the same run.")]
 WatchOption = Annotated[bool, typer.Option("--watch/--no-watch", help="Follow the operation with a progress bar.")]
 Geo = Annotated[str, typer.Option("--geo", help="The geo's code (NAM, EUR ...), one of CKEY_SPO_GEO_ADMIN_URLS.")]
-Primary = Annotated[str, typer.Option("--primary", help="<vault>/<key>/<version>, or the key's versioned URI.")]
-Secondary = Annotated[str, typer.Option("--secondary", help="<vault>/<key>/<version>, or the key's versioned URI.")]
+_KEY_HELP = "<vault>/<key>[/<version>] or the key's URI; without a version, the key's current version."
+Primary = Annotated[str, typer.Option("--primary", help=_KEY_HELP)]
+Secondary = Annotated[str, typer.Option("--secondary", help=_KEY_HELP)]
+
+CurrentVersion = Callable[[str, str], str]
+"""(vault, key) → the key's current version."""
 
 
-def key_ref(text: str) -> dict[str, str]:
-    """``vault/key/version`` or ``https://<vault>.vault.azure.net/keys/<key>/<version>`` as SpoKeyRef's fields.
+def key_ref(text: str, current: CurrentVersion | None = None) -> dict[str, str]:
+    """``vault/key[/version]`` or ``https://<vault>.vault.azure.net/keys/<key>[/<version>]`` as SpoKeyRef's fields.
+
+    Args:
+        text: the key as the operator wrote it.
+        current: resolves a key named without a version to its current version; None: a version is required.
 
     Raises:
-        typer.BadParameter: neither, or no version.
+        typer.BadParameter: neither form, or no version and nothing to resolve it with.
     """
     text = text.strip()
     try:
         if text.lower().startswith("https://"):
-            ref = SpoKeyRef.of(KeyUri.parse(text))
+            uri = KeyUri.parse(text)
+            vault, key, version = uri.vault, uri.name, uri.version
         else:
-            vault, key, version = text.split("/")
-            ref = SpoKeyRef(vault=vault, key=key, version=version)
+            parts = text.split("/")
+            if len(parts) not in (2, 3):
+                raise ValueError("expected <vault>/<key>[/<version>]")
+            vault, key, version = parts[0], parts[1], parts[2] if len(parts) == 3 else None
+        if version is None:
+            if current is None:
+                raise ValueError("SharePoint names a key with its version")
+            version = current(vault, key)
+        ref = SpoKeyRef(vault=vault, key=key, version=version)
     except ValueError as exc:
-        raise typer.BadParameter(f"{text!r}: a key is <vault>/<key>/<version> or its versioned URI ({exc})") from None
+        raise typer.BadParameter(
+            f"{text!r}: a key is <vault>/<key>[/<version>] or its URI ({str(exc).splitlines()[0]})"
+        ) from None
     return ref.model_dump()
 
 
+def current_version_from_api(vault: str, key: str) -> str:
+    """The key's current version as Azure reports it now (``GET /api/vaults?refresh=true``), printed.
+
+    Raises:
+        ValueError: the vault or the key is not there, or ckey may not list the vault's keys.
+    """
+    from ckey.cli import _call, console
+
+    for summary in _call("GET", "/api/vaults?refresh=true"):
+        if summary["name"].lower() != vault.lower():
+            continue
+        if summary.get("keys_error"):
+            raise ValueError(f"ckey can't list the keys of {vault}: {summary['keys_error']}")
+        for found in summary["keys"]:
+            if found["name"].lower() == key.lower():
+                console.print(f"{vault}/{key}: current version {found['version']}")
+                return str(found["version"])
+        raise ValueError(f"no key {key} in vault {vault}")
+    raise ValueError(f"no vault {vault} in the subscription")
+
+
 def _params(geo: str, primary: str, secondary: str) -> dict[str, Any]:
-    return {"geo": geo, "primary": key_ref(primary), "secondary": key_ref(secondary)}
+    return {
+        "geo": geo,
+        "primary": key_ref(primary, current_version_from_api),
+        "secondary": key_ref(secondary, current_version_from_api),
+    }
 
 
 @spo_app.command("register")

@@ -105,6 +105,22 @@ def test_the_cli_takes_a_key_by_name_or_by_its_versioned_uri() -> None:
             key_ref(bad)
 
 
+def test_the_cli_resolves_a_key_named_without_a_version_to_its_current_one() -> None:
+    asked: list[tuple[str, str]] = []
+
+    def current(vault: str, key: str) -> str:
+        asked.append((vault, key))
+        return VERSION
+
+    assert key_ref("contoso-eastus-kv1/spo-key-01", current) == PRIMARY
+    assert key_ref("https://contoso-eastus-kv1.vault.azure.net/keys/spo-key-01", current) == PRIMARY
+    assert key_ref(f"contoso-eastus-kv1/spo-key-01/{VERSION}", current) == PRIMARY
+    assert asked == [("contoso-eastus-kv1", "spo-key-01")] * 2
+    for bad in ("contoso-eastus-kv1", "a/b/c/d", "contoso-eastus-kv1/spo key"):
+        with pytest.raises(typer.BadParameter):
+            key_ref(bad, current)
+
+
 async def test_restore_is_sent_through_the_geos_admin_site_with_both_keys_by_name() -> None:
     sent: list[Cmdlet] = []
 
