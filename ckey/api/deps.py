@@ -20,6 +20,7 @@ from ckey.keyvault import KeyVaultGateway
 from ckey.m365 import M365Gateway
 from ckey.models import Role
 from ckey.store import Store
+from ckey.windows365 import Windows365Gateway
 
 _bearer = HTTPBearer(auto_error=False, description="A JWT with a ckey role (`ckey token` on the local stack).")
 
@@ -57,6 +58,12 @@ def get_m365(request: Request) -> M365Gateway:
 def get_m365_if_any(request: Request) -> M365Gateway | None:
     """The Microsoft 365 gateway, or ``None`` for an API embedded without one (checks that need it are skipped)."""
     gateway: M365Gateway | None = getattr(request.app.state, "m365", None)
+    return gateway
+
+
+def get_windows365_if_any(request: Request) -> Windows365Gateway | None:
+    """The Windows 365 (Graph) gateway, or ``None`` for an API embedded without one."""
+    gateway: Windows365Gateway | None = getattr(request.app.state, "windows365", None)
     return gateway
 
 
@@ -100,6 +107,7 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 KeyVaultDep = Annotated[KeyVaultGateway, Depends(get_keyvault)]
 M365Dep = Annotated[M365Gateway, Depends(get_m365)]
 OptionalM365Dep = Annotated[M365Gateway | None, Depends(get_m365_if_any)]
+OptionalWindows365Dep = Annotated[Windows365Gateway | None, Depends(get_windows365_if_any)]
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
 Operator = Annotated[Principal, Depends(require(Role.OPERATOR))]
 Caller = Annotated[Principal, Depends(get_principal)]

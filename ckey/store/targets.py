@@ -452,18 +452,21 @@ async def preflight_recipients(params: BaseModel, targets: TargetStore, m365: M3
     """Refuse a request none of whose named identities is a mailbox or a mail user, before anything starts.
 
     The inventory first (SQL), then, only when it lists none of them, one bulk lookup
-    (:meth:`~ckey.m365.M365Gateway.recipients`) over the stored set. A partial list starts: the
+    (:meth:`~ckey.m365.M365Gateway.recipients`) over the list named inline or the stored set. It runs before the
+    claim check stores an inline list, so that a refused request leaves nothing behind. A partial list starts: the
     workflow resolves it again and states the unknown ones on its record. When the tenant cannot be read now, the
     request starts too: the workflow's own lookup is retried and refuses the same way.
 
     Raises:
         PydanticCustomError: ``recipients-unknown``, naming the first unknown identities.
     """
-    set_id: str | None = getattr(params, "mailbox_file", None)
-    target = await targets.get_set(set_id) if set_id else None
-    if target is None or target.count == 0:
-        return
-    identities = await targets.items(target.id, 0, target.count)
+    identities: list[str] = list(getattr(params, "mailboxes", None) or [])
+    if not identities:
+        set_id: str | None = getattr(params, "mailbox_file", None)
+        target = await targets.get_set(set_id) if set_id else None
+        if target is None or target.count == 0:
+            return
+        identities = await targets.items(target.id, 0, target.count)
     # The inventory answers first, from SQL: one identity it lists is enough to start (the workflow resolves the
     # rest). Only a list it knows nothing of (typos, or recipients newer than the last sync) asks the tenant.
     if await InventoryStore(targets.store).known(identities):

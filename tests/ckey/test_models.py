@@ -136,7 +136,7 @@ def test_service_principals_and_states() -> None:
     assert ServicePrincipal.for_workload(Workload.EXCHANGE) == "00000002-0000-0ff1-ce00-000000000000"
     assert ServicePrincipal.for_workload(Workload.SHAREPOINT) == "00000003-0000-0ff1-ce00-000000000000"
     assert ServicePrincipal.for_workload(Workload.MULTI_WORKLOAD) == "c066d759-24ae-40e7-a56f-027002b5d3e4"
-    assert [s.value for s in SpoState] == ["Unregistered", "Registering", "Registered", "Rolling"]
+    assert [s.value for s in SpoState] == ["Unregistered", "Registering", "Registered", "Rolling", "Recovery"]
     assert SEED_MULTI_WORKLOAD_KEYS[0].startswith("https://")
 
 

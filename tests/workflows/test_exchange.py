@@ -25,6 +25,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from sqlalchemy import select
 from temporalio.client import Client, WorkflowFailureError
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
@@ -41,6 +42,7 @@ from ckey.keyvault import KeyVaultGateway
 from ckey.m365 import Cmdlet, M365Gateway
 from ckey.models import Role, ServicePrincipal
 from ckey.store import Store
+from ckey.store.schema import TargetItemRow
 from ckey.store.targets import TargetStore
 from ckey.support import SupportDesk
 from contracts.exchange import AssignBatchInput, ExchangeDepAssignInput, FollowInput
@@ -594,17 +596,22 @@ async def test_a_single_unknown_address_is_refused_before_it_starts(
     api: httpx.AsyncClient, product_worker: Worker, auth: Auth, m365: M365Gateway, store: Store
 ) -> None:
     name = f"NONE_{uuid.uuid4().hex[:8]}"
+    nobody = f"nobody-{uuid.uuid4().hex[:8]}@contoso.com"
     await m365.new_data_encryption_policy(name, DEMO_KEYS, "nobody to assign")
     started = await api.post(
         "/api/operations",
-        json={"kind": "exchange.dep.assign", "params": {"dep": name, "mailboxes": ["nobody@contoso.com"]}},
+        json={"kind": "exchange.dep.assign", "params": {"dep": name, "mailboxes": [nobody]}},
         headers=auth(Role.OPERATOR),
     )
     # Refused by the API after one bulk lookup: no operation record, no workflow, no call to the tenant.
     assert started.status_code == 422, started.text
     problem = started.json()
-    assert problem["rule"] == "recipients-unknown" and "nobody@contoso.com" in problem["detail"], problem
+    assert problem["rule"] == "recipients-unknown" and nobody in problem["detail"], problem
     assert await store.list_operations(dep=name) == []
+    # Nor a stored copy of the list: the check runs before the inline list is stored as a target set.
+    async with store.session() as session:
+        stored = (await session.execute(select(TargetItemRow.identity))).scalars().all()
+    assert nobody not in stored
 
 
 async def test_an_assignment_of_unknown_ones_only_is_refused_by_its_first_step(

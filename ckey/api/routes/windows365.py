@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from ckey.api.deps import StoreDep, Viewer
+from ckey.api.deps import OptionalWindows365Dep, StoreDep, Viewer
 from ckey.api.problems import Problem
 from ckey.store.cloudpcs import CloudPcStore, CloudPcView, refresh
-from ckey.windows365 import GraphRefusal, GraphUnavailable, Windows365Gateway
+from ckey.windows365 import GraphRefusal, GraphUnavailable
 
 router = APIRouter(prefix="/api/windows365", tags=["windows365"])
 
@@ -59,7 +59,7 @@ def _item(view: CloudPcView) -> CloudPcItem:
 
 @router.get("/cloud-pcs", response_model=CloudPcPage)
 async def cloud_pcs(
-    request: Request,
+    gateway: OptionalWindows365Dep,
     _: Viewer,
     store: StoreDep,
     state: Annotated[
@@ -74,7 +74,6 @@ async def cloud_pcs(
     """The tenant's Cloud PCs with their encryption state, from SQL; ``refresh=true`` reads Graph first."""
     pcs = CloudPcStore(store)
     if refresh_:
-        gateway: Windows365Gateway | None = getattr(request.app.state, "windows365", None)
         if gateway is None:
             raise Problem(503, "graph-reachable", "this API has no Microsoft Graph connection to refresh from")
         try:
