@@ -239,6 +239,8 @@ DEMO_INVENTORY_SYNC_INTERVAL = timedelta(seconds=5)
 """How often ``ckey up`` syncs the sandbox tenant into the inventory: a run shows in the Web UI within seconds."""
 DEMO_HEALTH_CHECK_INTERVAL = timedelta(seconds=30)
 """How often ``ckey up`` checks every key in use: a key broken on the sandbox is alerted within half a minute."""
+DEMO_KEY_ROTATION_WATCH_INTERVAL = timedelta(seconds=30)
+"""How often ``ckey up`` looks for new key versions: a key rotated on the sandbox is seen within half a minute."""
 
 
 def schedule_timings(settings: Settings) -> dict[str, str]:
@@ -251,6 +253,8 @@ def schedule_timings(settings: Settings) -> dict[str, str]:
         timings["CKEY_INVENTORY_SYNC_INTERVAL"] = f"PT{DEMO_INVENTORY_SYNC_INTERVAL.total_seconds():g}S"
     if "health_check_interval" not in chosen:
         timings["CKEY_HEALTH_CHECK_INTERVAL"] = f"PT{DEMO_HEALTH_CHECK_INTERVAL.total_seconds():g}S"
+    if "key_rotation_watch_interval" not in chosen:
+        timings["CKEY_KEY_ROTATION_WATCH_INTERVAL"] = f"PT{DEMO_KEY_ROTATION_WATCH_INTERVAL.total_seconds():g}S"
     return timings
 
 
