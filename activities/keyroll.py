@@ -152,7 +152,15 @@ class KeyRollActivities(KeyRollActivityStub):
                 ("Secondary", policy.secondary_key_uri, policy.secondary_key_version),
             ):
                 if same_key(uri, input.key_id):
-                    found.geos.append(GeoSlot(geo=geo, key_type=key_type, version=version))
+                    found.geos.append(
+                        GeoSlot(
+                            geo=geo,
+                            key_type=key_type,
+                            version=version,
+                            state=policy.state,
+                            percent=policy.percent_complete,
+                        )
+                    )
                     found.sources["tenant"].append(f"spo_geo:{geo}")
         found.deps, found.m365_deps = sorted(deps.values()), sorted(m365_deps.values())
         return found

@@ -161,6 +161,9 @@ class GeoSlot(BaseModel):
     key_type: str
     """``Primary`` or ``Secondary``."""
     version: str | None = None
+    state: str | None = None
+    """The geo's state when it was found (a key rolls only from ``Registered``)."""
+    percent: int | None = None
 
 
 class DiscoverResult(BaseModel):

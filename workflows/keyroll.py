@@ -140,6 +140,20 @@ class KeyRollWorkflow(OperationWorkflow):
                 "held": held.held,
             },
         )
+        busy = [g for g in geos if g.state != "Registered"]
+        if busy:
+            # SharePoint rolls one key at a time per geo, and only from Registered: refused before any version.
+            raise ApplicationError(
+                "; ".join(
+                    f"geo {g.geo} is {g.state}"
+                    + (f" ({g.percent}% of sites)" if g.percent is not None else "")
+                    + f": its {g.key_type.lower()} key can roll once it is Registered"
+                    for g in busy
+                )
+                + " (nothing was created)",
+                type="spo-geo-rolling",
+                non_retryable=True,
+            )
         if total == 0:
             raise ApplicationError(
                 f"no workload uses {key_id}: no mailbox DEP, multi-workload DEP or SharePoint geo names it "
