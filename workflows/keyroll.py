@@ -266,13 +266,15 @@ class KeyRollWorkflow(OperationWorkflow):
         await self._record_in_effect(TargetWorkload.MAILBOX_DEP, dep, key_id, version.version)
         await self.audit("key.roll.refreshed", target=f"mailbox_dep:{dep}", detail={"version": version.version})
         # The mailboxes are followed as exchange.encryption.verify follows them, escalation after the week included:
-        # an operation of its own (its record, its progress, its close), started and awaited by this roll.
+        # an operation of its own (its record, its progress, its close), started and awaited by this roll. Its id is
+        # the workflow's own random (replayed identically), not derived from this operation's id.
+        follow_id = f"op-{workflow.uuid4()}"
         followed: MailboxFollowResult = await workflow.execute_child_workflow(
             ExchangeEncryptionVerifyWorkflow.run,
             ExchangeEncryptionVerifyInput(
                 dep=dep, escalate_after=input.exchange_escalate_after, poll_interval=input.exchange_poll_interval
             ),
-            id=f"{self.operation_id}-verify-{dep.lower()}"[:200],
+            id=follow_id,
             memo={"kind": ExchangeEncryptionVerifyWorkflow.kind, "started_by": self.started_by, "dep": dep},
             parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
         )
@@ -282,7 +284,7 @@ class KeyRollWorkflow(OperationWorkflow):
             target=dep,
             state="refreshed",
             detail={
-                "follow_up": f"{self.operation_id}-verify-{dep.lower()}"[:200],
+                "follow_up": follow_id,
                 "encrypted": followed.encrypted,
                 "total": followed.total,
                 "case": followed.case_id,
