@@ -7,14 +7,20 @@ mailbox DEPs, the multi-workload DEP and the SharePoint geos it finds, tenant-wi
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from activities import build_activities
@@ -27,7 +33,7 @@ from ckey.models import KeyUri, Role, ServicePrincipal, SpoKeyRef
 from ckey.schedules import KEY_ROTATION_WATCH, SCHEDULES, build_schedule
 from ckey.store import Store
 from ckey.store.keyroll import KeyRollStore
-from contracts.keyroll import ROLL_TAG, KeyRotationWatchInput, RollSettings
+from contracts.keyroll import ROLL_TAG, KeyRollInput, KeyRotationWatchInput, RollSettings
 from sandbox.keyvault import SandboxKeyVaultControl, SandboxKeyVaultServer
 from sandbox.m365.control import SandboxM365Control
 from sandbox.m365.server import SandboxM365Server
@@ -37,7 +43,7 @@ from tests.workflows.conftest import product_gateways, unique
 from tests.workflows.test_keyvault import Auth, Recorder
 from worker import WORKFLOW_FAILURE_TYPES
 from workflows import all_workflows
-from workflows.keyroll import KeyRotationWatchWorkflow
+from workflows.keyroll import KeyRollWorkflow, KeyRotationWatchWorkflow
 
 AUTOMATION = "ckey-automation@contoso.com"
 PRINCIPALS = [p.value for p in ServicePrincipal]
@@ -471,3 +477,106 @@ async def test_the_watcher_adopts_a_version_made_by_hand_and_alerts_on_one_that_
     alerts = [e.detail for e in await store.list_audit(operation_id=op_id, limit=100) if e.action == "alert.raised"]
     assert [a["rule"] for a in alerts if rotated.versionless in a["summary"]] == ["key-rotation-version-expires"]
     await record_history(op_id, "key_rotation_watch")
+
+
+# A worker killed in the roll's longest phase ------------------------------------------------------------------------
+
+
+async def test_killing_the_worker_while_the_roll_follows_its_mailboxes_ends_it_once(
+    env: WorkflowEnvironment,
+    client: Client,
+    op_settings: Settings,
+    store: Store,
+    roll_m365: M365Gateway,
+    roll_keyvault: KeyVaultGateway,
+    roll_control: SandboxM365Control,
+    kv_control: SandboxKeyVaultControl,
+    tmp_path: Path,
+) -> None:
+    rolled, other = await two_keys(kv_control)
+    dep, boxes = await mailbox_dep_with_data(roll_m365, roll_control, [rolled.versionless, other.versionless], 2)
+    before = await versions(roll_keyvault, rolled)
+    # One mailbox's move never finishes: after the refresh the roll follows it until it is let go.
+    await roll_control.set_stuck([boxes[0]])
+    worker_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("CKEY_")},
+        "CKEY_DATA_DIR": str(op_settings.data_dir),
+        "CKEY_SANDBOX": "true",
+        "CKEY_DATABASE_URL": str(store.engine.url),
+        "CKEY_TEMPORAL_ADDRESS": env.client.service_client.config.target_host,
+        "CKEY_TEMPORAL_TASK_QUEUE": op_settings.temporal_task_queue,
+        "CKEY_SANDBOX_KEYVAULT_PORT": str(op_settings.sandbox_keyvault_port),
+        "CKEY_SANDBOX_M365_PORT": str(op_settings.sandbox_m365_port),
+        "CKEY_SCHEDULES": "false",
+        "CKEY_AZURE_CLIENT_ID": str(op_settings.azure_client_id),
+        "CKEY_AZURE_CLIENT_SECRET": op_settings.azure_client_secret.get_secret_value()
+        if op_settings.azure_client_secret
+        else "",
+        "PYTHONPATH": str(Path(__file__).parents[2]),
+    }
+
+    def start_worker(log: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "worker"],
+            env=worker_env,
+            cwd=tmp_path,
+            stdout=open(tmp_path / log, "wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    first = start_worker("worker-1.log")
+    op_id = f"op-{uuid.uuid4()}"
+    handle = await client.start_workflow(
+        KeyRollWorkflow.run,
+        KeyRollInput(
+            vault=rolled.vault,
+            key=rolled.name,
+            deps=[dep],
+            geo_admin_urls=op_settings.spo_geo_admin_urls,
+            poll_interval=timedelta(seconds=1),
+            exchange_poll_interval=timedelta(seconds=1),
+        ),
+        id=op_id,
+        task_queue=op_settings.temporal_task_queue,
+    )
+    started_at = (await handle.describe()).start_time
+    try:
+        for _ in range(1200):
+            follow_ups = await store.list_operations(kind="exchange.encryption.verify", limit=1000)
+            if any(r.dep == dep and r.started_at >= started_at for r in follow_ups):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError((tmp_path / "worker-1.log").read_text()[-3000:])
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    record = await store.get_operation(op_id)
+    assert record is not None and record.phase == "refreshing", record
+
+    second = start_worker("worker-2.log")
+    await roll_control.set_stuck([boxes[0]], stuck=False)
+    try:
+        result = await asyncio.wait_for(handle.result(), timeout=float(os.environ.get("KILL_TIMEOUT", "240")))
+    except TimeoutError:
+        raise AssertionError((tmp_path / "worker-2.log").read_text()[-3000:]) from None
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+    # One new version, one refresh, one follow-up: the roll ended once.
+    after = await roll_keyvault.key_versions(rolled)
+    assert [v.version for v in after] == [*before, result.version]
+    assert after[-1].tags[ROLL_TAG] == op_id
+    refreshes = [c for c in await roll_control.calls(cmdlet="Set-DataEncryptionPolicy") if c["identity"] == dep]
+    assert len(refreshes) == 1, refreshes
+    assert [(w.target, w.state, w.detail["encrypted"], w.detail["total"]) for w in result.workloads] == [
+        (dep, "refreshed", 2, 2)
+    ]
+    ended_record = await store.get_operation(op_id)
+    assert ended_record is not None and ended_record.state.value == "succeeded"
+    follow_ups = [
+        r
+        for r in await store.list_operations(kind="exchange.encryption.verify", limit=1000)
+        if r.dep == dep and r.started_at >= ended_record.started_at
+    ]
+    assert [r.state.value for r in follow_ups] == ["succeeded"]

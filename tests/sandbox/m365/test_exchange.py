@@ -342,7 +342,7 @@ async def test_set_policy_name_renames_the_dep_and_its_mailboxes_follow(
     # Microsoft Learn: Set-DataEncryptionPolicy -Name "specifies the unique name for the data encryption policy".
     [dep] = await m365.ok("New-DataEncryptionPolicy", Name=unique("Old_name"), AzureKeyIDs=keys.uris)
     [other] = await m365.ok("New-DataEncryptionPolicy", Name=unique("Taken_name"), AzureKeyIDs=keys.uris)
-    mailbox = (await user_mailboxes(m365))[5]["Name"]
+    mailbox = (await user_mailboxes(m365))[9]["Name"]
     await m365.ok("Set-Mailbox", Identity=mailbox, DataEncryptionPolicy=dep["Name"])
     new_name = unique("New_name")
     assert await m365.ok("Set-DataEncryptionPolicy", Identity=dep["Name"], Name=new_name) == []
