@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from azure.keyvault.keys import KeyRotationLifetimeAction, KeyRotationPolicy, KeyRotationPolicyAction
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -386,6 +387,60 @@ async def test_a_geo_rolling_outside_ckey_is_refused_before_any_version(
         assert len(await roll_control.calls(cmdlet="Update-SPODataEncryptionPolicy")) == calls_before
     finally:
         await roll_control.set_faults(stalled_geos=[])
+
+
+async def test_adopting_a_version_that_expires_or_is_not_the_newest_is_refused_and_nothing_is_refreshed(
+    roll_api: httpx.AsyncClient,
+    roll_worker: Worker,
+    auth: Auth,
+    roll_m365: M365Gateway,
+    roll_keyvault: KeyVaultGateway,
+    roll_control: SandboxM365Control,
+    kv_control: SandboxKeyVaultControl,
+) -> None:
+    operator = auth(Role.OPERATOR)
+    rolled, other = await two_keys(kv_control)
+    dep, _ = await mailbox_dep_with_data(roll_m365, roll_control, [rolled.versionless, other.versionless], 1)
+    [first] = await versions(roll_keyvault, rolled)
+    expiring = await roll_keyvault.key_client(rolled.vault_url).create_rsa_key(
+        rolled.name, size=2048, expires_on=datetime(2030, 1, 1, tzinfo=UTC)
+    )
+    params = {"vault": rolled.vault, "key": rolled.name, "deps": [dep]}
+    for version, rule in ((expiring.properties.version, "key-no-expiry"), (first, "adopt-newest-version")):
+        started = await start(roll_api, operator, "key.roll", {**params, "adopt_version": version})
+        body = await ended(roll_api, operator, started.json()["id"])
+        assert body["state"] == "failed" and body["error"].startswith(rule), body["error"]
+    assert [c for c in await roll_control.calls(cmdlet="Set-DataEncryptionPolicy") if c["identity"] == dep] == []
+    assert await versions(roll_keyvault, rolled) == [first, expiring.properties.version]
+
+    # A roll that creates its version gives it no expiry, whatever the current version carries.
+    started = await start(roll_api, operator, "key.roll", params)
+    body = await ended(roll_api, operator, started.json()["id"])
+    assert body["state"] == "succeeded", body["error"]
+    newest = (await roll_keyvault.key_versions(rolled))[-1]
+    assert (newest.version, newest.expires_on) == (body["result"]["version"], None)
+
+
+async def test_health_names_a_rotation_policy_that_would_give_a_key_an_expiry(
+    roll_api: httpx.AsyncClient,
+    roll_worker: Worker,
+    auth: Auth,
+    roll_keyvault: KeyVaultGateway,
+    kv_control: SandboxKeyVaultControl,
+) -> None:
+    expiring, plain = await two_keys(kv_control)
+    policy = KeyRotationPolicy(
+        expires_in="P90D",
+        lifetime_actions=[KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P60D")],
+    )
+    await roll_keyvault.key_client(expiring.vault_url).update_key_rotation_policy(expiring.name, policy)
+    started = await start(
+        roll_api, auth(Role.OPERATOR), "keyvault.health", {"keys": [expiring.versionless, plain.versionless]}
+    )
+    body = await ended(roll_api, auth(Role.OPERATOR), started.json()["id"])
+    assert body["state"] == "failed" and "key-rotation-policy-no-expiry" in body["error"], body["error"]
+    broken = [(line["rule"], line["key"], line["detail"]) for line in body["result"]["lines"] if not line["ok"]]
+    assert broken == [("key-rotation-policy-no-expiry", expiring.versionless, "expiryTime P90D")]
 
 
 # The rotation watcher ----------------------------------------------------------------------------------------------
