@@ -362,12 +362,19 @@ class KeyRollActivities(KeyRollActivityStub):
 
         rolls = KeyRollStore(self.store)
         pending: list[PendingVersion] = []
+        unreadable: list[str] = []
         now = datetime.now(UTC)
         for entry in users.values():
             key_id = str(entry["_id"][0][0])
             key_uri = KeyUri.parse(key_id)
-            async with _refusals():
-                newest = newest_enabled(await self.keyvault.key_versions(key_uri))
+            try:
+                async with _refusals():
+                    newest = newest_enabled(await self.keyvault.key_versions(key_uri))
+            except ApplicationError as exc:
+                # One key ckey cannot read (its vault gone, ckey's access removed) is the health check's to report;
+                # the other keys are still watched.
+                unreadable.append(f"{key_id}: {exc.message}"[:500])
+                continue
             if newest is None:
                 continue
             recorded = {(r.workload, r.target): r.version for r in await rolls.in_effect(key_id)}
@@ -408,7 +415,7 @@ class KeyRollActivities(KeyRollActivityStub):
             if behind:
                 found.behind = behind
                 pending.append(found)
-        return PendingResult(keys=len(users), pending=pending)
+        return PendingResult(keys=len(users), pending=pending, unreadable=unreadable)
 
 
 def _geo_busy(geo: str, state: str, percent: int | None, text: str | None = None) -> ApplicationError:

@@ -659,12 +659,17 @@ def _print_ready(stack: Stack, console: Console) -> None:
     if settings.schedules:
         sync = DEMO_INVENTORY_SYNC_INTERVAL if "CKEY_INVENTORY_SYNC_INTERVAL" in schedule_timings(settings) else None
         health = DEMO_HEALTH_CHECK_INTERVAL if "CKEY_HEALTH_CHECK_INTERVAL" in schedule_timings(settings) else None
+        watch = (
+            DEMO_KEY_ROTATION_WATCH_INTERVAL
+            if "CKEY_KEY_ROTATION_WATCH_INTERVAL" in schedule_timings(settings)
+            else settings.key_rotation_watch_interval
+        )
         every = (sync or settings.inventory_sync_interval, health or settings.health_check_interval)
         lines.append(
             (
                 "schedules",
-                f"inventory sync every {every[0].total_seconds():g} s, key health every {every[1].total_seconds():g} s "
-                "(Web UI: Schedules; `ckey schedules list`)",
+                f"inventory sync every {every[0].total_seconds():g} s, key health every {every[1].total_seconds():g} "
+                f"s, key rotation watch every {watch.total_seconds():g} s (Web UI: Schedules; `ckey schedules list`)",
             )
         )
     console.print()

@@ -140,6 +140,8 @@ class KeyRotationWatchResult(BaseModel):
     """Operation ids of the rolls it started."""
     alerted: list[str] = Field(default_factory=list)
     """Key ids it raised an alert for (asks first, or the version carries an expiry)."""
+    unreadable: list[str] = Field(default_factory=list)
+    """Keys in use whose versions could not be listed, with the service's answer."""
 
 
 # Activities --------------------------------------------------------------------------------------------------------
@@ -302,6 +304,8 @@ class PendingResult(BaseModel):
 
     keys: int
     pending: list[PendingVersion] = Field(default_factory=list)
+    unreadable: list[str] = Field(default_factory=list)
+    """Keys in use whose versions ckey could not list, with the service's answer (the health check alerts on them)."""
 
 
 class KeyRollActivityStub:

@@ -470,7 +470,7 @@ class KeyRotationWatchWorkflow(OperationWorkflow):
             PendingInput(operation_id=self.operation_id, geo_admin_urls=input.roll.geo_admin_urls),
             start_to_close=timedelta(minutes=10),
         )
-        result = KeyRotationWatchResult(keys=found.keys, pending=found.pending)
+        result = KeyRotationWatchResult(keys=found.keys, pending=found.pending, unreadable=found.unreadable)
         await self.set_phase(WatchPhase.ACTING, {"keys": found.keys, "pending": [p.key_id for p in found.pending]})
         for pending in found.pending:
             if pending.expires_on is not None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
-from ckey import cli
+from ckey import cli, stack
+from ckey.config import load_settings
 from tests.ckey.test_cli_vault import FakeApi
 
 
@@ -65,3 +69,20 @@ def test_key_roll_starts_the_roll_with_what_it_names(fake_api: FakeApi) -> None:
     ]
     missing = runner.invoke(cli.app, ["key", "roll", "contoso-eastus-kv1", "--no-watch"])
     assert missing.exit_code == 2 and len(fake_api.started()) == 3, missing.output
+
+
+def test_up_gives_a_sandbox_stack_a_short_rotation_watch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CKEY_KEY_ROTATION_WATCH_INTERVAL", raising=False)
+    settings = stack.stack_settings(load_settings(data_dir=tmp_path, _env_file=None))
+    env = stack.child_environment(settings, tmp_path)
+    assert env["CKEY_KEY_ROTATION_WATCH_INTERVAL"] == "PT30S"
+    monkeypatch.setenv("CKEY_KEY_ROTATION_WATCH_INTERVAL", env["CKEY_KEY_ROTATION_WATCH_INTERVAL"])
+    assert load_settings(_env_file=None).key_rotation_watch_interval == timedelta(seconds=30)
+    # An operator's own interval is kept; production keeps its hour, and asks before adopting a version.
+    monkeypatch.setenv("CKEY_KEY_ROTATION_WATCH_INTERVAL", "10m")
+    chosen = stack.child_environment(stack.stack_settings(load_settings(data_dir=tmp_path, _env_file=None)), tmp_path)
+    assert chosen["CKEY_KEY_ROTATION_WATCH_INTERVAL"] == "10m"
+    monkeypatch.delenv("CKEY_KEY_ROTATION_WATCH_INTERVAL")
+    production = load_settings(data_dir=tmp_path, sandbox=False, _env_file=None)
+    assert stack.schedule_timings(production) == {}
+    assert (production.key_rotation_watch_interval, production.key_rotation_adopt) == (timedelta(hours=1), False)
