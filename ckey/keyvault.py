@@ -541,7 +541,7 @@ class KeyVaultGateway:
             raise service_error(exc) from None
 
     async def key_versions(self, uri: KeyUri) -> list[KeyVersionInfo]:
-        """Every version of the key, oldest first (Get-AzKeyVaultKey -IncludeVersions), with its tags.
+        """Every version of the key, oldest first, the current one last (Get-AzKeyVaultKey -IncludeVersions).
 
         Raises:
             KeyVaultError: the service refused (403 without ``list``, 404 no such key) or failed.
@@ -549,6 +549,9 @@ class KeyVaultGateway:
         client = self.key_client(uri.vault_url)
         out: list[KeyVersionInfo] = []
         try:
+            # Creation times are whole seconds: two versions made in one second are ordered by which one the
+            # versionless URI serves (Key Vault's current version), never by their random version ids.
+            current = (await client.get_key(uri.name)).properties.version
             async for props in client.list_properties_of_key_versions(uri.name):
                 out.append(
                     KeyVersionInfo(
@@ -563,7 +566,7 @@ class KeyVaultGateway:
         except HttpResponseError as exc:
             raise service_error(exc) from None
         epoch = datetime.min.replace(tzinfo=UTC)
-        return sorted(out, key=lambda v: (v.created_on or epoch, v.version))
+        return sorted(out, key=lambda v: (v.created_on or epoch, v.version == current))
 
     async def create_key_version(self, uri: KeyUri, tags: dict[str, str]) -> KeyInfo:
         """A new version of the key like its current one (type, size, operations, tags), with no expiry.
