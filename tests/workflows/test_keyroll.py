@@ -51,11 +51,12 @@ PRINCIPALS = [p.value for p in ServicePrincipal]
 """Exchange Online, SharePoint Online and the Microsoft 365 data-at-rest principal."""
 SERVICE = ["get", "wrapKey", "unwrapKey"]
 ROLL_TENANT = TenantSpec(
-    mailboxes=12, mail_users=0, sites_per_geo=3, cloud_pcs=0, stuck_mailboxes=0, geos=["NAM", "EUR", "APC"]
+    mailboxes=12, mail_users=0, sites_per_geo=3, cloud_pcs=0, stuck_mailboxes=0, geos=["NAM", "EUR", "APC", "JPN"]
 )
 ROLL_SPEED = 2_000_000.0
 NAM, EUR = "https://contoso-admin.sharepoint.com", "https://contosoeur-admin.sharepoint.com"
 APC = "https://contosoapc-admin.sharepoint.com"
+JPN = "https://contosojpn-admin.sharepoint.com"
 
 
 # A tenant of the roll tests' own ------------------------------------------------------------------------------------
@@ -91,7 +92,7 @@ def op_settings(stack_settings: Settings, task_queue: str, roll_port: int) -> Se
             "exchange_poll_interval": timedelta(seconds=1),
             "key_roll_poll_interval": timedelta(seconds=1),
             "key_roll_m365_window": timedelta(seconds=20),
-            "spo_geo_admin_urls": {"NAM": NAM, "EUR": EUR, "APC": APC},
+            "spo_geo_admin_urls": {"NAM": NAM, "EUR": EUR, "APC": APC, "JPN": JPN},
         }
     )
 
@@ -635,3 +636,67 @@ async def test_killing_the_worker_while_the_roll_follows_its_mailboxes_ends_it_o
         if r.dep == dep and r.started_at >= ended_record.started_at
     ]
     assert [r.state.value for r in follow_ups] == ["succeeded"]
+
+
+# A geo that stops advancing during a roll (time-skipping server) ---------------------------------------------------
+
+
+async def test_a_geo_that_stops_rolling_is_escalated_once_after_the_stall_deadline(
+    time_env: WorkflowEnvironment,
+    op_settings: Settings,
+    store: Store,
+    roll_m365: M365Gateway,
+    roll_keyvault: KeyVaultGateway,
+    roll_azure: AzureConnection,
+    roll_control: SandboxM365Control,
+    kv_control: SandboxKeyVaultControl,
+    task_queue: str,
+) -> None:
+    primary, secondary = await two_keys(kv_control)
+    geo = "JPN"  # a geo no other test of the roll tenant registers
+    admin_url = op_settings.spo_geo_admin_urls[geo]
+    p_versions, s_versions = await versions(roll_keyvault, primary), await versions(roll_keyvault, secondary)
+    await roll_m365.register_spo_data_encryption_policy(
+        admin_url,
+        SpoKeyRef(vault=primary.vault, key=primary.name, version=p_versions[-1]),
+        SpoKeyRef(vault=secondary.vault, key=secondary.name, version=s_versions[-1]),
+    )
+    await registered(roll_m365, admin_url)
+    await roll_control.set_faults(stalled_geos=[geo])
+    gateways = product_gateways(op_settings, store, roll_keyvault, roll_azure)
+    op_id = f"op-{uuid.uuid4()}"
+    stall = timedelta(days=2)
+    try:
+        async with Worker(
+            time_env.client,
+            task_queue=task_queue,
+            workflows=[KeyRollWorkflow],
+            activities=build_activities(gateways),
+        ):
+            result = await time_env.client.execute_workflow(
+                KeyRollWorkflow.run,
+                KeyRollInput(
+                    vault=secondary.vault,
+                    key=secondary.name,
+                    geos=[geo],
+                    geo_admin_urls=op_settings.spo_geo_admin_urls,
+                    poll_interval=timedelta(hours=1),
+                    spo_stall_after=stall,
+                ),
+                id=op_id,
+                task_queue=task_queue,
+                memo={"started_by": "alice@contoso.com"},
+            )
+    finally:
+        await roll_control.set_faults(stalled_geos=[])
+    [outcome] = result.workloads
+    assert (outcome.target, outcome.state, outcome.escalated) == (geo, "stalled", True)
+    assert outcome.detail == {"key_type": "Secondary", "percent": 0}
+    record = await store.get_operation(op_id)
+    assert record is not None and record.state.value == "succeeded"
+    (escalation,) = record.escalations
+    assert escalation.subjects == [geo] and "has not advanced for 2 days" in escalation.reason
+    assert stall <= escalation.at - record.started_at < stall + timedelta(hours=2)
+    assert record.ended_at is not None and 2 * stall <= record.ended_at - record.started_at < 2 * stall + timedelta(
+        hours=3
+    )
