@@ -224,6 +224,7 @@ async def mailbox_dep_with_data(
 
 
 async def test_a_roll_refreshes_every_workload_onto_one_new_version_and_the_data_opens_under_it(
+    roll_tenant: SandboxM365Server,
     roll_api: httpx.AsyncClient,
     roll_worker: Worker,
     auth: Auth,
@@ -287,6 +288,12 @@ async def test_a_roll_refreshes_every_workload_onto_one_new_version_and_the_data
         ("multi_workload_dep", multi.lower()): after[-1].version,
         ("spo_geo", "nam"): after[-1].version,
     }
+
+    # The multi-workload DEP's key is wrapped by the new version (the sandbox has no items for it to read).
+    multi_guid = (await roll_m365.get_m365_data_at_rest_encryption_policy(multi))[0].guid
+    assert multi_guid is not None
+    multi_row = await roll_tenant.sandbox.core.dep(multi_guid)
+    assert multi_row is not None and multi_row.key_versions[0] == after[-1].uri
 
     # The sandbox's data opens through the first key, whose only version in service is now the new one.
     for version in before:
