@@ -51,12 +51,18 @@ PRINCIPALS = [p.value for p in ServicePrincipal]
 """Exchange Online, SharePoint Online and the Microsoft 365 data-at-rest principal."""
 SERVICE = ["get", "wrapKey", "unwrapKey"]
 ROLL_TENANT = TenantSpec(
-    mailboxes=12, mail_users=0, sites_per_geo=3, cloud_pcs=0, stuck_mailboxes=0, geos=["NAM", "EUR", "APC", "JPN"]
+    mailboxes=12,
+    mail_users=0,
+    sites_per_geo=3,
+    cloud_pcs=0,
+    stuck_mailboxes=0,
+    geos=["NAM", "EUR", "APC", "JPN", "GBR"],
 )
 ROLL_SPEED = 2_000_000.0
 NAM, EUR = "https://contoso-admin.sharepoint.com", "https://contosoeur-admin.sharepoint.com"
 APC = "https://contosoapc-admin.sharepoint.com"
 JPN = "https://contosojpn-admin.sharepoint.com"
+GBR = "https://contosogbr-admin.sharepoint.com"
 
 
 # A tenant of the roll tests' own ------------------------------------------------------------------------------------
@@ -92,7 +98,7 @@ def op_settings(stack_settings: Settings, task_queue: str, roll_port: int) -> Se
             "exchange_poll_interval": timedelta(seconds=1),
             "key_roll_poll_interval": timedelta(seconds=1),
             "key_roll_m365_window": timedelta(seconds=20),
-            "spo_geo_admin_urls": {"NAM": NAM, "EUR": EUR, "APC": APC, "JPN": JPN},
+            "spo_geo_admin_urls": {"NAM": NAM, "EUR": EUR, "APC": APC, "JPN": JPN, "GBR": GBR},
         }
     )
 
@@ -483,6 +489,15 @@ async def test_the_watcher_adopts_a_version_made_by_hand_and_alerts_on_one_that_
     operator = auth(Role.OPERATOR)
     rotated, other = await two_keys(kv_control)
     dep, boxes = await mailbox_dep_with_data(roll_m365, roll_control, [rotated.versionless, other.versionless], 1)
+    # The key is also the multi-workload DEP's and the primary of a geo no other test registers.
+    multi = f"MW_{uuid.uuid4().hex[:8]}"
+    await roll_m365.new_m365_data_at_rest_encryption_policy(multi, [rotated.versionless, other.versionless])
+    await roll_m365.register_spo_data_encryption_policy(
+        GBR,
+        SpoKeyRef(vault=rotated.vault, key=rotated.name, version=(await versions(roll_keyvault, rotated))[-1]),
+        SpoKeyRef(vault=other.vault, key=other.name, version=(await versions(roll_keyvault, other))[-1]),
+    )
+    await registered(roll_m365, GBR)
     settings = op_settings.model_copy(
         update={"key_rotation_adopt": True, "key_rotation_watch_interval": timedelta(seconds=2)}
     )
@@ -494,7 +509,7 @@ async def test_the_watcher_adopts_a_version_made_by_hand_and_alerts_on_one_that_
         first_version = (await versions(roll_keyvault, rotated))[-1]
         for _ in range(600):
             seen = {(r.workload, r.target) for r in await KeyRollStore(store).in_effect(rotated.versionless)}
-            if ("mailbox_dep", dep.lower()) in seen:
+            if {("mailbox_dep", dep.lower()), ("multi_workload_dep", multi.lower())} <= seen:
                 break
             await asyncio.sleep(0.1)
         else:
@@ -509,15 +524,20 @@ async def test_the_watcher_adopts_a_version_made_by_hand_and_alerts_on_one_that_
         assert body["state"] == "succeeded", body["error"]
         assert body["started_by"].startswith("schedule:")
         assert body["result"]["created"] is False and body["result"]["version"] == new
-        assert [(w["target"], w["state"]) for w in body["result"]["workloads"]] == [(dep, "refreshed")]
+        assert sorted((w["target"], w["state"]) for w in body["result"]["workloads"]) == sorted(
+            [("GBR", "registered"), (dep, "refreshed"), (multi, "in_effect")]
+        )
         assert await versions(roll_keyvault, rotated) == [first_version, new]  # nothing created besides
         in_effect = {
             (r.workload, r.target): r.version for r in await KeyRollStore(store).in_effect(rotated.versionless)
         }
-        assert in_effect[("mailbox_dep", dep.lower())] == new
+        assert in_effect[("mailbox_dep", dep.lower())] == in_effect[("multi_workload_dep", multi.lower())] == new
+        assert (await roll_m365.get_spo_data_encryption_policy(GBR)).primary_key_version == new
         await disable_version(roll_keyvault, rotated, first_version)
         items = await roll_control.mailbox_items(boxes[0])
         assert (items["readable"], items["path"]) == (True, "customer-key-1"), items
+        site = await roll_control.site_items("https://contosogbr.sharepoint.com/sites/site-001")
+        assert (site["readable"], site["path"]) == (True, "customer-key-1"), site
         refreshes = [c for c in await roll_control.calls(cmdlet="Set-DataEncryptionPolicy") if c["identity"] == dep]
         assert len(refreshes) == 1, refreshes
     finally:
@@ -530,7 +550,7 @@ async def test_the_watcher_adopts_a_version_made_by_hand_and_alerts_on_one_that_
     op_id = f"watch-{uuid.uuid4()}"
     watch = await client.execute_workflow(
         KeyRotationWatchWorkflow.run,
-        KeyRotationWatchInput(adopt=True, roll=RollSettings(geo_admin_urls={})),
+        KeyRotationWatchInput(adopt=True, roll=RollSettings(geo_admin_urls={"GBR": GBR})),
         id=op_id,
         task_queue=op_settings.temporal_task_queue,
     )
