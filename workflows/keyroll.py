@@ -263,6 +263,7 @@ class KeyRollWorkflow(OperationWorkflow):
                 version=version.version,
             ),
         )
+        refreshed_at = workflow.now()
         await self._record_in_effect(TargetWorkload.MAILBOX_DEP, dep, key_id, version.version)
         await self.audit("key.roll.refreshed", target=f"mailbox_dep:{dep}", detail={"version": version.version})
         # The mailboxes are followed as exchange.encryption.verify follows them, escalation after the week included:
@@ -272,7 +273,10 @@ class KeyRollWorkflow(OperationWorkflow):
         followed: MailboxFollowResult = await workflow.execute_child_workflow(
             ExchangeEncryptionVerifyWorkflow.run,
             ExchangeEncryptionVerifyInput(
-                dep=dep, escalate_after=input.exchange_escalate_after, poll_interval=input.exchange_poll_interval
+                dep=dep,
+                escalate_after=input.exchange_escalate_after,
+                poll_interval=input.exchange_poll_interval,
+                follow_from=refreshed_at,
             ),
             id=follow_id,
             memo={"kind": ExchangeEncryptionVerifyWorkflow.kind, "started_by": self.started_by, "dep": dep},

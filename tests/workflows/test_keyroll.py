@@ -29,11 +29,13 @@ from ckey.api.app import create_app
 from ckey.azure import AzureConnection
 from ckey.config import Settings
 from ckey.keyvault import KeyVaultGateway
-from ckey.m365 import M365Gateway, build_transport
+from ckey.m365 import MAILBOX, M365Gateway, build_transport
 from ckey.models import KeyUri, Role, ServicePrincipal, SpoKeyRef
+from ckey.operations import OperationRecord, OperationState
 from ckey.schedules import KEY_ROTATION_WATCH, SCHEDULES, build_schedule
 from ckey.store import Store
 from ckey.store.keyroll import KeyRollStore
+from ckey.store.targets import TargetStore
 from contracts.keyroll import ROLL_TAG, KeyRollInput, KeyRotationWatchInput, RollSettings
 from sandbox.keyvault import SandboxKeyVaultControl, SandboxKeyVaultServer
 from sandbox.m365.control import SandboxM365Control
@@ -455,6 +457,58 @@ async def test_health_names_a_rotation_policy_that_would_give_a_key_an_expiry(
     assert body["state"] == "failed" and "key-rotation-policy-no-expiry" in body["error"], body["error"]
     broken = [(line["rule"], line["key"], line["detail"]) for line in body["result"]["lines"] if not line["ok"]]
     assert broken == [("key-rotation-policy-no-expiry", expiring.versionless, "expiryTime P90D")]
+
+
+async def test_the_mailbox_week_counts_from_the_refresh_not_from_an_old_assignment(
+    roll_api: httpx.AsyncClient,
+    roll_worker: Worker,
+    auth: Auth,
+    roll_m365: M365Gateway,
+    roll_control: SandboxM365Control,
+    kv_control: SandboxKeyVaultControl,
+    store: Store,
+) -> None:
+    operator = auth(Role.OPERATOR)
+    rolled, other = await two_keys(kv_control)
+    dep, [box] = await mailbox_dep_with_data(roll_m365, roll_control, [rolled.versionless, other.versionless], 1)
+    # ckey assigned the DEP to the mailbox a month ago: the seed's week from that assignment is long past.
+    month_ago = datetime.now(UTC) - timedelta(days=30)
+    old = f"op-{uuid.uuid4()}"
+    await store.create_operation(
+        OperationRecord(
+            id=old,
+            kind="exchange.dep.assign",
+            state=OperationState.SUCCEEDED,
+            phase="done",
+            started_by="alice@contoso.com",
+            started_at=month_ago,
+            updated_at=month_ago,
+            dep=dep,
+        )
+    )
+    targets = TargetStore(store)
+    await targets.register(old, [box], 0, {box: MAILBOX})
+    await targets.mark_all_assigned(old, month_ago)
+    await roll_control.set_stuck([box])  # re-encrypting after the refresh, and not done yet
+    started = await start(roll_api, operator, "key.roll", {"vault": rolled.vault, "key": rolled.name, "deps": [dep]})
+    assert started.status_code == 202, started.text
+    follow_up = None
+    for _ in range(1200):
+        follow_ups = [
+            r for r in await store.list_operations(kind="exchange.encryption.verify", limit=1000) if r.dep == dep
+        ]
+        if follow_ups and follow_ups[0].phase == "following":
+            follow_up = follow_ups[0]
+            break
+        await asyncio.sleep(0.1)
+    assert follow_up is not None
+    await asyncio.sleep(3)  # an escalation counted from the old assignment would be due at once
+    during = await store.get_operation(follow_up.id)
+    assert during is not None and during.escalations == [] and during.phase == "following", during
+    await roll_control.set_stuck([box], stuck=False)
+    body = await ended(roll_api, operator, started.json()["id"])
+    assert body["state"] == "succeeded", body["error"]
+    assert [(w["target"], w["escalated"]) for w in body["result"]["workloads"]] == [(dep, False)]
 
 
 # The rotation watcher ----------------------------------------------------------------------------------------------
