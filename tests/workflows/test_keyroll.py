@@ -680,7 +680,8 @@ async def test_killing_the_worker_while_the_roll_follows_its_mailboxes_ends_it_o
     try:
         for _ in range(3000):  # the worker starts on a machine others share: a bound on a hang, not a timing
             follow_ups = await store.list_operations(kind="exchange.encryption.verify", limit=1000)
-            if any(r.dep == dep and r.started_at >= started_at for r in follow_ups):
+            # Killed while the follow-up follows (its round heartbeats: a second worker takes it over within 10 s).
+            if any(r.dep == dep and r.started_at >= started_at and r.phase == "following" for r in follow_ups):
                 break
             await asyncio.sleep(0.1)
         else:
