@@ -154,7 +154,10 @@ class KeyVaultActivities(KeyVaultActivityStub):
 
     @activity.defn
     async def check_key_health(self, input: CheckKeyHealthInput) -> CheckKeyHealthResult:
-        """Check one key: exists, enabled, RSA, no expiry; its vault: soft delete, purge protection; and access."""
+        """Check one key: exists, enabled, RSA, no expiry (its rotation policy too); its vault: soft delete, purge.
+
+        Purge protection and the workload's access are checked too.
+        """
         uri = KeyUri.parse(input.key_uri)
         principal = ServicePrincipal.for_workload(input.workload)
         lines: list[HealthLine] = []
@@ -181,6 +184,16 @@ class KeyVaultActivities(KeyVaultActivityStub):
             line("key enabled", "key-enabled", key.enabled)
             line("key has no expiry", "key-no-expiry", key.expires_on is None, str(key.expires_on or ""))
             line("key is RSA", "key-is-rsa", key.kty in ("RSA", "RSA-HSM"), f"{key.kty} {key.key_size or ''}".strip())
+            # A rotation policy with an expiry gives every version it makes an expiry: the rule is broken before the
+            # first such version exists, so the check names the policy itself.
+            async with _refusals():
+                policy = await self.gateway.rotation_policy(uri)
+            line(
+                "rotation policy sets no expiry",
+                "key-rotation-policy-no-expiry",
+                policy is None or not policy.expires_in,
+                f"expiryTime {policy.expires_in}" if policy is not None and policy.expires_in else "",
+            )
 
         async with _refusals():
             object_id = await self.gateway.directory.object_id(principal.value)

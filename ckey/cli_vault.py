@@ -22,7 +22,7 @@ KeyOption = Annotated[str | None, typer.Option("--idempotency-key", help="Retry-
 WatchOption = Annotated[bool, typer.Option("--watch/--no-watch", help="Follow the operation with a progress bar.")]
 
 vault_app = typer.Typer(help="Key vaults: check the keys' health, show and revoke access.", no_args_is_help=True)
-key_app = typer.Typer(help="Customer Keys: restore a lost key.", no_args_is_help=True)
+key_app = typer.Typer(help="Customer Keys: roll a key onto a new version, restore a lost key.", no_args_is_help=True)
 
 
 @vault_app.command("health")
@@ -129,3 +129,44 @@ def vault_restore_key(
 ) -> None:
     """The same as `ckey key restore` (kept for scripts written before it)."""
     restore_key(key_uri, backup_file, idempotency_key=idempotency_key, watch=watch)
+
+
+@key_app.command("roll")
+def key_roll(
+    vault: Annotated[str, typer.Argument(help="The key's vault.")],
+    key: Annotated[str, typer.Argument(help="The key's name.")],
+    dep: Annotated[
+        list[str] | None, typer.Option("--dep", help="A mailbox DEP that uses the key (repeatable).")
+    ] = None,
+    m365_dep: Annotated[
+        list[str] | None, typer.Option("--m365-dep", help="A multi-workload DEP that uses the key (repeatable).")
+    ] = None,
+    geo: Annotated[
+        list[str] | None, typer.Option("--geo", help="A SharePoint geo (NAM, EUR ...) whose DEP uses it (repeatable).")
+    ] = None,
+    adopt: Annotated[
+        str | None,
+        typer.Option(
+            "--adopt", help="Refresh onto this existing version (a rotation policy made it) instead of a new one."
+        ),
+    ] = None,
+    idempotency_key: KeyOption = None,
+    watch: WatchOption = True,
+) -> None:
+    """Roll a Customer Key: a new version in its vault, then every workload that uses it refreshed onto it.
+
+    None of --dep, --m365-dep, --geo: ckey finds the DEPs and geos that use the key (its inventory and the tenant).
+    Old versions are never disabled or deleted.
+    """
+    params: dict[str, Any] = {"vault": vault, "key": key}
+    if dep:
+        params["deps"] = dep
+    if m365_dep:
+        params["m365_deps"] = m365_dep
+    if geo:
+        params["geos"] = [g.upper() for g in geo]
+    if adopt:
+        params["adopt_version"] = adopt
+    from ckey.cli import _start
+
+    _start("key.roll", params, key=idempotency_key, watch=watch)

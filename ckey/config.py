@@ -238,6 +238,27 @@ class Settings(BaseSettings):
     alert_webhook_url: str | None = None
     """Where alerts (a broken key rule, an escalation) are also POSTed as JSON; unset: the log and the record."""
 
+    # Key rolls and the rotation watcher (the key-roll family: key.roll, key.rotation.watch)
+    key_rotation_watch_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=7))] = timedelta(
+        hours=1
+    )
+    """How often the ``ckey-key-rotation-watch`` schedule looks for key versions the workloads do not use yet."""
+    key_rotation_adopt: bool = False
+    """Whether the rotation watcher refreshes the workloads onto a new version by itself (``true``) or raises an
+    alert and waits for a person to run ``ckey key roll VAULT KEY --adopt VERSION`` (``false``, the default: a
+    refresh touches every mailbox, the tenant-wide DEP and SharePoint's geos, so a person decides when)."""
+    key_roll_poll_interval: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=1))] = timedelta(
+        minutes=5
+    )
+    """How often a key roll reads a SharePoint geo (Rolling to Registered) and the multi-workload DEP."""
+    key_roll_spo_stall_after: Annotated[timedelta, Field(ge=timedelta(seconds=1), le=timedelta(days=30))] = timedelta(
+        hours=24
+    )
+    """A geo whose percent of sites has not moved for this long during a roll is escalated (once)."""
+    key_roll_m365_window: Annotated[timedelta, Field(ge=timedelta(0), le=timedelta(days=7))] = timedelta(hours=24)
+    """How long a multi-workload DEP's refresh may take to show (``LastRefreshedDateTime``) before it is escalated;
+    also the wait, then verify, where the tenant shows no refresh time (the seed's "up to 24 hours")."""
+
     # SQL
     database_url: str | None = None
     """SQLAlchemy URL; default a SQLite file in the data dir. PostgreSQL: ``postgresql+psycopg://...``."""
@@ -337,6 +358,10 @@ class Settings(BaseSettings):
         "m365_assignment_window",
         "m365_assignment_deadline",
         "m365_assignment_poll_interval",
+        "key_rotation_watch_interval",
+        "key_roll_poll_interval",
+        "key_roll_spo_stall_after",
+        "key_roll_m365_window",
         mode="before",
     )
     @classmethod

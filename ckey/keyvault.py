@@ -16,6 +16,7 @@ import os
 import re
 import uuid
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -39,7 +40,7 @@ from ckey.azure import AzureConnection
 from ckey.models import AccessPolicy as AccessPolicy
 from ckey.models import DeletedKeyInfo as DeletedKeyInfo
 from ckey.models import KeyInfo as KeyInfo
-from ckey.models import KeyUri, ServicePrincipal, VaultSummary
+from ckey.models import KeyUri, KeyVersionInfo, RotationPolicyInfo, ServicePrincipal, VaultSummary
 from ckey.models import VaultInfo as VaultInfo
 
 log = logging.getLogger(__name__)
@@ -538,6 +539,78 @@ class KeyVaultGateway:
             return _key_info(await self.key_client(self.vault_url(vault)).restore_key_backup(backup))
         except HttpResponseError as exc:
             raise service_error(exc) from None
+
+    async def key_versions(self, uri: KeyUri) -> list[KeyVersionInfo]:
+        """Every version of the key, oldest first, the current one last (Get-AzKeyVaultKey -IncludeVersions).
+
+        Raises:
+            KeyVaultError: the service refused (403 without ``list``, 404 no such key) or failed.
+        """
+        client = self.key_client(uri.vault_url)
+        out: list[KeyVersionInfo] = []
+        try:
+            # Creation times are whole seconds: two versions made in one second are ordered by which one the
+            # versionless URI serves (Key Vault's current version), never by their random version ids.
+            current = (await client.get_key(uri.name)).properties.version
+            async for props in client.list_properties_of_key_versions(uri.name):
+                out.append(
+                    KeyVersionInfo(
+                        uri=str(props.id),
+                        version=props.version or "",
+                        enabled=bool(props.enabled),
+                        created_on=props.created_on,
+                        expires_on=props.expires_on,
+                        tags=dict(props.tags or {}),
+                    )
+                )
+        except HttpResponseError as exc:
+            raise service_error(exc) from None
+        epoch = datetime.min.replace(tzinfo=UTC)
+        return sorted(out, key=lambda v: (v.created_on or epoch, v.version == current))
+
+    async def create_key_version(self, uri: KeyUri, tags: dict[str, str]) -> KeyInfo:
+        """A new version of the key like its current one (type, size, operations, tags), with no expiry.
+
+        ``create_rsa_key`` under the same name rather than ``rotate_key``: a rotation takes its expiry from the key's
+        rotation policy (an ``expiryTime`` there would give a Customer Key an expiry, which Microsoft 365 refuses),
+        and it takes no tags, so the operation that made a version could not be told from it in one atomic step.
+
+        Raises:
+            KeyVaultError: the service refused (403 without ``create``, 404 no such key) or failed.
+        """
+        client = self.key_client(uri.vault_url)
+        try:
+            current = await client.get_key(uri.name)
+            kty = str(getattr(current.key_type, "value", current.key_type))
+            modulus = vars(current.key).get("n") if current.key is not None else None
+            ops = [str(getattr(op, "value", op)) for op in (current.key_operations or [])]
+            created = await client.create_rsa_key(
+                uri.name,
+                size=len(modulus) * 8 if modulus else None,
+                hardware_protected=kty.endswith("-HSM"),
+                key_operations=ops or None,
+                enabled=True,
+                tags={**(current.properties.tags or {}), **tags},
+            )
+        except HttpResponseError as exc:
+            raise service_error(exc) from None
+        return _key_info(created)
+
+    async def rotation_policy(self, uri: KeyUri) -> RotationPolicyInfo | None:
+        """The key's rotation policy; ``None`` when the vault has none to show (404) or ckey may not read it (403).
+
+        Raises:
+            KeyVaultError: another refusal or failure of the service.
+        """
+        try:
+            policy = await self.key_client(uri.vault_url).get_key_rotation_policy(uri.name)
+        except HttpResponseError as exc:
+            if exc.status_code in (403, 404):
+                return None
+            raise service_error(exc) from None
+        actions = policy.lifetime_actions or []
+        rotates = any(str(getattr(a.action, "value", a.action)).lower() == "rotate" for a in actions)
+        return RotationPolicyInfo(rotates=rotates, expires_in=policy.expires_in or None)
 
     async def crypto_round_trip(self, uri: KeyUri) -> None:
         """Prove the key answers get, wrapKey and unwrapKey: wrap 32 random bytes, unwrap them, compare.

@@ -723,3 +723,24 @@ def human_duration(delay: timedelta) -> str:
             count = seconds // size
             return f"{count} {unit}{'s' if count != 1 else ''}"
     return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+class KeyVersionInfo(BaseModel):
+    """One version of a key (``list_properties_of_key_versions``): what a key roll and the rotation watcher read."""
+
+    uri: str
+    """The versioned key identifier."""
+    version: str
+    enabled: bool
+    created_on: datetime | None = None
+    expires_on: datetime | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class RotationPolicyInfo(BaseModel):
+    """A key's rotation policy (``GET /keys/{name}/rotationpolicy``): whether it rotates, and the expiry it sets."""
+
+    rotates: bool = False
+    """Whether a lifetime action of type ``Rotate`` is set (Key Vault makes new versions by itself)."""
+    expires_in: str | None = None
+    """``attributes.expiryTime`` (ISO 8601): every version the policy makes expires that long after its creation."""

@@ -1,4 +1,4 @@
-"""ckey's Temporal Schedules: the inventory sync and the health check of every key in use.
+"""ckey's Temporal Schedules: the inventory sync, the health check of every key in use, the rotation watcher.
 
 The worker creates them when it starts (``CKEY_SCHEDULES``, on by default) and updates them on every later start,
 so a changed interval takes effect with the next deploy; whether a schedule is paused, and the note of who paused
@@ -37,11 +37,13 @@ from ckey import temporal as sa
 from ckey.config import Settings
 from ckey.operations import OperationState
 from contracts.inventory import InventorySyncParams
+from contracts.keyroll import KeyRotationWatchParams
 from contracts.keyvault import HealthScope, KeyVaultHealthInput
 from workflows import product_registry
 
 INVENTORY_SYNC = "ckey-inventory-sync"
 KEYVAULT_HEALTH = "ckey-keyvault-health"
+KEY_ROTATION_WATCH = "ckey-key-rotation-watch"
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,14 @@ SCHEDULES: dict[str, ScheduleDef] = {
             interval=lambda settings: settings.health_check_interval,
             description="Check every key in use (the inventory's DEPs and CKEY_DEP_KEYS) and alert on a broken rule "
             "(CKEY_HEALTH_CHECK_INTERVAL).",
+        ),
+        ScheduleDef(
+            id=KEY_ROTATION_WATCH,
+            kind="key.rotation.watch",
+            params=KeyRotationWatchParams,
+            interval=lambda settings: settings.key_rotation_watch_interval,
+            description="Find key versions the workloads do not use yet: roll onto them (CKEY_KEY_ROTATION_ADOPT) or "
+            "alert (CKEY_KEY_ROTATION_WATCH_INTERVAL).",
         ),
     )
 }

@@ -272,6 +272,8 @@ DEMO_INVENTORY_SYNC_INTERVAL = timedelta(seconds=5)
 """How often ``ckey up`` syncs the sandbox tenant into the inventory: a run shows in the Web UI within seconds."""
 DEMO_HEALTH_CHECK_INTERVAL = timedelta(seconds=30)
 """How often ``ckey up`` checks every key in use: a key broken on the sandbox is alerted within half a minute."""
+DEMO_KEY_ROTATION_WATCH_INTERVAL = timedelta(seconds=30)
+"""How often ``ckey up`` looks for new key versions: a key rotated on the sandbox is seen within half a minute."""
 
 
 def schedule_timings(settings: Settings) -> dict[str, str]:
@@ -284,6 +286,8 @@ def schedule_timings(settings: Settings) -> dict[str, str]:
         timings["CKEY_INVENTORY_SYNC_INTERVAL"] = f"PT{DEMO_INVENTORY_SYNC_INTERVAL.total_seconds():g}S"
     if "health_check_interval" not in chosen:
         timings["CKEY_HEALTH_CHECK_INTERVAL"] = f"PT{DEMO_HEALTH_CHECK_INTERVAL.total_seconds():g}S"
+    if "key_rotation_watch_interval" not in chosen:
+        timings["CKEY_KEY_ROTATION_WATCH_INTERVAL"] = f"PT{DEMO_KEY_ROTATION_WATCH_INTERVAL.total_seconds():g}S"
     return timings
 
 
@@ -688,12 +692,17 @@ def _print_ready(stack: Stack, console: Console) -> None:
     if settings.schedules:
         sync = DEMO_INVENTORY_SYNC_INTERVAL if "CKEY_INVENTORY_SYNC_INTERVAL" in schedule_timings(settings) else None
         health = DEMO_HEALTH_CHECK_INTERVAL if "CKEY_HEALTH_CHECK_INTERVAL" in schedule_timings(settings) else None
+        watch = (
+            DEMO_KEY_ROTATION_WATCH_INTERVAL
+            if "CKEY_KEY_ROTATION_WATCH_INTERVAL" in schedule_timings(settings)
+            else settings.key_rotation_watch_interval
+        )
         every = (sync or settings.inventory_sync_interval, health or settings.health_check_interval)
         lines.append(
             (
                 "schedules",
-                f"inventory sync every {every[0].total_seconds():g} s, key health every {every[1].total_seconds():g} s "
-                "(Web UI: Schedules; `ckey schedules list`)",
+                f"inventory sync every {every[0].total_seconds():g} s, key health every {every[1].total_seconds():g} "
+                f"s, key rotation watch every {watch.total_seconds():g} s (Web UI: Schedules; `ckey schedules list`)",
             )
         )
     console.print()

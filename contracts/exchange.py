@@ -445,3 +445,7 @@ class ExchangeEncryptionVerifyInput(MailboxFollowInput):
 
     Without ``mailboxes`` or ``mailbox_file``: every mailbox and mail user the DEP is assigned to.
     """
+
+    follow_from: datetime | None = None
+    """Internal (a key roll sets it to its refresh): the escalation delay counts from here, not from the assignment,
+    since Microsoft re-encrypts the mailboxes after the refresh. Never set by callers."""

@@ -492,7 +492,10 @@ class ExchangeEncryptionVerifyWorkflow(MailboxFollowWorkflow):
                 start_to_close=timedelta(minutes=10),
             )
             assigned_at = workflow.now()
-            if workflow.patched(VERIFY_FROM_ASSIGNMENT) and registered.assigned_at is not None:
+            if input.follow_from is not None:
+                # A key roll's follow-up: the mailboxes re-encrypt after its refresh, however old their assignment.
+                assigned_at = input.follow_from
+            elif workflow.patched(VERIFY_FROM_ASSIGNMENT) and registered.assigned_at is not None:
                 # The seed's week runs from the assignment, not from when someone asked to verify it.
                 assigned_at = min(assigned_at, registered.assigned_at)
             state = FollowState(

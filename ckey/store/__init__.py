@@ -221,6 +221,30 @@ class Store:
         async with self._writing(), self._sessions() as session, session.begin():
             return await lease_table.release(session, operation_id)
 
+    async def extend_leases(self, operation_id: str, request: LeaseRequest) -> list[str]:
+        """Hold more targets for a running operation (what it found only once it ran); what it newly holds.
+
+        Targets it holds already are kept as they are; an operation that has ended holds nothing more.
+
+        Raises:
+            LeaseConflict: other running operations hold some of them; nothing was taken.
+        """
+        async with self._writing(), self._sessions() as session, session.begin():
+            await lease_table.lock(session)
+            row = await session.get(OperationRow, operation_id)
+            if row is not None and OperationState(row.state).ended:
+                return []
+            held = {target for target, _ in await lease_table.held(session, operation_id, 100_000)}
+            wanted = [lease for lease in request.leases if lease.target not in held]
+            if not wanted:
+                return []
+            more = LeaseRequest(leases=wanted)
+            holders = await lease_table.conflicts(session, operation_id, more)
+            if holders:
+                raise LeaseConflict(holders)
+            await lease_table.acquire(session, operation_id, more, datetime.now(UTC))
+            return [lease.target for lease in wanted]
+
     async def leases(self, operation_id: str, limit: int = 1000) -> list[tuple[str, str]]:
         """What an operation holds: ``(target, mode)``, at most ``limit``."""
         async with self._sessions() as session:

@@ -13,7 +13,7 @@ from typing import Any
 from sandbox.m365 import deps, keys
 from sandbox.m365.core import Core
 from sandbox.m365.db import DepRow
-from sandbox.m365.errors import INVALID_OPERATION, KEY_VAULT, PARAMETER_BINDING, CmdletFailure
+from sandbox.m365.errors import ALREADY_EXISTS, INVALID_OPERATION, KEY_VAULT, PARAMETER_BINDING, CmdletFailure
 from sandbox.m365.params import NO_CHANGE, Cmdlet, Kind, Output, Param, Spec
 from sandbox.m365.vault import VaultDenied, VaultUnavailable
 from sandbox.vocabulary import ServicePrincipal, Workload
@@ -50,6 +50,7 @@ class ExchangePolicies:
                         Param("Refresh", w),
                         Param("Enabled", b),
                         Param("Description", s),
+                        Param("Name", s),
                         Param("PermanentDataPurgeRequested", w),
                         Param("PermanentDataPurgeReason", s),
                         Param("PermanentDataPurgeContact", s),
@@ -74,7 +75,7 @@ class ExchangePolicies:
             return Output([deps.to_object(d) for d in await deps.live(s, Workload.EXCHANGE)])
 
     async def set_policy(self, p: dict[str, Any]) -> Output:
-        """Set-DataEncryptionPolicy <identity> [-Refresh] [-Enabled] [-PermanentDataPurgeRequested ...]."""
+        """Set-DataEncryptionPolicy <identity> [-Refresh] [-Enabled] [-Description] [-Name] [-PermanentDataPurge...]."""
         purge = bool(p.get("PermanentDataPurgeRequested"))
         refresh = bool(p.get("Refresh"))
         if purge and refresh:
@@ -122,6 +123,15 @@ class ExchangePolicies:
                 changed = True
             if "Description" in p and p["Description"] != dep.description:
                 dep.description = p["Description"]
+                changed = True
+            if "Name" in p and p["Name"] != dep.name:
+                # -Name renames the DEP (Microsoft Learn: "the unique name for the data encryption policy");
+                # mailboxes name their DEP by GUID, so they follow it.
+                new_name = deps.check_name(p["Name"], PARAMETER_BINDING)
+                other = await deps.find(s, Workload.EXCHANGE, new_name)
+                if other is not None and other.guid != dep.guid:
+                    raise CmdletFailure(f"A data encryption policy named '{new_name}' already exists.", ALREADY_EXISTS)
+                dep.name, dep.name_lower = new_name, new_name.lower()
                 changed = True
             if not changed:
                 return Output(warnings=[NO_CHANGE.format(dep.name)])

@@ -68,6 +68,7 @@ async def test_health_of_the_configured_exchange_keys(
         "key-enabled",
         "key-no-expiry",
         "key-is-rsa",
+        "key-rotation-policy-no-expiry",
         "service-principal-get-wrap-unwrap",
         "two-keys-two-vaults",
         "two-keys-two-regions",

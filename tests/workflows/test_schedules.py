@@ -27,7 +27,7 @@ from ckey.config import Settings
 from ckey.keyvault import KeyVaultGateway
 from ckey.models import Role, Workload
 from ckey.operations import OperationRecord
-from ckey.schedules import INVENTORY_SYNC, KEYVAULT_HEALTH, SCHEDULES, ensure_schedules
+from ckey.schedules import INVENTORY_SYNC, KEY_ROTATION_WATCH, KEYVAULT_HEALTH, SCHEDULES, ensure_schedules
 from ckey.store import Store
 from ckey.store.inventory import InventoryStore
 from sandbox.keyvault import SandboxKeyVaultControl
@@ -108,6 +108,7 @@ async def test_the_schedules_fire_and_a_broken_key_is_reported_by_the_next_run(
             assert await ensure_schedules(client, settings) == [
                 f"{INVENTORY_SYNC}: created",
                 f"{KEYVAULT_HEALTH}: created",
+                f"{KEY_ROTATION_WATCH}: created",
             ]
             # The inventory sync fires on its own: a succeeded operation whose id Temporal derived from the schedule.
             sync = await wait_for_run(store, INVENTORY_SYNC)
@@ -152,7 +153,11 @@ async def test_the_worker_creates_or_updates_the_schedules_and_keeps_a_pause(
     client: Client, op_settings: Settings, clean_schedules: None
 ) -> None:
     settings = op_settings.model_copy(update={"inventory_sync_interval": timedelta(hours=1)})
-    assert await ensure_schedules(client, settings) == [f"{INVENTORY_SYNC}: created", f"{KEYVAULT_HEALTH}: created"]
+    assert await ensure_schedules(client, settings) == [
+        f"{INVENTORY_SYNC}: created",
+        f"{KEYVAULT_HEALTH}: created",
+        f"{KEY_ROTATION_WATCH}: created",
+    ]
     handle = client.get_schedule_handle(INVENTORY_SYNC)
     described = await handle.describe()
     action = described.schedule.action
@@ -171,7 +176,11 @@ async def test_the_worker_creates_or_updates_the_schedules_and_keeps_a_pause(
     await handle.pause(note="paused by carol for a migration")
     # The next start of the worker updates the interval and leaves the operator's pause alone.
     changed = settings.model_copy(update={"inventory_sync_interval": timedelta(minutes=30)})
-    assert await ensure_schedules(client, changed) == [f"{INVENTORY_SYNC}: updated", f"{KEYVAULT_HEALTH}: updated"]
+    assert await ensure_schedules(client, changed) == [
+        f"{INVENTORY_SYNC}: updated",
+        f"{KEYVAULT_HEALTH}: updated",
+        f"{KEY_ROTATION_WATCH}: updated",
+    ]
     after = (await handle.describe()).schedule
     assert after.spec.intervals[0].every == timedelta(minutes=30)
     assert after.state.paused is True and after.state.note == "paused by carol for a migration"
@@ -191,6 +200,7 @@ async def test_the_schedules_api_lists_pauses_unpauses_and_triggers(
     assert [(s["id"], s["exists"]) for s in listed.json()["items"]] == [
         (INVENTORY_SYNC, False),
         (KEYVAULT_HEALTH, False),
+        (KEY_ROTATION_WATCH, False),
     ]
     absent = await api.post(f"/api/schedules/{KEYVAULT_HEALTH}/pause", headers=auth(Role.OPERATOR))
     assert (absent.status_code, absent.json()["rule"]) == (404, "schedule-exists")
@@ -203,6 +213,7 @@ async def test_the_schedules_api_lists_pauses_unpauses_and_triggers(
     assert [(s["id"], s["exists"], s["paused"], s["interval_seconds"]) for s in shown] == [
         (INVENTORY_SYNC, True, False, 3600.0),
         (KEYVAULT_HEALTH, True, False, 3600.0),
+        (KEY_ROTATION_WATCH, True, False, 3600.0),
     ]
     assert shown[0]["next_runs"]
 

@@ -334,3 +334,26 @@ async def test_a_disabled_policy_cannot_be_assigned(m365: M365, kv: SandboxKeyVa
     refused = await m365.exo("Set-Mailbox", Identity=mailbox, DataEncryptionPolicy=dep["Guid"])
     assert refused.status == 400 and "is disabled" in refused.message
     assert await snapshot(m365) == before
+
+
+async def test_set_policy_name_renames_the_dep_and_its_mailboxes_follow(
+    m365: M365, control: SandboxM365Control, keys: DepKeys
+) -> None:
+    # Microsoft Learn: Set-DataEncryptionPolicy -Name "specifies the unique name for the data encryption policy".
+    [dep] = await m365.ok("New-DataEncryptionPolicy", Name=unique("Old_name"), AzureKeyIDs=keys.uris)
+    [other] = await m365.ok("New-DataEncryptionPolicy", Name=unique("Taken_name"), AzureKeyIDs=keys.uris)
+    mailbox = (await user_mailboxes(m365))[9]["Name"]
+    await m365.ok("Set-Mailbox", Identity=mailbox, DataEncryptionPolicy=dep["Name"])
+    new_name = unique("New_name")
+    assert await m365.ok("Set-DataEncryptionPolicy", Identity=dep["Name"], Name=new_name) == []
+    [renamed] = await m365.ok("Get-DataEncryptionPolicy", Identity=dep["Guid"])
+    assert (renamed["Name"], renamed["Guid"]) == (new_name, dep["Guid"])
+    assert (await control.mailbox(mailbox))["dep"] == new_name
+    gone = await m365.exo("Get-DataEncryptionPolicy", Identity=dep["Name"])
+    assert gone.status == 404
+    before = await snapshot(m365)
+    taken = await m365.exo("Set-DataEncryptionPolicy", Identity=new_name, Name=other["Name"])
+    assert taken.status == 400 and "already exists" in taken.message
+    spaced = await m365.exo("Set-DataEncryptionPolicy", Identity=new_name, Name="has spaces")
+    assert spaced.status == 400 and "can't contain spaces" in spaced.message
+    assert await snapshot(m365) == before
