@@ -58,13 +58,14 @@ ROLL_TENANT = TenantSpec(
     sites_per_geo=3,
     cloud_pcs=0,
     stuck_mailboxes=0,
-    geos=["NAM", "EUR", "APC", "JPN", "GBR"],
+    geos=["NAM", "EUR", "APC", "JPN", "GBR", "CAN"],
 )
 ROLL_SPEED = 2_000_000.0
 NAM, EUR = "https://contoso-admin.sharepoint.com", "https://contosoeur-admin.sharepoint.com"
 APC = "https://contosoapc-admin.sharepoint.com"
 JPN = "https://contosojpn-admin.sharepoint.com"
 GBR = "https://contosogbr-admin.sharepoint.com"
+CAN = "https://contosocan-admin.sharepoint.com"
 
 
 # A tenant of the roll tests' own ------------------------------------------------------------------------------------
@@ -100,7 +101,7 @@ def op_settings(stack_settings: Settings, task_queue: str, roll_port: int) -> Se
             "exchange_poll_interval": timedelta(seconds=1),
             "key_roll_poll_interval": timedelta(seconds=1),
             "key_roll_m365_window": timedelta(seconds=20),
-            "spo_geo_admin_urls": {"NAM": NAM, "EUR": EUR, "APC": APC, "JPN": JPN, "GBR": GBR},
+            "spo_geo_admin_urls": {"NAM": NAM, "EUR": EUR, "APC": APC, "JPN": JPN, "GBR": GBR, "CAN": CAN},
         }
     )
 
@@ -614,6 +615,81 @@ async def test_the_watcher_adopts_a_version_made_by_hand_and_alerts_on_one_that_
     alerts = [e.detail for e in await store.list_audit(operation_id=op_id, limit=100) if e.action == "alert.raised"]
     assert [a["rule"] for a in alerts if rotated.versionless in a["summary"]] == ["key-rotation-version-expires"]
     await record_history(op_id, "key_rotation_watch")
+
+
+async def test_a_rotation_policy_that_fires_is_adopted_by_the_watcher_on_every_workload(
+    client: Client,
+    roll_api: httpx.AsyncClient,
+    roll_worker: Worker,
+    auth: Auth,
+    op_settings: Settings,
+    roll_m365: M365Gateway,
+    roll_keyvault: KeyVaultGateway,
+    roll_control: SandboxM365Control,
+    kv_control: SandboxKeyVaultControl,
+    store: Store,
+) -> None:
+    """Key Vault rotates the key by itself (its policy fires on the vault's clock); nobody starts anything."""
+    rotated, other = await two_keys(kv_control)
+    dep, boxes = await mailbox_dep_with_data(roll_m365, roll_control, [rotated.versionless, other.versionless], 1)
+    multi = f"MW_{uuid.uuid4().hex[:8]}"
+    await roll_m365.new_m365_data_at_rest_encryption_policy(multi, [rotated.versionless, other.versionless])
+    first_version = (await versions(roll_keyvault, rotated))[-1]
+    await roll_m365.register_spo_data_encryption_policy(
+        CAN,
+        SpoKeyRef(vault=rotated.vault, key=rotated.name, version=first_version),
+        SpoKeyRef(vault=other.vault, key=other.name, version=(await versions(roll_keyvault, other))[-1]),
+    )
+    await registered(roll_m365, CAN)
+    # Rotate a day after each version's creation, and no expiry: a policy that keeps the Customer Key rules.
+    policy = KeyRotationPolicy(
+        lifetime_actions=[KeyRotationLifetimeAction(KeyRotationPolicyAction.rotate, time_after_create="P1D")]
+    )
+    await roll_keyvault.key_client(rotated.vault_url).update_key_rotation_policy(rotated.name, policy)
+    settings = op_settings.model_copy(
+        update={"key_rotation_adopt": True, "key_rotation_watch_interval": timedelta(seconds=2)}
+    )
+    handle = await client.create_schedule(
+        f"{KEY_ROTATION_WATCH}-{uuid.uuid4().hex[:6]}", build_schedule(SCHEDULES[KEY_ROTATION_WATCH], settings)
+    )
+    try:
+        for _ in range(600):  # a first watch takes the workloads' versions as its baseline
+            seen = {(r.workload, r.target) for r in await KeyRollStore(store).in_effect(rotated.versionless)}
+            if {("mailbox_dep", dep.lower()), ("multi_workload_dep", multi.lower())} <= seen:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("no watch saw the DEPs")
+
+        # A day and a half later on the vault's clock, the policy has made exactly one new version.
+        await kv_control.advance_clock(hours=36)
+        made = await versions(roll_keyvault, rotated)
+        assert made[:-1] == [first_version] and len(made) == 2, made
+        new = made[-1]
+        roll_id = f"key-roll-{rotated.vault}-{rotated.name}-{new}".lower()
+        assert await wait_status(client, roll_id) == WorkflowExecutionStatus.COMPLETED
+        body = await ended(roll_api, auth(Role.VIEWER), roll_id)
+        assert body["state"] == "succeeded", body["error"]
+        assert body["started_by"].startswith("schedule:") and body["result"]["created"] is False
+        assert sorted((w["target"], w["state"]) for w in body["result"]["workloads"]) == sorted(
+            [("CAN", "registered"), (dep, "refreshed"), (multi, "in_effect")]
+        )
+        in_effect = {
+            (r.workload, r.target): r.version for r in await KeyRollStore(store).in_effect(rotated.versionless)
+        }
+        assert in_effect[("mailbox_dep", dep.lower())] == in_effect[("multi_workload_dep", multi.lower())] == new
+        assert (await roll_m365.get_spo_data_encryption_policy(CAN)).primary_key_version == new
+        # The data opens under the new version alone.
+        await disable_version(roll_keyvault, rotated, first_version)
+        items = await roll_control.mailbox_items(boxes[0])
+        assert (items["readable"], items["path"]) == (True, "customer-key-1"), items
+        site = await roll_control.site_items("https://contosocan.sharepoint.com/sites/site-001")
+        assert (site["readable"], site["path"]) == (True, "customer-key-1"), site
+    finally:
+        await handle.delete()
+        await roll_keyvault.key_client(rotated.vault_url).update_key_rotation_policy(
+            rotated.name, KeyRotationPolicy(lifetime_actions=[])
+        )
 
 
 # A worker killed in the roll's longest phase ------------------------------------------------------------------------
