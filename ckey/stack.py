@@ -242,6 +242,9 @@ M365_SCALED = (
     ("windows365_poll_interval",),
     ("spo_poll_interval",),
     ("spo_stall_deadline", "spo_follow_limit"),
+    ("key_roll_poll_interval",),
+    ("key_roll_spo_stall_after",),
+    ("key_roll_m365_window",),
 )
 """The multi-workload, Windows 365 and SharePoint timings a sandbox stack scales to its tenant's clock; a window
 and its deadline (and the like) only together: scaling one the operator did not set under one they did would break

@@ -39,3 +39,17 @@ def test_up_scales_the_assignment_window_to_the_sandbox_clock(tmp_path: Path, mo
     assert chosen["CKEY_WINDOWS365_POLL_INTERVAL"] == "PT1S"
     monkeypatch.delenv("CKEY_M365_ASSIGNMENT_WINDOW")
     assert stack.m365_demo_timings(load_settings(data_dir=tmp_path, sandbox=False, _env_file=None)) == {}
+
+
+def test_up_scales_the_sharepoint_and_key_roll_timings_too(tmp_path: Path) -> None:
+    env = child_environment(stack.stack_settings(load_settings(data_dir=tmp_path, _env_file=None)), tmp_path)
+    scaled = {
+        "CKEY_WINDOWS365_READY_LIMIT": "PT72S",
+        "CKEY_SPO_POLL_INTERVAL": "PT1S",
+        "CKEY_SPO_STALL_DEADLINE": "PT24S",
+        "CKEY_SPO_FOLLOW_LIMIT": "PT720S",
+        "CKEY_KEY_ROLL_POLL_INTERVAL": "PT1S",
+        "CKEY_KEY_ROLL_SPO_STALL_AFTER": "PT24S",
+        "CKEY_KEY_ROLL_M365_WINDOW": "PT24S",
+    }
+    assert {name: env.get(name) for name in scaled} == scaled
