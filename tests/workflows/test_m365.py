@@ -1,8 +1,8 @@
 """m365.dep.create, m365.dep.assign, m365.dep.disable against a sandbox tenant of their own.
 
 The multi-workload assignment is tenant-wide: these tests run on a tenant of their own (its own database and port,
-the session's Key Vault), with three Cloud PCs so that the assignment starts ``windows365.encrypt``. Until the real
-``windows365.encrypt`` is on the worker, a stand-in is registered under its name (``tests.support.windows365_stub``).
+the session's Key Vault), with three Cloud PCs so that the assignment starts ``windows365.encrypt``, which encrypts
+them. The time-skipping test of the deadline runs a stand-in of the child (``tests.support.windows365_stub``).
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ from ckey.models import Role, ServicePrincipal, Workload
 from ckey.operations import OperationKind, OperationRecord, OperationState
 from ckey.store import Store
 from ckey.store.multiworkload import MultiWorkloadStore
+from ckey.windows365 import Windows365Gateway
 from contracts.alerts import Alert, AlertDelivery
 from contracts.m365 import (
     SIGNAL,
@@ -59,7 +60,12 @@ from contracts.m365 import (
     RefreshMultiWorkloadResult,
 )
 from contracts.operation import RecordOperationInput, RecordOperationResult
-from contracts.windows365 import WINDOWS365_ENCRYPT_WORKFLOW, CloudPcsInput, CloudPcsResult
+from contracts.windows365 import (
+    WINDOWS365_ENCRYPT_WORKFLOW,
+    CloudPcsInput,
+    CloudPcsResult,
+    Windows365EncryptResult,
+)
 from sandbox.keyvault import SandboxKeyVaultControl
 from sandbox.m365.control import SandboxM365Control
 from sandbox.m365.server import SandboxM365Server
@@ -128,12 +134,10 @@ async def m_azure(m_settings: Settings, own_tenant: SandboxM365Server) -> AsyncI
 async def m_worker(
     client: Client, m_settings: Settings, store: Store, m_azure: AzureConnection
 ) -> AsyncIterator[Worker]:
-    """A worker with every product workflow on the module's tenant (and the Windows 365 stand-in if needed)."""
+    """A worker with every product workflow on the module's tenant."""
     keyvault = KeyVaultGateway(m_azure)
     gateways = product_gateways(m_settings, store, keyvault, m_azure)
     workflows = all_workflows()
-    if not any(getattr(w, "__temporal_workflow_definition").name == WINDOWS365_ENCRYPT_WORKFLOW for w in workflows):
-        workflows = [*workflows, Windows365EncryptStub]
     async with Worker(
         client,
         task_queue=m_settings.temporal_task_queue,
@@ -234,6 +238,7 @@ async def test_create_assign_in_effect_then_disable_once_another_is_assigned(
     m365: M365Gateway,
     store: Store,
     record_history: Recorder,
+    m_azure: AzureConnection,
 ) -> None:
     keys = await make_keys(kv_control)
     name = f"MW_{uuid.uuid4().hex[:8]}"
@@ -295,6 +300,14 @@ async def test_create_assign_in_effect_then_disable_once_another_is_assigned(
     ]
     assert initiated.parent_close_policy == ParentClosePolicy.PARENT_CLOSE_POLICY_ABANDON
     assert any(e["action"] == "m365.windows365.started" and e["detail"]["operation"] == child_id for e in events)
+    # The child runs on its own record to the end: every Cloud PC of the tenant re-encrypted with the customer key.
+    async with asyncio.timeout(120):
+        encrypted = await client.get_workflow_handle(child_id, result_type=Windows365EncryptResult).result()
+    assert (encrypted.total, encrypted.encrypted, encrypted.failed) == (CLOUD_PCS, CLOUD_PCS, 0), encrypted
+    pcs = await Windows365Gateway(m_azure).cloud_pcs()
+    assert [pc.disk_encryption_state for pc in pcs] == ["encryptedUsingCustomerManagedKey"] * CLOUD_PCS
+    child_record = await store.get_operation(child_id)
+    assert child_record is not None and child_record.state.value == "succeeded" and child_record.dep == name
 
     # The read models answer from SQL.
     viewer = auth(Role.VIEWER)
