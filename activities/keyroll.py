@@ -26,6 +26,7 @@ from ckey.store import Store
 from ckey.store.inventory import InventoryStore
 from ckey.store.keyroll import KeyInEffect, KeyRollStore
 from ckey.store.leases import LeaseConflict, describe
+from ckey.store.spo import SpoGeoStore
 from contracts.keyroll import (
     ROLL_TAG,
     CreateVersionInput,
@@ -297,6 +298,14 @@ class KeyRollActivities(KeyRollActivityStub):
             policy = await self._audited().get_spo_data_encryption_policy(input.admin_url)
         except CmdletError as exc:
             raise refusal(exc) from None
+        # The inventory's geo shows this roll as the operation that moved it last (GET /api/spo/geos).
+        await SpoGeoStore(self.store).record_geo(
+            input.geo,
+            policy.state,
+            policy.percent_complete,
+            [u for u in (policy.primary_key_uri, policy.secondary_key_uri) if u],
+            activity.info().workflow_id,
+        )
         return GeoState(
             geo=input.geo,
             state=policy.state,

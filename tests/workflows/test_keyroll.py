@@ -285,6 +285,10 @@ async def test_a_roll_refreshes_every_workload_onto_one_new_version_and_the_data
     assert plan["named"] is False and "LastRefreshedDateTime" in plan["multi_workload_follow"]
     created = [e["outcome"] for e in trail if e["action"] == "keyvault.key.version.create"]
     assert created == ["intent", "ok"]
+    # The inventory's geo names the roll as the operation that moved it last, on the new version.
+    shown = (await roll_api.get("/api/spo/geos/NAM", headers=operator)).json()
+    assert shown["operation_id"] == op_id and shown["state"] == "Registered", shown
+    assert any(after[-1].version in uri for uri in shown["key_uris"]), shown
     geo = await roll_m365.get_spo_data_encryption_policy(NAM)
     assert (geo.state, geo.primary_key_version, geo.secondary_key_version) == (
         "Registered",
