@@ -45,6 +45,10 @@ HEARTBEAT = timedelta(seconds=10)
 """A SharePoint call whose worker died is retried elsewhere after this long (the activities heartbeat meanwhile)."""
 
 
+RESTORE_NEEDS_RECOVERY = "spo-restore-needs-recovery"
+"""Patch id: a restore refuses every geo not in recovery mode, even one that already holds the keys it names."""
+
+
 class SpoPhase(StrEnum):
     """Phases of ``spo.dep.register`` and ``spo.dep.restore``."""
 
@@ -209,7 +213,12 @@ class SpoDepRestoreWorkflow(SpoGeoWorkflow):
             # A look, not a move: the geo's row keeps the operation that moved it last.
             ref = SpoGeoRef(geo=input.geo, admin_url=admin_url)
             geo = await call(SpoActivityStub.get_spo_geo, ref, heartbeat=HEARTBEAT)
-            if geo.state != SpoState.RECOVERY and not geo.has_keys(input.primary_uri, input.secondary_uri):
+            # A first look always finds the geo in recovery mode: a retried restore resumes from the history, never
+            # from here, so a healthy geo holding the same keys is no reason to report a restore.
+            lenient = not workflow.patched(RESTORE_NEEDS_RECOVERY) and geo.has_keys(
+                input.primary_uri, input.secondary_uri
+            )
+            if geo.state != SpoState.RECOVERY and not lenient:
                 raise ApplicationError(
                     f"the geo {input.geo} is not in recovery mode (it is {geo.state}); nothing was sent",
                     type="spo-geo-recovery",

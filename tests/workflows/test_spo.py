@@ -330,6 +330,11 @@ async def test_restore_refuses_a_geo_not_in_recovery_then_restores_one_in_recove
     await record_history(restored["id"], "spo_dep_restore")
     view = (await spo_api.get("/api/spo/geos/APC", headers=auth(Role.VIEWER))).json()
     assert (view["state"], view["operation_id"]) == ("Registered", restored["id"])
+    # A restore of the healthy geo, even with the keys it holds, is refused too: there is nothing to restore.
+    again_seq = await last_seq(spo_control)
+    again, _ = await run_operation(spo_api, headers, "spo.dep.restore", params)
+    assert again["state"] == "failed" and "spo-geo-recovery" in again["error"], again["error"]
+    assert await spo_control.calls(after=again_seq) == []
 
 
 # A stalled geo on the time-skipping server --------------------------------------------------------------------------
