@@ -90,6 +90,13 @@ class M365Activities(M365ActivityStub):
             raise _refusal(exc) from None
         return dep_info(found[0]) if found else None
 
+    async def _sent_before(self, cmdlet: str) -> bool:
+        """Whether this operation recorded the cmdlet's intent before (an attempt that died after sending it)."""
+        if not activity.in_activity():
+            return False
+        events = await self.store.list_audit(operation_id=activity.info().workflow_id, limit=100_000)
+        return any(e.action == f"m365.{cmdlet}" and e.outcome == Outcome.INTENT for e in events)
+
     @activity.defn
     async def m365_find_dep(self, input: MultiDepRef) -> FindMultiDepResult:
         """Get-M365DataAtRestEncryptionPolicy -Identity <name>; none when there is no such DEP."""
@@ -155,7 +162,10 @@ class M365Activities(M365ActivityStub):
                 f"there is no multi-workload DEP named {input.dep!r}", type="m365-dep-exists", non_retryable=True
             )
         if not dep.enabled:
-            return DisableMultiDepResult(name=dep.name, changed=False)
+            # Disabled by an earlier attempt of this operation whose worker died before the answer: it changed it.
+            return DisableMultiDepResult(
+                name=dep.name, changed=await self._sent_before("Set-M365DataAtRestEncryptionPolicy")
+            )
         try:
             await self._audited().set_m365_data_at_rest_encryption_policy(dep.name, enabled=False)
         except CmdletError as exc:
