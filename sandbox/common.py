@@ -57,6 +57,10 @@ class SandboxControlError(Exception):
         self.body = body
 
 
+SERVER_KEEP_ALIVE = 120
+"""Seconds a sandbox server keeps an idle client connection open."""
+
+
 class SandboxControlClient:
     """Async client of a sandbox's control endpoint (an async context manager).
 
@@ -77,6 +81,9 @@ class SandboxControlClient:
             headers={"Authorization": f"Bearer {token}"},
             verify=verify,
             timeout=60.0,
+            # Idle connections are dropped well before the server would close them, so that none is reused as it
+            # closes (the race answers "Server disconnected without sending a response").
+            limits=httpx.Limits(keepalive_expiry=SERVER_KEEP_ALIVE / 4),
         )
 
     @classmethod
@@ -315,6 +322,9 @@ def uvicorn_config(
         log_level=log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
+        # Azure's and Microsoft 365's front ends keep an idle connection for minutes; uvicorn's default of 5 s would
+        # close it just as a client (15 s for aiohttp's pool) sends its next request on it.
+        timeout_keep_alive=SERVER_KEEP_ALIVE,
     )
 
 
