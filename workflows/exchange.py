@@ -56,8 +56,8 @@ with workflow.unsafe.imports_passed_through():
         ResolveRecipientsResult,
         TargetsRef,
     )
-    from contracts.keyvault import CheckKeyHealthInput, HealthLine, KeyVaultActivityStub
-    from workflows.keyvault import pair_lines
+    from contracts.keyvault import KeyVaultActivityStub
+    from workflows.keyvault import check_dep_keys
     from workflows.operation import OperationWorkflow, call
 
 if TYPE_CHECKING:
@@ -113,25 +113,7 @@ class ExchangeDepCreateWorkflow(OperationWorkflow):
     async def _create(self, input: ExchangeDepCreateInput) -> ExchangeDepCreateResult:
         keys = [str(k) for k in input.azure_key_ids]
         await self.set_phase(DepCreatePhase.CHECKING_KEYS, {"keys": keys})
-        results = await asyncio.gather(
-            *(
-                call(KeyVaultActivityStub.check_key_health, CheckKeyHealthInput(key_uri=k, workload=Workload.EXCHANGE))
-                for k in keys
-            )
-        )
-        lines: list[HealthLine] = [line for r in results for line in r.lines]
-        lines += pair_lines(keys, [(r.vault, r.region) for r in results])
-        broken = [line for line in lines if not line.ok]
-        if broken:
-            raise ApplicationError(
-                "the keys break the DEP rules: "
-                + "; ".join(
-                    f"{line.check} ({line.rule}) for {line.key}: {line.detail}".rstrip(": ") for line in broken
-                ),
-                [line.model_dump() for line in broken],
-                type=broken[0].rule,
-                non_retryable=True,
-            )
+        await check_dep_keys(keys, Workload.EXCHANGE)
 
         await self.set_phase(DepCreatePhase.CHECKING_EXISTING)
         existing = (await call(ExchangeActivityStub.find_dep, DepRef(dep=input.name))).dep

@@ -229,6 +229,33 @@ def pair_lines(uris: list[str], regions: list[tuple[str, str | None]]) -> list[H
     return lines
 
 
+async def check_dep_keys(keys: list[str], workload: Workload, rules: str = "DEP") -> None:
+    """The DEP rules for a pair of keys: each healthy for ``workload``'s principal, two vaults, two regions.
+
+    Args:
+        keys: the two key URIs.
+        workload: whose service principal must reach them.
+        rules: how the refusal names the rules (``DEP``, ``SharePoint DEP``).
+
+    Raises:
+        ApplicationError: non-retryable, typed by the first broken rule, every broken line in its details.
+    """
+    results = await asyncio.gather(
+        *(call(KeyVaultActivityStub.check_key_health, CheckKeyHealthInput(key_uri=k, workload=workload)) for k in keys)
+    )
+    lines: list[HealthLine] = [line for r in results for line in r.lines]
+    lines += pair_lines(keys, [(r.vault, r.region) for r in results])
+    broken = [line for line in lines if not line.ok]
+    if broken:
+        raise ApplicationError(
+            f"the keys break the {rules} rules: "
+            + "; ".join(f"{line.check} ({line.rule}) for {line.key}: {line.detail}".rstrip(": ") for line in broken),
+            [line.model_dump() for line in broken],
+            type=broken[0].rule,
+            non_retryable=True,
+        )
+
+
 # keyvault.key.restore ----------------------------------------------------------------------------------------------
 
 

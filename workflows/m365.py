@@ -8,7 +8,6 @@ multi-workload DEP" ("Before you disable a multi-workload DEP, unassign the DEP 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from datetime import timedelta
 from enum import StrEnum
@@ -32,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
         lazy_preflight,
     )
     from contracts.alerts import AlertActivityStub
-    from contracts.keyvault import CheckKeyHealthInput, HealthLine, KeyVaultActivityStub
+    from contracts.keyvault import KeyVaultActivityStub
     from contracts.m365 import (
         SIGNAL,
         SIGNAL_DETAIL,
@@ -60,7 +59,7 @@ with workflow.unsafe.imports_passed_through():
         Windows365ActivityStub,
         Windows365EncryptInput,
     )
-    from workflows.keyvault import pair_lines
+    from workflows.keyvault import check_dep_keys
     from workflows.operation import OperationWorkflow, call
 
 if TYPE_CHECKING:
@@ -108,28 +107,7 @@ class M365DepCreateWorkflow(OperationWorkflow):
     async def _create(self, input: M365DepCreateInput) -> M365DepCreateResult:
         keys = [str(k) for k in input.azure_key_ids]
         await self.set_phase(M365CreatePhase.CHECKING_KEYS, {"keys": keys, "workload": Workload.MULTI_WORKLOAD})
-        results = await asyncio.gather(
-            *(
-                call(
-                    KeyVaultActivityStub.check_key_health,
-                    CheckKeyHealthInput(key_uri=k, workload=Workload.MULTI_WORKLOAD),
-                )
-                for k in keys
-            )
-        )
-        lines: list[HealthLine] = [line for r in results for line in r.lines]
-        lines += pair_lines(keys, [(r.vault, r.region) for r in results])
-        broken = [line for line in lines if not line.ok]
-        if broken:
-            raise ApplicationError(
-                "the keys break the DEP rules: "
-                + "; ".join(
-                    f"{line.check} ({line.rule}) for {line.key}: {line.detail}".rstrip(": ") for line in broken
-                ),
-                [line.model_dump() for line in broken],
-                type=broken[0].rule,
-                non_retryable=True,
-            )
+        await check_dep_keys(keys, Workload.MULTI_WORKLOAD)
 
         await self.set_phase(M365CreatePhase.CHECKING_EXISTING)
         existing = (await call(M365ActivityStub.m365_find_dep, MultiDepRef(dep=input.name))).dep

@@ -10,7 +10,6 @@ in recovery mode and is followed back to ``Registered`` the same way.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -22,7 +21,7 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from ckey.models import Role, SpoState, Workload, human_duration
     from ckey.operations import Escalation, Lease, LeaseMode, LeaseRequest, OperationKind
-    from contracts.keyvault import CheckKeyHealthInput, HealthLine, KeyVaultActivityStub
+    from contracts.keyvault import KeyVaultActivityStub
     from contracts.spo import (
         PERCENTS_KEPT,
         SpoActivityStub,
@@ -35,7 +34,7 @@ with workflow.unsafe.imports_passed_through():
         SpoGeoView,
         SpoKeysInput,
     )
-    from workflows.keyvault import pair_lines
+    from workflows.keyvault import check_dep_keys
     from workflows.operation import OperationWorkflow, call
 
 if TYPE_CHECKING:
@@ -78,28 +77,7 @@ class SpoGeoWorkflow(OperationWorkflow):
         """The seed's key rules for the SharePoint principal: each key healthy, two vaults, two regions."""
         keys = [input.primary_uri, input.secondary_uri]
         await self.set_phase(SpoPhase.CHECKING_KEYS, {"keys": keys})
-        results = await asyncio.gather(
-            *(
-                call(
-                    KeyVaultActivityStub.check_key_health,
-                    CheckKeyHealthInput(key_uri=k, workload=Workload.SHAREPOINT),
-                )
-                for k in keys
-            )
-        )
-        lines: list[HealthLine] = [line for r in results for line in r.lines]
-        lines += pair_lines(keys, [(r.vault, r.region) for r in results])
-        broken = [line for line in lines if not line.ok]
-        if broken:
-            raise ApplicationError(
-                "the keys break the SharePoint DEP rules: "
-                + "; ".join(
-                    f"{line.check} ({line.rule}) for {line.key}: {line.detail}".rstrip(": ") for line in broken
-                ),
-                [line.model_dump() for line in broken],
-                type=broken[0].rule,
-                non_retryable=True,
-            )
+        await check_dep_keys(keys, Workload.SHAREPOINT, "SharePoint DEP")
 
     def _keys_input(self, input: SpoGeoInput, admin_url: str) -> SpoKeysInput:
         return SpoKeysInput(
